@@ -1,0 +1,165 @@
+"""codex-limits' account-pool extension: methods and types that upstream does not have.
+
+Kept apart from `v2` so that nothing here is mistaken for the upstream contract; exported under
+`schemas/json/ext/`. Same conventions as upstream: camelCase members, nulls written, new string
+enums camelCase.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from ._model import Int64, WireModel
+from .v2 import (
+    ConsumeAccountRateLimitResetCreditOutcome,
+    PlanType,
+    RateLimitResetCredit,
+    RateLimitSnapshot,
+)
+
+APPLY_WARNING = "Applying consumes one saved rate-limit reset on this account and cannot be undone."
+
+
+class AccountStatus(StrEnum):
+    """What an operator can do with the account right now."""
+
+    ACTIVE = "active"
+    RATE_LIMITED = "rateLimited"
+    REAUTH_REQUIRED = "reauthRequired"
+    UNSUPPORTED = "unsupported"
+    UNAVAILABLE = "unavailable"
+
+
+class ResetDisabledReason(StrEnum):
+    """Why `accountPool/resetCredit/apply` would be refused for this account."""
+
+    NO_CREDIT = "noCredit"
+    REAUTH_REQUIRED = "reauthRequired"
+    UNSUPPORTED = "unsupported"
+    UNAVAILABLE = "unavailable"
+
+
+class ApplyStatus(StrEnum):
+    """State of one apply attempt in the ledger."""
+
+    PENDING = "pending"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class AccountError(WireModel):
+    """The error the last refresh of this account ran into (same code and message a read would answer)."""
+
+    code: Int64
+    message: str
+
+
+class ResetCreditsOverview(WireModel):
+    available_count: Int64
+    credits: list[RateLimitResetCredit] | None = Field(
+        default=None, description="Detail rows when the backend provided them; `null` when only the count is known."
+    )
+    nearest_expires_at: Int64 | None = Field(
+        default=None, description="Unix seconds of the soonest expiry among the available credits, if any expire."
+    )
+
+
+class ResetAction(WireModel):
+    enabled: bool
+    disabled_reason: ResetDisabledReason | None = None
+    warning: str = Field(description="A sentence saying what applying costs; show it before asking to confirm.")
+
+
+class PendingApply(WireModel):
+    """An apply whose outcome is not known yet (a timeout or a crash); re-send it with the same key."""
+
+    idempotency_key: str
+    credit_id: str | None = None
+    started_at: Int64
+
+
+class AccountSummary(WireModel):
+    account_id: str = Field(description="Pool id of the account (from accounts.toml).")
+    label: str
+    email: str | None = None
+    plan_type: PlanType | None = None
+    status: AccountStatus
+    rate_limits: RateLimitSnapshot | None = None
+    rate_limits_by_limit_id: dict[str, RateLimitSnapshot] | None = None
+    reset_credits: ResetCreditsOverview | None = None
+    reset_action: ResetAction
+    pending_apply: PendingApply | None = None
+    refreshed_at: Int64 | None = Field(default=None, description="Unix seconds of the read this summary comes from.")
+    error: AccountError | None = None
+
+
+class AccountPoolListParams(WireModel):
+    max_age_seconds: Int64 | None = Field(
+        default=None,
+        description="Serve a cached summary younger than this; omitted or null reads every account now.",
+    )
+
+
+class AccountPoolListResponse(WireModel):
+    accounts: list[AccountSummary]
+
+
+class AccountPoolRefreshParams(WireModel):
+    account_id: str
+
+
+class AccountPoolApplyParams(WireModel):
+    account_id: str
+    idempotency_key: str = Field(
+        description="Identifies one logical apply. A UUID is recommended; re-send the same value to retry it."
+    )
+    credit_id: str | None = Field(
+        default=None, description="Saved reset to spend; omitted lets the backend pick the next available one."
+    )
+
+
+class AccountPoolApplyResponse(WireModel):
+    outcome: ConsumeAccountRateLimitResetCreditOutcome
+    before: AccountSummary
+    after: AccountSummary | None = Field(
+        default=None, description="Summary read right after the consume; null only if that read failed."
+    )
+    applied_at: Int64 = Field(description="Unix seconds when the consume was answered.")
+    replayed: bool = Field(
+        default=False, description="True when this key had finished before and the recorded result is returned."
+    )
+
+
+class AccountPoolHistoryParams(WireModel):
+    account_id: str | None = None
+    limit: Int64 | None = None
+
+
+class ApplyRecord(WireModel):
+    idempotency_key: str
+    account_id: str
+    credit_id: str | None = None
+    status: ApplyStatus
+    outcome: ConsumeAccountRateLimitResetCreditOutcome | None = None
+    error: str | None = None
+    started_at: Int64
+    finished_at: Int64 | None = None
+    available_before: Int64 | None = None
+    available_after: Int64 | None = None
+
+
+class AccountPoolHistoryResponse(WireModel):
+    entries: list[ApplyRecord]
+
+
+class AccountUpdatedNotification(WireModel):
+    account: AccountSummary
+
+
+class ApplyRefusedData(WireModel):
+    """`error.data` of a refused apply: the reason, so clients need not parse the message."""
+
+    account_id: str
+    disabled_reason: ResetDisabledReason
