@@ -134,14 +134,15 @@ def _method_files() -> Iterator[tuple[str, Schema]]:
         "v2/NullableGetAccountRateLimitsParams.json",
         nullable_schema(v2.GetAccountRateLimitsParams, "Nullable_GetAccountRateLimitsParams"),
     )
-    for model in (
+    upstream: tuple[type[BaseModel], ...] = (
         v2.GetAccountRateLimitsResponse,
         v2.ConsumeAccountRateLimitResetCreditParams,
         v2.ConsumeAccountRateLimitResetCreditResponse,
         v2.AccountRateLimitsUpdatedNotification,
-    ):
+    )
+    for model in upstream:
         yield f"v2/{model.__name__}.json", model_schema(model)
-    for model in (
+    extension: tuple[type[BaseModel], ...] = (
         ext.AccountPoolListParams,
         ext.AccountPoolListResponse,
         ext.AccountPoolRefreshParams,
@@ -152,7 +153,8 @@ def _method_files() -> Iterator[tuple[str, Schema]]:
         ext.AccountPoolHistoryResponse,
         ext.AccountUpdatedNotification,
         ext.ApplyRefusedData,
-    ):
+    )
+    for model in extension:
         yield f"ext/{model.__name__}.json", model_schema(model)
 
 

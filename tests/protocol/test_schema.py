@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,13 @@ def test_exported_file_agrees_with_upstream(rel: str) -> None:
 
 def test_shape_comparison_sees_a_difference() -> None:
     theirs = _load(RELEASE / "v2/GetAccountRateLimitsResponse.json")
-    for mutate in (
+    mutations: list[Callable[[Any], Any]] = [
         lambda s: s["definitions"]["RateLimitWindow"]["required"].append("resetsAt"),
         lambda s: s["definitions"]["PlanType"]["enum"].remove("sci"),
         lambda s: s["definitions"]["CreditsSnapshot"]["properties"]["balance"].update(type="string"),
         lambda s: s["properties"].pop("accountId"),
-    ):
+    ]
+    for mutate in mutations:
         changed = copy.deepcopy(theirs)
         mutate(changed)
         assert shape(changed, changed) != shape(theirs, theirs)

@@ -1,0 +1,139 @@
+"""The pool's membership: `accounts.toml` in the data directory, read and edited atomically.
+
+    include_default = true          # the $CODEX_HOME account is in the pool as `default`
+    [[accounts]]
+    id = "work"
+    label = "Work"
+    codex_home = "~/.codex-work"
+
+A pool of one (just `default`) needs no file at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import filelock
+import tomli_w
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ID: Final = "default"
+FILE_NAME: Final = "accounts.toml"
+_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class AccountsFileError(Exception):
+    """accounts.toml cannot be used as written; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class AccountEntry:
+    id: str
+    label: str
+    codex_home: Path
+
+
+@dataclass(frozen=True)
+class AccountsFile:
+    path: Path
+    default_home: Path
+
+    @property
+    def lock(self) -> filelock.FileLock:
+        return filelock.FileLock(str(self.path) + ".lock", timeout=10)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            with self.path.open("rb") as f:
+                return tomllib.load(f)
+        except FileNotFoundError:
+            return {}
+        except tomllib.TOMLDecodeError as exc:
+            raise AccountsFileError(f"{self.path}: {exc}") from None
+
+    def entries(self) -> list[AccountEntry]:
+        data = self._read()
+        include_default = data.get("include_default", True)
+        if not isinstance(include_default, bool):
+            raise AccountsFileError(f"{self.path}: include_default must be true or false")
+        raw = data.get("accounts", [])
+        if not isinstance(raw, list):
+            raise AccountsFileError(f"{self.path}: `accounts` must be an array of tables ([[accounts]])")
+        found: dict[str, AccountEntry] = {}
+        for index, item in enumerate(raw):
+            entry = self._entry(item, index)
+            if entry.id in found:
+                raise AccountsFileError(f"{self.path}: account id {entry.id!r} appears twice")
+            found[entry.id] = entry
+        if include_default and DEFAULT_ID not in found:
+            found = {DEFAULT_ID: AccountEntry(DEFAULT_ID, "default ($CODEX_HOME)", self.default_home), **found}
+        return list(found.values())
+
+    def _entry(self, item: Any, index: int) -> AccountEntry:
+        where = f"{self.path}: accounts[{index}]"
+        if not isinstance(item, dict):
+            raise AccountsFileError(f"{where} is not a table")
+        account_id = item.get("id")
+        home = item.get("codex_home")
+        if not isinstance(account_id, str) or not _ID_PATTERN.match(account_id):
+            raise AccountsFileError(f"{where}: id must be 1-64 letters, digits, '.', '_' or '-'")
+        if not isinstance(home, str) or not home:
+            raise AccountsFileError(f"{where}: codex_home must be a path")
+        label = item.get("label", account_id)
+        if not isinstance(label, str):
+            raise AccountsFileError(f"{where}: label must be a string")
+        return AccountEntry(account_id, label, Path(home).expanduser().absolute())
+
+    def add(self, account_id: str, codex_home: Path, label: str | None = None) -> AccountEntry:
+        if not _ID_PATTERN.match(account_id):
+            raise AccountsFileError(f"account id {account_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        with self.lock:
+            data = self._read()
+            accounts = list(data.get("accounts", []))
+            if any(isinstance(a, dict) and a.get("id") == account_id for a in accounts):
+                raise AccountsFileError(f"account {account_id!r} is already in {self.path}")
+            entry = {"id": account_id, "label": label or account_id, "codex_home": str(codex_home)}
+            data["accounts"] = [*accounts, entry]
+            self._write(data)
+        return self._entry(entry, len(accounts))
+
+    def remove(self, account_id: str) -> None:
+        with self.lock:
+            data = self._read()
+            accounts = list(data.get("accounts", []))
+            kept = [a for a in accounts if not (isinstance(a, dict) and a.get("id") == account_id)]
+            if len(kept) == len(accounts):
+                if account_id == DEFAULT_ID and data.get("include_default", True):
+                    data["include_default"] = False
+                else:
+                    raise AccountsFileError(f"no account {account_id!r} in {self.path}")
+            data["accounts"] = kept
+            self._write(data)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        """Temp file + fsync + rename: a crash leaves the old file or the new one, never half of one."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".accounts.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                tomli_w.dump(data, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

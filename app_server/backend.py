@@ -1,0 +1,207 @@
+"""The HTTP client for the upstream usage, reset-credit details and consume endpoints.
+
+One shared `httpx.AsyncClient` (keep-alive), created on first use so httpx stays out of
+start-up. Request headers, paths, bodies, timeouts and error texts follow CONTRACT §4–§7.
+Nothing here retries: a consume is sent exactly once per call.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final, Literal
+
+import anyio
+
+from .config import Timeouts
+from .payloads import DecodeError, ResetCreditDetails, Usage, decode_consume, decode_details, decode_usage
+
+if TYPE_CHECKING:
+    import httpx
+
+log = logging.getLogger(__name__)
+
+ErrorKind = Literal["status", "decode", "transport", "timeout"]
+
+# Reason phrases as upstream's HTTP stack writes them (Python's differ for a few codes).
+_REASONS: Final = {418: "I'm a teapot", 413: "Payload Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable"}
+
+
+class BackendError(Exception):
+    """An upstream call failed; `detail` is the text after upstream's message prefix (CONTRACT §7.3)."""
+
+    def __init__(self, kind: ErrorKind, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.kind: ErrorKind = kind
+        self.detail = detail
+        self.status = status
+
+    def __repr__(self) -> str:
+        return f"BackendError(kind={self.kind!r}, status={self.status!r}, detail={self.detail!r})"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The identity a call is made with. The token never appears in repr or logs."""
+
+    user_agent: str
+    access_token: str = field(repr=False)
+    account_id: str | None = None
+    fedramp: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    usage: str
+    details: str
+    consume: str
+
+    @classmethod
+    def for_base(cls, base_url: str) -> Endpoints:
+        """CONTRACT §7.1: `/backend-api` bases use the `wham` paths, all others `api/codex`."""
+        base = base_url.rstrip("/")
+        prefix = f"{base}/wham" if "/backend-api" in base else f"{base}/api/codex"
+        return cls(
+            usage=f"{prefix}/usage",
+            details=f"{prefix}/rate-limit-reset-credits",
+            consume=f"{prefix}/rate-limit-reset-credits/consume",
+        )
+
+
+def reason_phrase(status: int) -> str:
+    if status in _REASONS:
+        return _REASONS[status]
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "<unknown status code>"
+
+
+class HttpPool:
+    """Owns the one AsyncClient. `transport` is the test seam (httpx.MockTransport)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, connect_timeout: float = 10.0) -> None:
+        self._transport = transport
+        self._connect_timeout = connect_timeout
+        self._client: httpx.AsyncClient | None = None
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.AsyncClient(
+                transport=self._transport,
+                timeout=httpx.Timeout(None, connect=self._connect_timeout),
+                follow_redirects=True,
+                trust_env=False,
+            )
+            # Send only the headers upstream sends: no httpx user agent, no accept-encoding.
+            for name in list(self._client.headers.keys()):
+                del self._client.headers[name]
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class Backend:
+    def __init__(self, base_url: str, pool: HttpPool, timeouts: Timeouts) -> None:
+        self.endpoints = Endpoints.for_base(base_url)
+        self._pool = pool
+        self._timeouts = timeouts
+
+    def _headers(self, caller: Caller, *, luna: bool = False, json_body: bool = False) -> list[tuple[str, bytes]]:
+        headers: list[tuple[str, bytes]] = [("user-agent", caller.user_agent.encode("utf-8"))]
+        headers.append(("authorization", b"Bearer " + caller.access_token.encode("utf-8")))
+        if caller.account_id is not None:
+            headers.append(("chatgpt-account-id", caller.account_id.encode("utf-8")))
+        if caller.fedramp:
+            headers.append(("x-openai-fedramp", b"true"))
+        if luna:
+            headers.append(("x-openai-codex-luna-reserve", b"1"))
+        if json_body:
+            headers.append(("content-type", b"application/json"))
+        headers.append(("accept", b"*/*"))
+        return headers
+
+    async def _send(
+        self, method: str, url: str, headers: list[tuple[str, bytes]], timeout: float, body: bytes | None = None
+    ) -> tuple[int, str, bytes]:
+        import httpx
+
+        client = self._pool.client()
+        # Host after accept, as upstream orders them; httpx appends content-length after it.
+        raw = [(name.encode("ascii"), value) for name, value in headers]
+        raw.append((b"host", httpx.URL(url).netloc))
+        try:
+            with anyio.fail_after(timeout):
+                response = await client.request(method, url, headers=raw, content=body)
+                return response.status_code, response.headers.get("content-type", ""), response.content
+        except TimeoutError:
+            raise BackendError("timeout", f"request timed out after {timeout:g} s for url ({url})") from None
+        except httpx.HTTPError as exc:
+            log.info("%s %s: %s", method, url, type(exc).__name__)
+            raise BackendError("transport", f"error sending request for url ({url})") from None
+
+    @staticmethod
+    def _check(method: str, url: str, status: int, content_type: str, body: bytes) -> None:
+        if not 200 <= status < 300:
+            text = body.decode("utf-8", "replace")
+            raise BackendError(
+                "status",
+                f"{method} {url} failed: {status} {reason_phrase(status)}; content-type={content_type}; body={text}",
+                status,
+            )
+
+    @staticmethod
+    def _decode_error(url: str, exc: DecodeError, content_type: str, body: bytes) -> BackendError:
+        text = body.decode("utf-8", "replace")
+        return BackendError("decode", f"Decode error for {url}: {exc}; content-type={content_type}; body={text}")
+
+    async def usage(self, caller: Caller, *, luna: bool = False) -> Usage:
+        url = self.endpoints.usage
+        status, ctype, body = await self._send("GET", url, self._headers(caller, luna=luna), self._timeouts.usage)
+        self._check("GET", url, status, ctype, body)
+        try:
+            return decode_usage(body)
+        except DecodeError as exc:
+            raise self._decode_error(url, exc, ctype, body) from None
+
+    async def details(self, caller: Caller) -> ResetCreditDetails | None:
+        """The detail rows, or None on any failure: details never fail a read (CONTRACT §4.9)."""
+        rows, error = await self.details_or_error(caller)
+        if error is not None:
+            log.info("reset-credit details unavailable (%s); using the usage count", error.kind)
+        return rows
+
+    async def details_or_error(self, caller: Caller) -> tuple[ResetCreditDetails | None, BackendError | None]:
+        """Like `details`, but tells why it failed (the pool needs a 404 to say `unsupported`)."""
+        url = self.endpoints.details
+        try:
+            status, ctype, body = await self._send("GET", url, self._headers(caller), self._timeouts.details)
+            self._check("GET", url, status, ctype, body)
+            try:
+                return decode_details(body), None
+            except DecodeError as exc:
+                return None, self._decode_error(url, exc, ctype, body)
+        except BackendError as exc:
+            return None, exc
+
+    async def consume(self, caller: Caller, idempotency_key: str, credit_id: str | None) -> str:
+        """One POST, never retried. Returns the backend code (`reset`, `nothing_to_reset`, …)."""
+        url = self.endpoints.consume
+        payload: dict[str, str] = {"redeem_request_id": idempotency_key}
+        if credit_id is not None:
+            payload["credit_id"] = credit_id
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        headers = self._headers(caller, json_body=True)
+        status, ctype, answer = await self._send("POST", url, headers, self._timeouts.consume, body)
+        self._check("POST", url, status, ctype, answer)
+        try:
+            return decode_consume(answer)
+        except DecodeError as exc:
+            raise self._decode_error(url, exc, ctype, answer) from None

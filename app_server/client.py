@@ -1,0 +1,160 @@
+"""A small async client for the protocol: requests matched to answers by id, notifications streamed.
+
+Used by the operator CLI (over a spawned `codex-limits serve`) and by the tests (over memory
+streams or a real subprocess). It speaks bytes through the same `ByteSource`/`ByteSink` shapes
+as the server's transport.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import BaseModel
+
+from protocol.jsonrpc import RpcError
+from protocol.methods import Method
+
+from . import __version__
+from .transport import ByteSink, ByteSource, LineSplitter, Overlong
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class ServerClosed(Exception):
+    """The server's output ended before the answer arrived."""
+
+
+class Client:
+    def __init__(self, sink: ByteSink, source: ByteSource) -> None:
+        self._sink = sink
+        self._source = source
+        self._ids = itertools.count(1)
+        self._pending: dict[Any, MemoryObjectSendStream[dict[str, Any]]] = {}
+        self._closed = False
+        self._note_send: MemoryObjectSendStream[dict[str, Any]]
+        self.notifications: MemoryObjectReceiveStream[dict[str, Any]]
+        self._note_send, self.notifications = anyio.create_memory_object_stream[dict[str, Any]](1000)
+
+    async def run(self) -> None:
+        """Read answers until the server's output ends; run it in a task group."""
+        splitter = LineSplitter(max_line=1 << 30)
+        try:
+            while True:
+                try:
+                    chunk = await self._source.receive()
+                except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    break
+                for line in splitter.feed(chunk):
+                    if not isinstance(line, Overlong):
+                        await self._dispatch(line)
+        finally:
+            self._closed = True
+            for stream in self._pending.values():
+                stream.close()
+            self._note_send.close()
+
+    async def _dispatch(self, line: bytes) -> None:
+        message = json.loads(line)
+        if "method" in message:
+            # A full buffer means nobody is listening for notifications: dropping them is the client's choice.
+            with contextlib.suppress(anyio.WouldBlock):
+                self._note_send.send_nowait(message)
+            return
+        stream = self._pending.pop(message.get("id"), None)
+        if stream is not None:
+            await stream.send(message)
+
+    async def send_line(self, line: bytes | str) -> None:
+        data = line.encode("utf-8") if isinstance(line, str) else line
+        await self._sink.send(data + b"\n")
+
+    async def request(self, method: str, params: Any = None, *, request_id: Any = None) -> Any:
+        """Send one request and return its `result`; an error answer raises `RpcError`."""
+        if self._closed:
+            raise ServerClosed(f"server closed before {method}")
+        rid = next(self._ids) if request_id is None else request_id
+        send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
+        self._pending[rid] = send
+        message: dict[str, Any] = {"id": rid, "method": method}
+        if params is not None:
+            message["params"] = (
+                params.model_dump(mode="json", by_alias=True) if isinstance(params, BaseModel) else params
+            )
+        await self.send_line(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+        try:
+            answer = await receive.receive()
+        except anyio.EndOfStream:
+            raise ServerClosed(f"server closed before answering {method}") from None
+        finally:
+            self._pending.pop(rid, None)
+        if "error" in answer:
+            error = answer["error"]
+            raise RpcError(error["code"], error["message"], error.get("data"))
+        return answer["result"]
+
+    async def call(self, method: Method, params: BaseModel | None = None, result: type[R] | None = None) -> R:
+        """Typed request: params and result are the models of the method table."""
+        raw = await self.request(method.name, params)
+        model: type[Any] = result or method.result
+        parsed: R = model.model_validate(raw)
+        return parsed
+
+    async def initialize(self, name: str = "codex-limits", version: str = __version__) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "initialize", {"clientInfo": {"name": name, "title": None, "version": version}}
+        )
+        return result
+
+
+class _ProcessSource:
+    def __init__(self, stream: anyio.abc.ByteReceiveStream) -> None:
+        self._stream = stream
+
+    async def receive(self) -> bytes:
+        return await self._stream.receive()
+
+
+class _ProcessSink:
+    def __init__(self, stream: anyio.abc.ByteSendStream) -> None:
+        self._stream = stream
+
+    async def send(self, data: bytes) -> None:
+        await self._stream.send(data)
+
+
+def server_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "app_server", *args]
+
+
+@asynccontextmanager
+async def spawn(
+    args: Sequence[str] = (), *, env: Mapping[str, str] | None = None, stderr: int | None = None
+) -> AsyncIterator[tuple[Client, anyio.abc.Process]]:
+    """Start `codex-limits serve` as a child process and yield a running client for it."""
+    process = await anyio.open_process(
+        server_command(*args), env=dict(os.environ if env is None else env), stderr=stderr
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    client = Client(_ProcessSink(process.stdin), _ProcessSource(process.stdout))
+    async with process, anyio.create_task_group() as tg:
+        tg.start_soon(client.run)
+        try:
+            yield client, process
+        finally:
+            await process.stdin.aclose()
+            with anyio.move_on_after(15):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+            tg.cancel_scope.cancel()

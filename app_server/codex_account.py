@@ -1,0 +1,105 @@
+"""One Codex home as a rate-limit account: its auth.json, its backend, and the two calls on it.
+
+Shared by the upstream methods (the `$CODEX_HOME` account) and by the account pool.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Final
+
+import anyio
+
+from protocol import v2
+from protocol.jsonrpc import INVALID_REQUEST, RpcError
+
+from .auth import AuthKind, AuthState, AuthStore
+from .backend import Backend, BackendError, Caller, HttpPool
+from .config import Settings, read_base_url
+from .mapping import rate_limits_response
+from .payloads import ResetCreditDetails, Usage
+
+
+class Purpose(StrEnum):
+    READ = "to read rate limits"
+    CONSUME = "for rate limit reset credits"
+
+
+OUTCOMES: Final = {
+    "reset": v2.ConsumeAccountRateLimitResetCreditOutcome.RESET,
+    "nothing_to_reset": v2.ConsumeAccountRateLimitResetCreditOutcome.NOTHING_TO_RESET,
+    "no_credit": v2.ConsumeAccountRateLimitResetCreditOutcome.NO_CREDIT,
+    "already_redeemed": v2.ConsumeAccountRateLimitResetCreditOutcome.ALREADY_REDEEMED,
+}
+
+
+def auth_error(state: AuthState, purpose: Purpose) -> RpcError | None:
+    """CONTRACT §8.1 (with D5: a ChatGPT file without usable tokens counts as no auth)."""
+    if state.kind is AuthKind.API_KEY:
+        return RpcError(INVALID_REQUEST, f"chatgpt authentication required {purpose.value}")
+    if state.kind is AuthKind.NONE or state.credentials is None:
+        return RpcError(INVALID_REQUEST, f"codex account authentication required {purpose.value}")
+    return None
+
+
+class CodexAccount:
+    def __init__(self, home: Path, settings: Settings, http: HttpPool) -> None:
+        self.home = home
+        self.auth = AuthStore(
+            home, refresh_url=settings.refresh_url, client=http.client, refresh_timeout=settings.timeouts.refresh
+        )
+        self.backend = Backend(read_base_url(home), http, settings.timeouts)
+
+    async def caller(self, purpose: Purpose, *, user_agent: str, originator: str) -> Caller:
+        """Refresh if due, then the identity to call with; raises the §8.1 errors when there is none."""
+        state = self.auth.state()
+        error = auth_error(state, purpose)
+        if error is not None:
+            raise error
+        state = await self.auth.ensure_fresh(user_agent=user_agent, originator=originator)
+        error = auth_error(state, purpose)
+        if error is not None:
+            raise error
+        assert state.credentials is not None
+        creds = state.credentials
+        return Caller(
+            user_agent=user_agent, access_token=creds.access_token, account_id=creds.account_id, fedramp=creds.fedramp
+        )
+
+    async def fetch(
+        self, caller: Caller, *, details: bool, luna: bool = False
+    ) -> tuple[Usage, ResetCreditDetails | None]:
+        """Usage and (unless excluded) the details, concurrently; a details failure never fails this."""
+        rows: list[ResetCreditDetails | None] = [None]
+
+        async def load_details() -> None:
+            rows[0] = await self.backend.details(caller)
+
+        # The usage error waits for the details call to finish, as upstream joins both (§4.2).
+        failure: BackendError | None = None
+        async with anyio.create_task_group() as tg:
+            if details:
+                tg.start_soon(load_details)
+            try:
+                usage = await self.backend.usage(caller, luna=luna)
+            except BackendError as exc:
+                failure = exc
+        if failure is not None:
+            raise failure
+        return usage, rows[0]
+
+    async def read(self, caller: Caller, *, details: bool, luna: bool = False) -> v2.GetAccountRateLimitsResponse:
+        usage, rows = await self.fetch(caller, details=details, luna=luna)
+        creds = self.auth.state().credentials
+        return rate_limits_response(
+            usage,
+            rows,
+            signed_in_user_id=creds.user_id if creds else None,
+            signed_in_account_id=creds.account_id if creds else None,
+        )
+
+    async def consume(
+        self, caller: Caller, idempotency_key: str, credit_id: str | None
+    ) -> v2.ConsumeAccountRateLimitResetCreditOutcome:
+        return OUTCOMES[await self.backend.consume(caller, idempotency_key, credit_id)]

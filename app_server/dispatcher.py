@@ -1,0 +1,358 @@
+"""classify -> validate -> route -> answer: the one place where exceptions become wire errors.
+
+Every request line gets exactly one answer. Cheap answers (parse errors, state errors,
+parameter checks) are written inline by the reader; real work runs in one task per request.
+Backpressure instead of loss: when too many requests are in flight or the outbox is full,
+the reader simply stops reading stdin until there is room (CONTRACT §10 D1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import anyio
+from pydantic import BaseModel
+
+from protocol import jsonrpc
+from protocol.jsonrpc import INTERNAL_ERROR, RpcError, is_request_id
+from protocol.methods import METHODS, Method, Notification
+from protocol.validation import MISSING, parse_params
+
+from .context import RequestContext, Session
+from .services import Services
+from .transport import ByteSource, LineSplitter, Outbox, Overlong
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[RequestContext, Any], Awaitable[BaseModel]]
+Precheck = Callable[[Any], None]
+InlineHandler = Callable[[RequestContext, Any], BaseModel]
+
+_WHITESPACE: Final = b" \t\r\n\x0b\x0c"
+_DUPLICATE_PROBES: Final = (b'"id"', b'"method"', b'"params"')
+SHUTDOWN_MESSAGE: Final = "server shut down before this request finished; its outcome is unknown"
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a method is served: `inline` answers without I/O in the reader; otherwise `handler` runs
+    in its own task after the optional synchronous `precheck` passed."""
+
+    method: Method
+    handler: Handler | None = None
+    inline: InlineHandler | None = None
+    precheck: Precheck | None = None
+    needs_initialize: bool = True
+
+
+class _Dropped(Exception):
+    """A line that is not a message we answer; the text is logged."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _Dropped(f"duplicate field `{key}`")
+        seen[key] = value
+    return seen
+
+
+def decode_line(line: bytes) -> Any:
+    """Parse one line strictly as upstream's serde does: UTF-8, no BOM, no NaN, no lone surrogates."""
+    text = line.decode("utf-8")
+    value = _decoder.decode(text)
+    if isinstance(value, dict) and any(line.count(probe) > 1 for probe in _DUPLICATE_PROBES):
+        value = json.loads(text, object_pairs_hook=_top_level_pairs_checker())
+    if b"\\u" in line and _has_lone_surrogate(value):
+        raise ValueError("lone surrogate in string escape")
+    return value
+
+
+def _top_level_pairs_checker() -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    # object_pairs_hook runs innermost first, so the last call is the top-level object.
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(keys) != len(set(keys)) and ({"id", "method", "params"} & {k for k in keys if keys.count(k) > 1}):
+            return _no_duplicates(pairs)
+        return dict(pairs)
+
+    return hook
+
+
+def encode_id(request_id: Any) -> bytes:
+    return json.dumps(request_id, ensure_ascii=False).encode("utf-8")
+
+
+def success(request_id: Any, result: BaseModel) -> bytes:
+    return b'{"id":' + encode_id(request_id) + b',"result":' + _to_wire(result) + b"}"
+
+
+def _to_wire(model: BaseModel) -> bytes:
+    return model.__pydantic_serializer__.to_json(model, by_alias=True)
+
+
+def failure(request_id: Any, error: RpcError) -> bytes:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if error.data is not None:
+        body["data"] = error.data.model_dump(mode="json") if isinstance(error.data, BaseModel) else error.data
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return b'{"error":' + text.encode("utf-8") + b',"id":' + encode_id(request_id) + b"}"
+
+
+def notification(method: str, params: BaseModel, emitted_at_ms: int | None = None) -> bytes:
+    emitted = int(time.time() * 1000) if emitted_at_ms is None else emitted_at_ms
+    return (
+        b'{"method":'
+        + json.dumps(method).encode()
+        + b',"params":'
+        + _to_wire(params)
+        + b',"emittedAtMs":'
+        + str(emitted).encode()
+        + b"}"
+    )
+
+
+def unknown_method(name: str) -> RpcError:
+    expected = ", ".join(f"`{m}`" for m in METHODS)
+    return jsonrpc.invalid_request(f"unknown variant `{name}`, expected one of {expected}")
+
+
+def overlong_id(prefix: bytes) -> Any:
+    """The top-level `id` of a line we will not parse whole, if it appears in the kept prefix."""
+    depth = 0
+    i = 0
+    n = len(prefix)
+    while i < n:
+        ch = prefix[i]
+        if ch == 0x22:  # a string: a key at depth 1 may be "id"
+            end = i + 1
+            while end < n and prefix[end] != 0x22:
+                end += 2 if prefix[end] == 0x5C else 1
+            if end >= n:
+                return None
+            token = prefix[i : end + 1]
+            i = end + 1
+            if depth == 1 and token == b'"id"':
+                rest = prefix[i:].lstrip(_WHITESPACE)
+                if rest[:1] != b":":
+                    continue
+                try:
+                    value, _ = _decoder.raw_decode(rest[1:].lstrip(_WHITESPACE).decode("utf-8", "ignore"))
+                except ValueError:
+                    return None
+                return value if is_request_id(value) else None
+            continue
+        if ch in b"{[":
+            depth += 1
+        elif ch in b"}]":
+            depth -= 1
+        i += 1
+    return None
+
+
+class Dispatcher:
+    """One connection: reads lines from a source, answers through the outbox."""
+
+    def __init__(
+        self,
+        routes: dict[str, Route],
+        services: Services,
+        outbox: Outbox,
+        *,
+        session: Session | None = None,
+        max_in_flight: int = 512,
+        max_line: int | None = None,
+        shutdown_grace: float = 10.0,
+    ) -> None:
+        self.routes = routes
+        self.services = services
+        self.outbox = outbox
+        self.session = session or Session()
+        self.splitter = LineSplitter() if max_line is None else LineSplitter(max_line)
+        self.shutdown_grace = shutdown_grace
+        self._slots = anyio.Semaphore(max_in_flight)
+        self._in_flight = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._reader_scope = anyio.CancelScope()
+        self._tasks: anyio.abc.TaskGroup | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop_reading(self) -> None:
+        """Stop taking input (SIGTERM); what is in flight still gets its answer."""
+        self._reader_scope.cancel()
+
+    async def serve(self, source: ByteSource) -> None:
+        """Run until end of input (or `stop_reading`), drain in-flight requests, flush the outbox."""
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self.outbox.pump)
+            outer.start_soon(self._watch_broken_output, outer.cancel_scope)
+            async with anyio.create_task_group() as tasks:
+                self._tasks = tasks
+                with self._reader_scope:
+                    await self._read(source)
+                with anyio.move_on_after(self.shutdown_grace):
+                    await self._wait_idle()
+                if self._in_flight:
+                    log.warning(
+                        "shutdown grace of %.1f s over; %d request(s) cancelled", self.shutdown_grace, self._in_flight
+                    )
+                tasks.cancel_scope.cancel()
+            self.outbox.close()
+            outer.cancel_scope.deadline = math.inf
+            await self._flushed(outer)
+
+    async def _flushed(self, outer: anyio.abc.TaskGroup) -> None:
+        # The pump returns once the closed outbox is written; then nothing else needs to run.
+        with anyio.move_on_after(self.shutdown_grace):
+            await self.outbox.drained.wait()
+        outer.cancel_scope.cancel()
+
+    async def _watch_broken_output(self, scope: anyio.CancelScope) -> None:
+        await self.outbox.broken.wait()
+        scope.cancel()
+
+    async def _wait_idle(self) -> None:
+        while self._in_flight:
+            await self._idle.wait()
+
+    async def _read(self, source: ByteSource) -> None:
+        while True:
+            try:
+                chunk = await source.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                break
+            for line in self.splitter.feed(chunk):
+                await self._line(line)
+        for line in self.splitter.finish():
+            await self._line(line)
+
+    # -- one line --------------------------------------------------------------------------
+
+    async def _line(self, line: bytes | Overlong) -> None:
+        if isinstance(line, Overlong):
+            await self._overlong(line)
+            return
+        stripped = line.strip(_WHITESPACE)
+        try:
+            message = decode_line(stripped)
+        except (ValueError, _Dropped) as exc:
+            self._drop(f"Failed to deserialize JSONRPCMessage: {exc}", stripped)
+            return
+        if not isinstance(message, dict):
+            self._drop("Failed to deserialize JSONRPCMessage: not a JSON object", stripped)
+            return
+        method = message.get("method", MISSING)
+        if method is MISSING:
+            if "id" in message and ("result" in message or "error" in message):
+                log.debug("ignoring a client response with no pending server request")
+            else:
+                self._drop("Failed to deserialize JSONRPCMessage: no `method` member", stripped)
+            return
+        if not isinstance(method, str):
+            self._drop("Failed to deserialize JSONRPCMessage: `method` is not a string", stripped)
+            return
+        if "id" not in message:
+            log.debug("notification %r ignored", method)
+            return
+        request_id = message["id"]
+        if not is_request_id(request_id):
+            self._drop(f"ignoring {method!r}: its id is not a string or a 64-bit integer", stripped)
+            return
+        await self._request(request_id, method, message.get("params", MISSING))
+
+    def _drop(self, why: str, line: bytes) -> None:
+        log.warning("%s (line of %d bytes dropped, no answer)", why, len(line))
+
+    async def _overlong(self, line: Overlong) -> None:
+        request_id = overlong_id(line.prefix)
+        limit = self.splitter.max_line
+        if request_id is None:
+            log.warning("input line of %d bytes exceeds the %d-byte limit; skipped, no id to answer", line.size, limit)
+            return
+        log.warning("input line of %d bytes exceeds the %d-byte limit; answered with an error", line.size, limit)
+        await self._answer(
+            failure(
+                request_id, jsonrpc.invalid_request(f"message of {line.size} bytes exceeds the {limit}-byte line limit")
+            )
+        )
+
+    async def _request(self, request_id: Any, name: str, raw_params: Any) -> None:
+        route = self.routes.get(name)
+        if route is None:
+            await self._answer(failure(request_id, unknown_method(name)))
+            return
+        ctx = RequestContext(self.session, self.services, self._notify, request_id)
+        try:
+            params = parse_params(route.method.params, raw_params, required=route.method.params_required)
+            if route.needs_initialize and not self.session.initialized:
+                raise RpcError(jsonrpc.INVALID_REQUEST, "Not initialized")
+            if route.inline is not None:
+                await self._answer(success(request_id, route.inline(ctx, params)))
+                return
+            if route.precheck is not None:
+                route.precheck(params)
+        except RpcError as error:
+            await self._answer(failure(request_id, error))
+            return
+        assert route.handler is not None and self._tasks is not None
+        await self._slots.acquire()
+        self._in_flight += 1
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+        self._tasks.start_soon(self._run, route.handler, ctx, params, name=f"{name}#{request_id}")
+
+    async def _run(self, handler: Handler, ctx: RequestContext, params: Any) -> None:
+        answer: bytes | None = None
+        try:
+            result = await handler(ctx, params)
+            answer = success(ctx.request_id, result)
+        except RpcError as error:
+            answer = failure(ctx.request_id, error)
+        except anyio.get_cancelled_exc_class():
+            answer = failure(ctx.request_id, RpcError(INTERNAL_ERROR, SHUTDOWN_MESSAGE))
+            raise
+        except Exception as exc:
+            log.exception("unexpected error while serving request %r", ctx.request_id)
+            answer = failure(ctx.request_id, RpcError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_grace):
+                if answer is not None:
+                    await self._answer(answer)
+            self._in_flight -= 1
+            self._slots.release()
+            if not self._in_flight:
+                self._idle.set()
+
+    async def _answer(self, message: bytes) -> None:
+        await self.outbox.put(message)
+
+    async def _notify(self, kind: Notification, params: BaseModel) -> None:
+        if kind.name in self.session.opt_out:
+            return
+        await self.outbox.put(notification(kind.name, params))

@@ -1,0 +1,21 @@
+"""Method handlers, one module per resource, and the route table the dispatcher serves."""
+
+from __future__ import annotations
+
+from protocol import methods
+
+from ..dispatcher import Route
+from . import account, pool
+
+
+def routes() -> dict[str, Route]:
+    table = [
+        Route(methods.INITIALIZE, inline=account.initialize, needs_initialize=False),
+        Route(methods.RATE_LIMITS_READ, handler=account.read_rate_limits),
+        Route(methods.RESET_CREDIT_CONSUME, handler=account.consume_reset_credit, precheck=account.check_consume),
+        Route(methods.POOL_LIST, handler=pool.list_accounts),
+        Route(methods.POOL_REFRESH, handler=pool.refresh_account),
+        Route(methods.POOL_APPLY, handler=pool.apply_reset_credit, precheck=pool.check_apply),
+        Route(methods.POOL_HISTORY, handler=pool.history),
+    ]
+    return {route.method.name: route for route in table}

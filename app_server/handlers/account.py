@@ -1,0 +1,95 @@
+"""The upstream methods: `initialize`, `account/rateLimits/read`, `account/rateLimitResetCredit/consume`."""
+
+from __future__ import annotations
+
+import platform
+from typing import Final
+
+from protocol import v1, v2
+from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
+
+from ..backend import BackendError
+from ..codex_account import Purpose
+from ..context import RequestContext
+from ..useragent import PRODUCT, is_header_value, user_agent
+
+READ_FAILED: Final = "failed to fetch codex rate limits: "
+CONSUME_FAILED: Final = "failed to consume rate limit reset: "
+CONSUME_TIMED_OUT: Final = "rate limit reset consume timed out"
+
+
+def _platform() -> tuple[str, str]:
+    system = platform.system()
+    if system == "Windows":
+        return "windows", "windows"
+    return "unix", "macos" if system == "Darwin" else system.lower() or "unknown"
+
+
+def initialize(ctx: RequestContext, params: v1.InitializeParams) -> v1.InitializeResponse:
+    session = ctx.session
+    if session.initialized:
+        raise RpcError(INVALID_REQUEST, "Already initialized")
+    info = params.client_info
+    if not is_header_value(info.name):
+        raise RpcError(INVALID_REQUEST, f"Invalid clientInfo.name: '{info.name}'. Must be a valid HTTP header value.")
+    capabilities = params.capabilities
+    session.client_info = info
+    session.opt_out = frozenset(capabilities.opt_out_notification_methods or ()) if capabilities else frozenset()
+    session.user_agent = user_agent(info.name, info.version)
+    session.initialized = True
+    family, os_name = _platform()
+    return v1.InitializeResponse(
+        user_agent=session.user_agent,
+        codex_home=str(ctx.services.settings.codex_home),
+        platform_family=family,
+        platform_os=os_name,
+    )
+
+
+def originator(ctx: RequestContext) -> str:
+    info = ctx.session.client_info
+    return info.name if info is not None else PRODUCT
+
+
+async def read_rate_limits(
+    ctx: RequestContext, params: v2.GetAccountRateLimitsParams
+) -> v2.GetAccountRateLimitsResponse:
+    account = ctx.services.default_account()
+    caller = await account.caller(Purpose.READ, user_agent=ctx.session.user_agent, originator=originator(ctx))
+    try:
+        return await account.read(
+            caller, details=not params.exclude_reset_credit_details, luna=params.supports_luna_reserve
+        )
+    except BackendError as exc:
+        raise RpcError(INTERNAL_ERROR, READ_FAILED + exc.detail) from None
+
+
+def check_keys(idempotency_key: str, credit_id: str | None) -> None:
+    """Answered before queueing (D6): same texts as upstream, without waiting behind a slow consume."""
+    if idempotency_key == "":
+        raise RpcError(INVALID_REQUEST, "idempotencyKey must not be empty")
+    if credit_id == "":
+        raise RpcError(INVALID_REQUEST, "creditId must not be empty")
+
+
+def check_consume(params: v2.ConsumeAccountRateLimitResetCreditParams) -> None:
+    check_keys(params.idempotency_key, params.credit_id)
+
+
+def consume_error(exc: BackendError) -> RpcError:
+    if exc.kind == "timeout":
+        return RpcError(INTERNAL_ERROR, CONSUME_TIMED_OUT)
+    return RpcError(INTERNAL_ERROR, CONSUME_FAILED + exc.detail)
+
+
+async def consume_reset_credit(
+    ctx: RequestContext, params: v2.ConsumeAccountRateLimitResetCreditParams
+) -> v2.ConsumeAccountRateLimitResetCreditResponse:
+    account = ctx.services.default_account()
+    async with ctx.services.spend_lock(str(account.home)):
+        caller = await account.caller(Purpose.CONSUME, user_agent=ctx.session.user_agent, originator=originator(ctx))
+        try:
+            outcome = await account.consume(caller, params.idempotency_key, params.credit_id)
+        except BackendError as exc:
+            raise consume_error(exc) from None
+    return v2.ConsumeAccountRateLimitResetCreditResponse(outcome=outcome)

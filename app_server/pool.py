@@ -1,0 +1,401 @@
+"""The account pool: per-account summaries (saved resets, windows, what an operator can do) and apply.
+
+Apply is manual and careful: a fresh read first (refused without any upstream call when it shows
+no credit, an account needing re-auth, or one that cannot use resets), the attempt recorded in
+the ledger before the one consume call, one apply at a time per account across processes, and a
+fresh read after, so the caller sees what changed. Nothing here ever applies on its own.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import filelock
+
+from protocol import ext, v2
+from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
+
+from .accounts import FILE_NAME, AccountEntry, AccountsFile, AccountsFileError
+from .auth import AuthKind
+from .backend import BackendError, Caller
+from .codex_account import CodexAccount, Purpose, auth_error
+from .ledger import FILE_NAME as LEDGER_FILE
+from .ledger import Ledger
+from .mapping import rate_limits_response
+
+if TYPE_CHECKING:
+    from .services import Services
+
+log = logging.getLogger(__name__)
+
+LIST_CONCURRENCY: Final = 8
+APPLY_LOCK_WAIT: Final = 30.0
+
+_REASON_TEXT: Final = {
+    ext.ResetDisabledReason.NO_CREDIT: "it has no saved reset available",
+    ext.ResetDisabledReason.REAUTH_REQUIRED: "it needs to sign in again (`codex login` with its CODEX_HOME)",
+    ext.ResetDisabledReason.UNSUPPORTED: "it cannot use saved resets",
+    ext.ResetDisabledReason.UNAVAILABLE: "its usage could not be read just now",
+}
+
+Identity = tuple[str, str]  # (user agent, originator)
+Notify = Callable[[ext.AccountSummary], Awaitable[None]]
+
+
+@dataclass
+class _Member:
+    entry: AccountEntry
+    account: CodexAccount
+    summary: ext.AccountSummary | None = None
+    fetched_at: float = 0.0
+
+
+def refused(account_id: str, reason: ext.ResetDisabledReason) -> RpcError:
+    return RpcError(
+        INVALID_REQUEST,
+        f"cannot apply a saved reset on account {account_id!r}: {_REASON_TEXT[reason]}",
+        ext.ApplyRefusedData(account_id=account_id, disabled_reason=reason),
+    )
+
+
+class Pool:
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        settings = services.settings
+        self.data_home: Path = settings.data_home
+        self.accounts_file = AccountsFile(self.data_home / FILE_NAME, settings.codex_home)
+        self.ledger = Ledger(self.data_home / LEDGER_FILE)
+        self._members: dict[str, _Member] = {}
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    # -- membership --------------------------------------------------------------------------
+
+    def members(self) -> list[_Member]:
+        try:
+            entries = self.accounts_file.entries()
+        except AccountsFileError as exc:
+            raise RpcError(INVALID_REQUEST, str(exc)) from None
+        members = []
+        for entry in entries:
+            member = self._members.get(entry.id)
+            if member is None or member.entry != entry:
+                account = (
+                    self._services.default_account()
+                    if entry.codex_home == self._services.settings.codex_home
+                    else CodexAccount(entry.codex_home, self._services.settings, self._services.http)
+                )
+                member = _Member(entry, account)
+                self._members[entry.id] = member
+            members.append(member)
+        return members
+
+    def member(self, account_id: str) -> _Member:
+        for member in self.members():
+            if member.entry.id == account_id:
+                return member
+        known = ", ".join(m.entry.id for m in self.members())
+        raise RpcError(INVALID_REQUEST, f"unknown account {account_id!r} (pool: {known})")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def list(self, identity: Identity, max_age: float | None, notify: Notify) -> list[ext.AccountSummary]:
+        members = self.members()
+        results: dict[str, ext.AccountSummary] = {}
+        limiter = anyio.CapacityLimiter(LIST_CONCURRENCY)
+        now = time.monotonic()
+
+        async def one(member: _Member) -> None:
+            if max_age is not None and member.summary is not None and now - member.fetched_at <= max_age:
+                results[member.entry.id] = member.summary
+                return
+            async with limiter:
+                results[member.entry.id] = await self.refresh(member.entry.id, identity, notify)
+
+        async with anyio.create_task_group() as tg:
+            for member in members:
+                tg.start_soon(one, member)
+        return [results[m.entry.id] for m in members]
+
+    async def refresh(self, account_id: str, identity: Identity, notify: Notify | None) -> ext.AccountSummary:
+        """Read usage and reset credits now. Never spends anything; failures land in the summary."""
+        member = self.member(account_id)
+        try:
+            summary = await self._summarize(member, identity)
+        except Exception:
+            log.exception("refreshing account %r failed unexpectedly", account_id)
+            summary = self._summary(
+                member,
+                ext.AccountStatus.UNAVAILABLE,
+                ext.ResetDisabledReason.UNAVAILABLE,
+                error=ext.AccountError(code=INTERNAL_ERROR, message="internal error while reading this account"),
+            )
+        pending = await self.ledger.pending(account_id)
+        if pending is not None:
+            summary = summary.model_copy(
+                update={
+                    "pending_apply": ext.PendingApply(
+                        idempotency_key=pending.idempotency_key,
+                        credit_id=pending.credit_id,
+                        started_at=pending.started_at,
+                    )
+                }
+            )
+        member.summary = summary
+        member.fetched_at = time.monotonic()
+        if notify is not None:
+            await notify(summary)
+        return summary
+
+    def _summary(
+        self,
+        member: _Member,
+        status: ext.AccountStatus,
+        reason: ext.ResetDisabledReason | None,
+        *,
+        error: ext.AccountError | None = None,
+        read: v2.GetAccountRateLimitsResponse | None = None,
+        email: str | None = None,
+    ) -> ext.AccountSummary:
+        creds = member.account.auth.state().credentials
+        credits = read.rate_limit_reset_credits if read is not None else None
+        overview = None
+        if credits is not None:
+            expiries = [
+                c.expires_at
+                for c in credits.credits or ()
+                if c.expires_at is not None and c.status is v2.RateLimitResetCreditStatus.AVAILABLE
+            ]
+            overview = ext.ResetCreditsOverview(
+                available_count=credits.available_count,
+                credits=credits.credits,
+                nearest_expires_at=min(expiries) if expiries else None,
+            )
+        plan = read.rate_limits.plan_type if read is not None else None
+        if plan is None and creds is not None and creds.plan_type:
+            from .mapping import plan_type
+
+            plan = plan_type(creds.plan_type)
+        return ext.AccountSummary(
+            account_id=member.entry.id,
+            label=member.entry.label,
+            email=email or (creds.email if creds is not None else None),
+            plan_type=plan,
+            status=status,
+            rate_limits=read.rate_limits if read is not None else None,
+            rate_limits_by_limit_id=read.rate_limits_by_limit_id if read is not None else None,
+            reset_credits=overview,
+            reset_action=ext.ResetAction(enabled=reason is None, disabled_reason=reason, warning=ext.APPLY_WARNING),
+            refreshed_at=int(time.time()),
+            error=error,
+        )
+
+    async def _caller(self, member: _Member, identity: Identity) -> Caller | ext.AccountSummary:
+        """The identity to call with, or the summary explaining why there is none."""
+        auth = member.account.auth
+        state = auth.state()
+        if state.kind is AuthKind.NONE or (state.kind is AuthKind.CHATGPT and state.credentials is None):
+            state = auth.reload()  # the operator may have run `codex login` since
+        problem = auth_error(state, Purpose.READ)
+        if problem is not None:
+            if state.kind is AuthKind.API_KEY:
+                return self._summary(
+                    member,
+                    ext.AccountStatus.UNSUPPORTED,
+                    ext.ResetDisabledReason.UNSUPPORTED,
+                    error=ext.AccountError(code=problem.code, message=problem.message),
+                )
+            return self._summary(
+                member,
+                ext.AccountStatus.REAUTH_REQUIRED,
+                ext.ResetDisabledReason.REAUTH_REQUIRED,
+                error=ext.AccountError(code=problem.code, message=problem.message),
+            )
+        user_agent, originator = identity
+        state = await auth.ensure_fresh(user_agent=user_agent, originator=originator)
+        if state.reauth_required or state.credentials is None:
+            return self._summary(
+                member,
+                ext.AccountStatus.REAUTH_REQUIRED,
+                ext.ResetDisabledReason.REAUTH_REQUIRED,
+                error=ext.AccountError(code=INVALID_REQUEST, message="the saved sign-in expired; run `codex login`"),
+            )
+        creds = state.credentials
+        return Caller(user_agent, creds.access_token, creds.account_id, creds.fedramp)
+
+    async def _summarize(self, member: _Member, identity: Identity) -> ext.AccountSummary:
+        caller = await self._caller(member, identity)
+        if isinstance(caller, ext.AccountSummary):
+            return caller
+        backend = member.account.backend
+        details_result: list[tuple[object, BackendError | None]] = []
+
+        async def details() -> None:
+            details_result.append(await backend.details_or_error(caller))
+
+        failure: BackendError | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(details)
+            try:
+                usage = await backend.usage(caller)
+            except BackendError as exc:
+                failure = exc
+        if failure is not None:
+            error = ext.AccountError(
+                code=INTERNAL_ERROR, message="failed to fetch codex rate limits: " + failure.detail
+            )
+            if failure.status == 401:
+                return self._summary(
+                    member, ext.AccountStatus.REAUTH_REQUIRED, ext.ResetDisabledReason.REAUTH_REQUIRED, error=error
+                )
+            return self._summary(
+                member, ext.AccountStatus.UNAVAILABLE, ext.ResetDisabledReason.UNAVAILABLE, error=error
+            )
+        rows, details_error = details_result[0] if details_result else (None, None)
+        creds = member.account.auth.state().credentials
+        read = rate_limits_response(
+            usage,
+            rows,  # type: ignore[arg-type]
+            signed_in_user_id=creds.user_id if creds else None,
+            signed_in_account_id=creds.account_id if creds else None,
+        )
+        status = ext.AccountStatus.ACTIVE
+        windows = [w for w in (read.rate_limits.primary, read.rate_limits.secondary) if w is not None]
+        if (usage.rate_limit is not None and usage.rate_limit.limit_reached) or any(
+            w.used_percent >= 100 for w in windows
+        ):
+            status = ext.AccountStatus.RATE_LIMITED
+        reason: ext.ResetDisabledReason | None = None
+        if details_error is not None and details_error.status == 404:
+            reason = ext.ResetDisabledReason.UNSUPPORTED
+        elif read.rate_limit_reset_credits is None:
+            reason = ext.ResetDisabledReason.UNAVAILABLE
+        elif read.rate_limit_reset_credits.available_count <= 0:
+            reason = ext.ResetDisabledReason.NO_CREDIT
+        return self._summary(member, status, reason, read=read, email=usage.email)
+
+    # -- applying ----------------------------------------------------------------------------
+
+    async def apply(
+        self, params: ext.AccountPoolApplyParams, identity: Identity, notify: Notify
+    ) -> ext.AccountPoolApplyResponse:
+        member = self.member(params.account_id)
+        key = params.idempotency_key
+        recorded = await self._recorded(key, params.account_id)
+        if recorded is not None:
+            return recorded
+        spend_lock = self._services.spend_lock(str(member.account.home))
+        file_lock = filelock.FileLock(str(self.data_home / "locks" / f"{member.entry.id}.lock"))
+        (self.data_home / "locks").mkdir(parents=True, exist_ok=True, mode=0o700)
+        async with spend_lock:
+            await self._acquire(file_lock, params.account_id)
+            try:
+                return await self._apply_locked(member, params, identity, notify)
+            finally:
+                file_lock.release()
+
+    async def _recorded(self, key: str, account_id: str) -> ext.AccountPoolApplyResponse | None:
+        attempt = await self.ledger.get(key)
+        if attempt is None:
+            return None
+        if attempt.record.account_id != account_id:
+            raise RpcError(
+                INVALID_REQUEST,
+                f"idempotencyKey {key!r} belongs to an apply on account {attempt.record.account_id!r}; "
+                "use a new key for this account",
+            )
+        if attempt.status is ext.ApplyStatus.FINISHED and attempt.response is not None:
+            return attempt.response.model_copy(update={"replayed": True})
+        return None
+
+    async def _acquire(self, lock: filelock.FileLock, account_id: str) -> None:
+        # Poll rather than block: the event loop keeps serving while another process applies.
+        with anyio.move_on_after(APPLY_LOCK_WAIT):
+            while True:
+                try:
+                    lock.acquire(timeout=0)
+                    return
+                except filelock.Timeout:
+                    await anyio.sleep(0.05)
+        raise RpcError(
+            INVALID_REQUEST,
+            f"another apply on account {account_id!r} is still running (waited {APPLY_LOCK_WAIT:g} s); try again",
+        )
+
+    async def _apply_locked(
+        self, member: _Member, params: ext.AccountPoolApplyParams, identity: Identity, notify: Notify
+    ) -> ext.AccountPoolApplyResponse:
+        key = params.idempotency_key
+        account_id = params.account_id
+        # Another process may have finished this key while we waited for the lock.
+        recorded = await self._recorded(key, account_id)
+        if recorded is not None:
+            return recorded
+        retrying = (await self.ledger.get(key)) is not None
+        before = await self.refresh(account_id, identity, notify)
+        reason = before.reset_action.disabled_reason
+        # A pending key may already have spent its credit: re-send it so upstream answers idempotently.
+        if reason is not None and not (retrying and reason is ext.ResetDisabledReason.NO_CREDIT):
+            raise refused(account_id, reason)
+        if params.credit_id is not None and not retrying and before.reset_credits is not None:
+            listed = before.reset_credits.credits
+            if listed is not None and all(
+                c.id != params.credit_id or c.status is not v2.RateLimitResetCreditStatus.AVAILABLE for c in listed
+            ):
+                raise refused(account_id, ext.ResetDisabledReason.NO_CREDIT)
+        caller = await self._caller(member, identity)
+        if isinstance(caller, ext.AccountSummary):
+            raise refused(account_id, caller.reset_action.disabled_reason or ext.ResetDisabledReason.UNAVAILABLE)
+        available_before = before.reset_credits.available_count if before.reset_credits else None
+        await self.ledger.start(key, account_id, params.credit_id, int(time.time()), available_before)
+        try:
+            outcome = await member.account.consume(caller, key, params.credit_id)
+        except BackendError as exc:
+            await self._record_failure(key, exc)
+            raise self._apply_error(account_id, exc) from None
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.ledger.fail(key, "interrupted; outcome unknown", int(time.time()), keep_pending=True)
+            raise
+        applied_at = int(time.time())
+        after: ext.AccountSummary | None = await self.refresh(account_id, identity, notify)
+        if after is not None and after.status is ext.AccountStatus.UNAVAILABLE:
+            log.warning("read after apply on %r failed: %s", account_id, after.error)
+        response = ext.AccountPoolApplyResponse(
+            outcome=outcome, before=before, after=after, applied_at=applied_at, replayed=False
+        )
+        available_after = after.reset_credits.available_count if after and after.reset_credits else None
+        await self.ledger.finish(key, response, available_after)
+        return response
+
+    async def _record_failure(self, key: str, exc: BackendError) -> None:
+        # Only a definite HTTP refusal proves nothing was spent; anything else stays pending.
+        definite = exc.kind == "status"
+        message = "consume timed out; outcome unknown" if exc.kind == "timeout" else exc.detail
+        await self.ledger.fail(key, message, int(time.time()), keep_pending=not definite)
+
+    def _apply_error(self, account_id: str, exc: BackendError) -> RpcError:
+        if exc.kind == "timeout":
+            return RpcError(
+                INTERNAL_ERROR,
+                "rate limit reset consume timed out; the attempt stays pending: re-send the same idempotencyKey "
+                "to learn its outcome (it will not spend a second reset)",
+            )
+        if exc.status == 401:
+            return refused(account_id, ext.ResetDisabledReason.REAUTH_REQUIRED)
+        if exc.status == 404:
+            return refused(account_id, ext.ResetDisabledReason.UNSUPPORTED)
+        return RpcError(INTERNAL_ERROR, "failed to consume rate limit reset: " + exc.detail)
+
+    async def history(self, account_id: str | None, limit: int) -> "builtins.list[ext.ApplyRecord]":
+        if account_id is not None:
+            self.member(account_id)
+        return await self.ledger.history(account_id, limit)

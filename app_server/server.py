@@ -1,0 +1,72 @@
+"""Run the app-server on this process's stdin/stdout: wiring, signals, and a clean exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import anyio
+
+from .config import Settings
+from .dispatcher import Dispatcher
+from .services import Services
+from .transport import DEFAULT_MAX_LINE, FdSink, FdSource, Outbox
+
+log = logging.getLogger(__name__)
+
+
+def setup_logging(level: str | None = None) -> None:
+    name = (level or os.environ.get("CODEX_LIMITS_LOG") or "WARNING").upper()
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, name, logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def claim_stdout() -> int:
+    """Keep the real stdout for protocol messages only; anything printed goes to stderr instead."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return protocol_fd
+
+
+def run(settings: Settings, *, simulate: bool = False) -> None:
+    """Serve until end of input; with `simulate`, against a throwaway simulated upstream."""
+    if not simulate:
+        anyio.run(serve_stdio, settings)
+        return
+    from .sandbox import simulated_world
+
+    with simulated_world(settings.timeouts) as (_, sim_settings):
+        anyio.run(serve_stdio, sim_settings)
+
+
+async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0) -> None:
+    protocol_fd = claim_stdout()
+    services = Services(settings)
+    from .handlers import routes
+
+    dispatcher = Dispatcher(
+        routes(), services, Outbox(FdSink(protocol_fd)), max_line=max_line, shutdown_grace=shutdown_grace
+    )
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_stop_on_signal, dispatcher, tg.cancel_scope)
+            await dispatcher.serve(FdSource(0))
+            tg.cancel_scope.cancel()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await services.aclose()
+
+
+async def _stop_on_signal(dispatcher: Dispatcher, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: finishing in-flight requests, then exiting", signal.Signals(signum).name)
+            dispatcher.stop_reading()
+            break

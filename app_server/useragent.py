@@ -1,0 +1,73 @@
+"""The user agent string of CONTRACT §2.3, sent back by `initialize` and on every backend call."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Mapping
+from functools import cache
+
+from . import __version__
+
+PRODUCT = "codex-limits"
+
+
+def is_header_value(text: str) -> bool:
+    """What an HTTP header value may hold: no control characters except tab (non-ASCII is allowed)."""
+    return all(ch == "\t" or (ch >= " " and ch != "\x7f") for ch in text)
+
+
+def sanitize_header_value(text: str) -> str:
+    return "".join(ch if is_header_value(ch) else "_" for ch in text)
+
+
+@cache
+def os_description() -> str:
+    """`<os type> <os version>; <arch>` in the spirit of upstream's os_info output."""
+    system = platform.system()
+    if system == "Linux":
+        name, version = _os_release()
+    elif system == "Darwin":
+        name, version = "Mac OS", platform.mac_ver()[0] or platform.release()
+    elif system == "Windows":
+        name, version = "Windows", platform.version()
+    else:
+        name, version = system or "Unknown", platform.release()
+    return f"{name} {version}; {platform.machine() or 'unknown'}"
+
+
+def _os_release() -> tuple[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        with open("/etc/os-release", encoding="utf-8") as f:
+            for line in f:
+                key, sep, value = line.strip().partition("=")
+                if sep:
+                    fields[key] = value.strip('"')
+    except OSError:
+        pass
+    return fields.get("NAME", "Linux"), fields.get("VERSION_ID", platform.release())
+
+
+def terminal(env: Mapping[str, str]) -> str:
+    program = env.get("TERM_PROGRAM")
+    if program:
+        version = env.get("TERM_PROGRAM_VERSION")
+        value = f"{program}/{version}" if version else program
+    else:
+        value = env.get("TERM") or "unknown"
+    return sanitize_header_value(value)
+
+
+def user_agent(
+    client_name: str | None = None, client_version: str | None = None, env: Mapping[str, str] | None = None
+) -> str:
+    """`codex-limits/<version> (<os>; <arch>) <terminal>[ (<name>; <version>)]`.
+
+    Upstream puts its originator and version first; we put ours, so the backend sees honestly
+    who is calling. The client suffix is added once a client has initialized.
+    """
+    base = f"{PRODUCT}/{__version__} ({os_description()}) {terminal(os.environ if env is None else env)}"
+    if client_name is None:
+        return base
+    return f"{base} ({client_name}; {sanitize_header_value(client_version or '')})"
