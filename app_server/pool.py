@@ -8,7 +8,6 @@ fresh read after, so the caller sees what changed. Nothing here ever applies on 
 
 from __future__ import annotations
 
-import builtins
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -107,7 +106,7 @@ class Pool:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def list(self, identity: Identity, max_age: float | None, notify: Notify) -> list[ext.AccountSummary]:
+    async def summaries(self, identity: Identity, max_age: float | None, notify: Notify) -> list[ext.AccountSummary]:
         members = self.members()
         results: dict[str, ext.AccountSummary] = {}
         limiter = anyio.CapacityLimiter(LIST_CONCURRENCY)
@@ -395,7 +394,7 @@ class Pool:
             return refused(account_id, ext.ResetDisabledReason.UNSUPPORTED)
         return RpcError(INTERNAL_ERROR, "failed to consume rate limit reset: " + exc.detail)
 
-    async def history(self, account_id: str | None, limit: int) -> "builtins.list[ext.ApplyRecord]":
+    async def history(self, account_id: str | None, limit: int) -> list[ext.ApplyRecord]:
         if account_id is not None:
             self.member(account_id)
         return await self.ledger.history(account_id, limit)

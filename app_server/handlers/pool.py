@@ -20,7 +20,7 @@ async def _announce(ctx: RequestContext, summary: ext.AccountSummary) -> None:
 
 async def list_accounts(ctx: RequestContext, params: ext.AccountPoolListParams) -> ext.AccountPoolListResponse:
     pool = ctx.services.pool()
-    summaries = await pool.list(_identity(ctx), params.max_age_seconds, lambda summary: _announce(ctx, summary))
+    summaries = await pool.summaries(_identity(ctx), params.max_age_seconds, lambda summary: _announce(ctx, summary))
     return ext.AccountPoolListResponse(accounts=summaries)
 
 
