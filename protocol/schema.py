@@ -56,7 +56,8 @@ def _clean(node: Any) -> Any:
     any_of = out.get("anyOf")
     if isinstance(any_of, list) and len(any_of) == 2 and {"type": "null"} in any_of:
         other = next(s for s in any_of if s != {"type": "null"})
-        if "$ref" not in other and isinstance(other.get("type"), str):
+        typed_values = isinstance(other.get("additionalProperties"), dict)
+        if "$ref" not in other and isinstance(other.get("type"), str) and not typed_values:
             del out["anyOf"]
             merged = dict(other)
             merged["type"] = [other["type"], "null"]
@@ -68,15 +69,24 @@ def _clean(node: Any) -> Any:
     return out
 
 
+ANY_JSON: Final = ["array", "boolean", "null", "number", "object", "string"]
+
+
+def _any_value(properties: Schema) -> None:
+    """`{}` becomes `true` (upstream's spelling); a described any-value lists every JSON type, because
+    json-schema-to-typescript reads a type-less schema with keywords as an object."""
+    for name, prop in list(properties.items()):
+        if prop == {}:
+            properties[name] = True
+        elif isinstance(prop, dict) and set(prop) == {"description"}:
+            properties[name] = {**prop, "type": ANY_JSON}
+
+
 def _finish(schema: Schema, title: str) -> Schema:
     cleaned: Schema = _clean(schema)
-    for name, prop in list(cleaned.get("properties", {}).items()):
-        if prop == {}:
-            cleaned["properties"][name] = True
+    _any_value(cleaned.get("properties", {}))
     for definition in cleaned.get("definitions", {}).values():
-        for name, prop in list(definition.get("properties", {}).items()):
-            if prop == {}:
-                definition["properties"][name] = True
+        _any_value(definition.get("properties", {}))
     return {"$schema": DRAFT_07, **cleaned, "title": title}
 
 
@@ -171,7 +181,7 @@ def _bundle(files: dict[str, Schema]) -> Schema:
             {
                 "properties": {
                     "id": {"$ref": "#/definitions/RequestId"},
-                    "method": {"enum": [m.name], "type": "string"},
+                    "method": {"const": m.name, "title": _union_title(m.name, "RequestMethod"), "type": "string"},
                     "params": (
                         {"$ref": f"#/definitions/{m.params.__name__}"}
                         if m.params_required
@@ -190,11 +200,20 @@ def _bundle(files: dict[str, Schema]) -> Schema:
         "oneOf": [
             {
                 "properties": {
-                    "method": {"enum": [n.name], "type": "string"},
+                    "emittedAtMs": {
+                        "description": "Unix time in milliseconds when the server emitted the notification.",
+                        "format": "int64",
+                        "type": "integer",
+                    },
+                    "method": {
+                        "const": n.name,
+                        "title": _union_title(n.name, "ServerNotificationMethod"),
+                        "type": "string",
+                    },
                     "params": {"$ref": f"#/definitions/{n.params.__name__}"},
                 },
-                "required": ["method", "params"],
-                "title": _union_title(n.name, "Notification"),
+                "required": ["emittedAtMs", "method", "params"],
+                "title": _union_title(n.name, "ServerNotification"),
                 "type": "object",
             }
             for n in methods.SERVER_NOTIFICATIONS.values()

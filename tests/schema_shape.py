@@ -20,8 +20,14 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> tuple[str | None, 
     return name, root["definitions"][name]
 
 
+ANY_JSON = frozenset({"array", "boolean", "null", "number", "object", "string"})
+
+
 def shape(schema: Any, root: dict[str, Any], seen: frozenset[str] = frozenset()) -> Shape:
+    """Nullability is one wrapper, however it is spelled: `type: [T, "null"]` or `anyOf: [T, null]`."""
     if schema is True or schema == {} or (isinstance(schema, dict) and set(schema) <= {"description"}):
+        return "any"
+    if isinstance(schema, dict) and isinstance(schema.get("type"), list) and set(schema["type"]) >= ANY_JSON:
         return "any"
     assert isinstance(schema, dict), schema
     name, target = _resolve(schema, root)
@@ -34,6 +40,8 @@ def shape(schema: Any, root: dict[str, Any], seen: frozenset[str] = frozenset())
             branches = [shape(s, root, seen) for s in schema[key]]
             nullable = "null" in branches
             others = [b for b in branches if b != "null"]
+            if len(others) == 1:
+                return ("nullable", others[0]) if nullable else others[0]
             enums = [b for b in others if isinstance(b, tuple) and b[0] == "enum"]
             if enums and len(enums) == len(others):
                 values = frozenset(v for e in enums for v in e[1])
@@ -41,9 +49,11 @@ def shape(schema: Any, root: dict[str, Any], seen: frozenset[str] = frozenset())
             return ("union", nullable, tuple(sorted(map(repr, others))))
     types = schema.get("type")
     type_set = frozenset(types if isinstance(types, list) else [types] if types else [])
-    nullable = "null" in type_set
     if type_set == {"null"}:
         return "null"
+    if "null" in type_set:
+        return ("nullable", shape({**schema, "type": sorted(type_set - {"null"})}, root, seen))
+    nullable = False
     if "enum" in schema:
         return ("enum", frozenset(schema["enum"]), nullable)
     if "properties" in schema or type_set & {"object"}:

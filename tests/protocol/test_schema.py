@@ -141,9 +141,9 @@ def test_invalid_answer_is_rejected_by_our_schema() -> None:
 
 def test_bundle_holds_every_method_and_notification() -> None:
     bundle = _load(SCHEMAS / schema.BUNDLE_NAME)
-    requests = {b["properties"]["method"]["enum"][0] for b in bundle["definitions"]["ClientRequest"]["oneOf"]}
+    requests = {b["properties"]["method"]["const"] for b in bundle["definitions"]["ClientRequest"]["oneOf"]}
     assert {"initialize", "account/rateLimits/read", "accountPool/resetCredit/apply"} <= requests
-    notes = {b["properties"]["method"]["enum"][0] for b in bundle["definitions"]["ServerNotification"]["oneOf"]}
+    notes = {b["properties"]["method"]["const"] for b in bundle["definitions"]["ServerNotification"]["oneOf"]}
     assert notes == {"account/rateLimits/updated", "accountPool/accountUpdated"}
     validator = jsonschema.Draft7Validator({**bundle, "$ref": "#/definitions/GetAccountRateLimitsResponse"})
     read = next(s.payload for s in RECORDED if s.kind == "account/rateLimits/read")
