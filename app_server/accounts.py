@@ -6,7 +6,9 @@
     label = "Work"
     codex_home = "~/.codex-work"
 
-A pool of one (just `default`) needs no file at all.
+A pool of one (just `default`) needs no file at all. An explicit `[[accounts]]` entry with id
+`default` takes the place of the implicit one. A relative `codex_home` is relative to the
+directory of accounts.toml (not to whatever directory the server was started in).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import re
 import tempfile
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -26,7 +30,11 @@ import tomli_w
 log = logging.getLogger(__name__)
 
 DEFAULT_ID: Final = "default"
+DEFAULT_LABEL: Final = "default ($CODEX_HOME)"
 FILE_NAME: Final = "accounts.toml"
+LOCK_TIMEOUT: Final = 10.0
+_TMP_PREFIX: Final = ".accounts."
+_TMP_SUFFIX: Final = ".tmp"
 _ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -48,7 +56,18 @@ class AccountsFile:
 
     @property
     def lock(self) -> filelock.FileLock:
-        return filelock.FileLock(str(self.path) + ".lock", timeout=10)
+        return filelock.FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            with self.lock:
+                yield
+        except filelock.Timeout:
+            raise AccountsFileError(
+                f"{self.path} is being edited by another process (waited {LOCK_TIMEOUT:g} s); try again"
+            ) from None
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -60,7 +79,9 @@ class AccountsFile:
             raise AccountsFileError(f"{self.path}: {exc}") from None
 
     def entries(self) -> list[AccountEntry]:
-        data = self._read()
+        return self._parse(self._read())
+
+    def _parse(self, data: dict[str, Any]) -> list[AccountEntry]:
         include_default = data.get("include_default", True)
         if not isinstance(include_default, bool):
             raise AccountsFileError(f"{self.path}: include_default must be true or false")
@@ -74,7 +95,7 @@ class AccountsFile:
                 raise AccountsFileError(f"{self.path}: account id {entry.id!r} appears twice")
             found[entry.id] = entry
         if include_default and DEFAULT_ID not in found:
-            found = {DEFAULT_ID: AccountEntry(DEFAULT_ID, "default ($CODEX_HOME)", self.default_home), **found}
+            found = {DEFAULT_ID: AccountEntry(DEFAULT_ID, DEFAULT_LABEL, self.default_home), **found}
         return list(found.values())
 
     def _entry(self, item: Any, index: int) -> AccountEntry:
@@ -90,38 +111,54 @@ class AccountsFile:
         label = item.get("label", account_id)
         if not isinstance(label, str):
             raise AccountsFileError(f"{where}: label must be a string")
-        return AccountEntry(account_id, label, Path(home).expanduser().absolute())
+        path = Path(home).expanduser()
+        if not path.is_absolute():
+            path = self.path.parent.absolute() / path
+        return AccountEntry(account_id, label, path.absolute())
 
     def add(self, account_id: str, codex_home: Path, label: str | None = None) -> AccountEntry:
+        """Append an account. The home is stored as an absolute path (a relative one is taken from the
+        current directory, where the operator typed it)."""
         if not _ID_PATTERN.match(account_id):
             raise AccountsFileError(f"account id {account_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
-        with self.lock:
+        home = Path(codex_home).expanduser().absolute()
+        with self._locked():
             data = self._read()
+            current = self._parse(data)  # refuse to build on a file that is already unusable
             accounts = list(data.get("accounts", []))
-            if any(isinstance(a, dict) and a.get("id") == account_id for a in accounts):
+            if any(a.get("id") == account_id for a in accounts):
                 raise AccountsFileError(f"account {account_id!r} is already in {self.path}")
-            entry = {"id": account_id, "label": label or account_id, "codex_home": str(codex_home)}
+            if any(e.id == account_id for e in current):  # the implicit default
+                raise AccountsFileError(
+                    f"account {account_id!r} is already in the pool as the $CODEX_HOME account; "
+                    "remove it first to use the id for another home"
+                )
+            entry = {"id": account_id, "label": label or account_id, "codex_home": str(home)}
             data["accounts"] = [*accounts, entry]
             self._write(data)
         return self._entry(entry, len(accounts))
 
     def remove(self, account_id: str) -> None:
-        with self.lock:
+        """Take an account out of the pool. Removing `default` also stops including `$CODEX_HOME`, so the id
+        is gone afterwards whether it was explicit or implicit."""
+        with self._locked():
             data = self._read()
+            if all(e.id != account_id for e in self._parse(data)):
+                raise AccountsFileError(f"no account {account_id!r} in {self.path}")
             accounts = list(data.get("accounts", []))
-            kept = [a for a in accounts if not (isinstance(a, dict) and a.get("id") == account_id)]
-            if len(kept) == len(accounts):
-                if account_id == DEFAULT_ID and data.get("include_default", True):
-                    data["include_default"] = False
-                else:
-                    raise AccountsFileError(f"no account {account_id!r} in {self.path}")
-            data["accounts"] = kept
+            data["accounts"] = [a for a in accounts if not (isinstance(a, dict) and a.get("id") == account_id)]
+            if account_id == DEFAULT_ID:
+                data["include_default"] = False
             self._write(data)
 
     def _write(self, data: dict[str, Any]) -> None:
-        """Temp file + fsync + rename: a crash leaves the old file or the new one, never half of one."""
+        """Temp file + fsync + rename: a crash leaves the old file or the new one, never half of one.
+
+        Called under the lock, so any temp file already there was left by a writer that died."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=".accounts.", suffix=".tmp", dir=self.path.parent)
+        for stale in self.path.parent.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 tomli_w.dump(data, f)

@@ -45,6 +45,16 @@ _COLUMNS: Final = (
 )
 
 
+class KeyInUse(Exception):
+    """`start` found the key already taken: by an apply on another account, or one that has finished."""
+
+    def __init__(self, key: str, account_id: str, status: ApplyStatus) -> None:
+        super().__init__(f"idempotency key {key!r} is {status.value} on account {account_id!r}")
+        self.key = key
+        self.account_id = account_id
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Attempt:
     record: ApplyRecord
@@ -88,16 +98,28 @@ class Ledger:
         return None if row is None else _attempt(row)
 
     def _start(self, key: str, account_id: str, credit_id: str | None, now: int, available: int | None) -> None:
+        """Record the attempt as `pending` (a retry of a pending or failed key counts one more attempt).
+
+        Checked and written in one write transaction, so two processes cannot both claim one key for
+        different accounts; raises `KeyInUse` when the key belongs to another account or has finished.
+        """
         with self._lock:
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
-                updated = conn.execute(
-                    "UPDATE applies SET attempts = attempts + 1, status = 'pending', error = NULL "
-                    "WHERE idempotency_key = ? AND status != 'finished'",
-                    (key,),
-                ).rowcount
-                if not updated:
+                row = conn.execute(
+                    "SELECT account_id, status FROM applies WHERE idempotency_key = ?", (key,)
+                ).fetchone()
+                if row is not None:
+                    owner, status = str(row[0]), ApplyStatus(str(row[1]))
+                    if owner != account_id or status is ApplyStatus.FINISHED:
+                        raise KeyInUse(key, owner, status)
+                    conn.execute(
+                        "UPDATE applies SET attempts = attempts + 1, status = 'pending', error = NULL, "
+                        "finished_at = NULL WHERE idempotency_key = ?",
+                        (key,),
+                    )
+                else:
                     conn.execute(
                         "INSERT INTO applies (idempotency_key, account_id, credit_id, status, started_at, "
                         "available_before) VALUES (?, ?, ?, 'pending', ?, ?)",
@@ -112,15 +134,17 @@ class Ledger:
         with self._lock:
             self._connect().execute(
                 "UPDATE applies SET status = 'finished', outcome = ?, finished_at = ?, available_after = ?, "
-                "response_json = ?, error = NULL WHERE idempotency_key = ?",
+                "response_json = ?, error = NULL WHERE idempotency_key = ? AND status != 'finished'",
                 (response.outcome.value, response.applied_at, available_after, response.model_dump_json(), key),
             )
 
     def _fail(self, key: str, error: str, now: int, *, keep_pending: bool) -> None:
         status = "pending" if keep_pending else "failed"
         with self._lock:
+            # Only a pending attempt can fail: a recorded outcome is never overwritten.
             self._connect().execute(
-                "UPDATE applies SET status = ?, error = ?, finished_at = ? WHERE idempotency_key = ?",
+                "UPDATE applies SET status = ?, error = ?, finished_at = ? WHERE idempotency_key = ? "
+                "AND status = 'pending'",
                 (status, error, None if keep_pending else now, key),
             )
 
@@ -135,14 +159,14 @@ class Ledger:
             rows = self._connect().execute(query, (*args, limit)).fetchall()
         return [_attempt(row).record for row in rows]
 
-    def _pending(self, account_id: str) -> ApplyRecord | None:
+    def _pending(self, account_id: str, exclude: str | None) -> ApplyRecord | None:
         with self._lock:
             row = (
                 self._connect()
                 .execute(
                     f"SELECT {_COLUMNS} FROM applies WHERE account_id = ? AND status = 'pending' "
-                    "ORDER BY started_at DESC LIMIT 1",
-                    (account_id,),
+                    "AND idempotency_key IS NOT ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                    (account_id, exclude),
                 )
                 .fetchone()
             )
@@ -163,8 +187,9 @@ class Ledger:
     async def history(self, account_id: str | None = None, limit: int = 100) -> list[ApplyRecord]:
         return await anyio.to_thread.run_sync(self._history, account_id, limit)
 
-    async def pending(self, account_id: str) -> ApplyRecord | None:
-        return await anyio.to_thread.run_sync(self._pending, account_id)
+    async def pending(self, account_id: str, *, exclude: str | None = None) -> ApplyRecord | None:
+        """The latest attempt on the account whose outcome is unknown, other than `exclude` (the one running)."""
+        return await anyio.to_thread.run_sync(self._pending, account_id, exclude)
 
 
 def _attempt(row: tuple[object, ...]) -> Attempt:

@@ -8,6 +8,7 @@ fresh read after, so the caller sees what changed. Nothing here ever applies on 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,7 @@ from .auth import AuthKind
 from .backend import BackendError, Caller
 from .codex_account import CodexAccount, Purpose, auth_error
 from .ledger import FILE_NAME as LEDGER_FILE
-from .ledger import Ledger
+from .ledger import KeyInUse, Ledger
 from .mapping import rate_limits_response
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ _REASON_TEXT: Final = {
     ext.ResetDisabledReason.UNSUPPORTED: "it cannot use saved resets",
     ext.ResetDisabledReason.UNAVAILABLE: "its usage could not be read just now",
 }
+
+_RESEND: Final = "re-send the same idempotencyKey to learn its outcome (it will not spend a second reset)"
 
 Identity = tuple[str, str]  # (user agent, originator)
 Notify = Callable[[ext.AccountSummary], Awaitable[None]]
@@ -117,7 +120,9 @@ class Pool:
                 results[member.entry.id] = member.summary
                 return
             async with limiter:
-                results[member.entry.id] = await self.refresh(member.entry.id, identity, notify)
+                # The member itself, not a second lookup by id: an accounts.toml edited meanwhile must not
+                # turn into an "unknown account" error that fails the whole list.
+                results[member.entry.id] = await self._refresh(member, identity, notify)
 
         async with anyio.create_task_group() as tg:
             for member in members:
@@ -126,7 +131,13 @@ class Pool:
 
     async def refresh(self, account_id: str, identity: Identity, notify: Notify | None) -> ext.AccountSummary:
         """Read usage and reset credits now. Never spends anything; failures land in the summary."""
-        member = self.member(account_id)
+        return await self._refresh(self.member(account_id), identity, notify)
+
+    async def _refresh(
+        self, member: _Member, identity: Identity, notify: Notify | None, *, running: str | None = None
+    ) -> ext.AccountSummary:
+        """`refresh` of a known member; `running` is the key of the apply in progress, not reported as pending."""
+        account_id = member.entry.id
         try:
             summary = await self._summarize(member, identity)
         except Exception:
@@ -137,7 +148,7 @@ class Pool:
                 ext.ResetDisabledReason.UNAVAILABLE,
                 error=ext.AccountError(code=INTERNAL_ERROR, message="internal error while reading this account"),
             )
-        pending = await self.ledger.pending(account_id)
+        pending = await self.ledger.pending(account_id, exclude=running)
         if pending is not None:
             summary = summary.model_copy(
                 update={
@@ -292,8 +303,9 @@ class Pool:
         if recorded is not None:
             return recorded
         spend_lock = self._services.spend_lock(str(member.account.home))
-        file_lock = filelock.FileLock(str(self.data_home / "locks" / f"{member.entry.id}.lock"))
-        (self.data_home / "locks").mkdir(parents=True, exist_ok=True, mode=0o700)
+        lock_path = self.lock_path(member.account.home)
+        lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        file_lock = filelock.FileLock(str(lock_path))
         async with spend_lock:
             await self._acquire(file_lock, params.account_id)
             try:
@@ -301,16 +313,25 @@ class Pool:
             finally:
                 file_lock.release()
 
+    def lock_path(self, codex_home: Path) -> Path:
+        """The cross-process apply lock of one Codex home. Named after the home, not the pool id: two ids
+        for the same home (say `default` and an entry for `~/.codex`) are one account and share it."""
+        digest = hashlib.sha256(str(codex_home.resolve()).encode("utf-8")).hexdigest()[:24]
+        return self.data_home / "locks" / f"home-{digest}.lock"
+
+    @staticmethod
+    def _key_taken(key: str, owner: str) -> RpcError:
+        return RpcError(
+            INVALID_REQUEST,
+            f"idempotencyKey {key!r} belongs to an apply on account {owner!r}; use a new key for this account",
+        )
+
     async def _recorded(self, key: str, account_id: str) -> ext.AccountPoolApplyResponse | None:
         attempt = await self.ledger.get(key)
         if attempt is None:
             return None
         if attempt.record.account_id != account_id:
-            raise RpcError(
-                INVALID_REQUEST,
-                f"idempotencyKey {key!r} belongs to an apply on account {attempt.record.account_id!r}; "
-                "use a new key for this account",
-            )
+            raise self._key_taken(key, attempt.record.account_id)
         if attempt.status is ext.ApplyStatus.FINISHED and attempt.response is not None:
             return attempt.response.model_copy(update={"replayed": True})
         return None
@@ -338,8 +359,10 @@ class Pool:
         recorded = await self._recorded(key, account_id)
         if recorded is not None:
             return recorded
-        retrying = (await self.ledger.get(key)) is not None
-        before = await self.refresh(account_id, identity, notify)
+        # Only a pending key may have spent its credit already; a failed one was refused by upstream.
+        attempt = await self.ledger.get(key)
+        retrying = attempt is not None and attempt.status is ext.ApplyStatus.PENDING
+        before = await self._refresh(member, identity, notify, running=key)
         reason = before.reset_action.disabled_reason
         # A pending key may already have spent its credit: re-send it so upstream answers idempotently.
         if reason is not None and not (retrying and reason is ext.ResetDisabledReason.NO_CREDIT):
@@ -354,7 +377,16 @@ class Pool:
         if isinstance(caller, ext.AccountSummary):
             raise refused(account_id, caller.reset_action.disabled_reason or ext.ResetDisabledReason.UNAVAILABLE)
         available_before = before.reset_credits.available_count if before.reset_credits else None
-        await self.ledger.start(key, account_id, params.credit_id, int(time.time()), available_before)
+        try:
+            await self.ledger.start(key, account_id, params.credit_id, int(time.time()), available_before)
+        except KeyInUse as taken:
+            # Claimed meanwhile: for another account by a concurrent apply, or finished by another process.
+            if taken.account_id != account_id:
+                raise self._key_taken(key, taken.account_id) from None
+            recorded = await self._recorded(key, account_id)
+            if recorded is None:
+                raise
+            return recorded
         try:
             outcome = await member.account.consume(caller, key, params.credit_id)
         except BackendError as exc:
@@ -365,14 +397,27 @@ class Pool:
                 await self.ledger.fail(key, "interrupted; outcome unknown", int(time.time()), keep_pending=True)
             raise
         applied_at = int(time.time())
-        after: ext.AccountSummary | None = await self.refresh(account_id, identity, notify)
-        if after is not None and after.status is ext.AccountStatus.UNAVAILABLE:
-            log.warning("read after apply on %r failed: %s", account_id, after.error)
         response = ext.AccountPoolApplyResponse(
-            outcome=outcome, before=before, after=after, applied_at=applied_at, replayed=False
+            outcome=outcome, before=before, after=None, applied_at=applied_at, replayed=False
         )
-        available_after = after.reset_credits.available_count if after and after.reset_credits else None
-        await self.ledger.finish(key, response, available_after)
+        # The outcome is known now: it is recorded whatever happens to the read after it (a failure,
+        # or a cancellation at shutdown), so a re-sent key replays it instead of asking upstream again.
+        try:
+            after = await self._refresh(member, identity, notify, running=key)
+        except Exception:
+            log.exception("read after apply on %r failed", account_id)
+        else:
+            if after.status is ext.AccountStatus.UNAVAILABLE:
+                log.warning("read after apply on %r failed: %s", account_id, after.error)
+            response = response.model_copy(update={"after": after})
+        finally:
+            available_after = (
+                response.after.reset_credits.available_count
+                if response.after is not None and response.after.reset_credits is not None
+                else None
+            )
+            with anyio.CancelScope(shield=True):
+                await self.ledger.finish(key, response, available_after)
         return response
 
     async def _record_failure(self, key: str, exc: BackendError) -> None:
@@ -385,14 +430,17 @@ class Pool:
         if exc.kind == "timeout":
             return RpcError(
                 INTERNAL_ERROR,
-                "rate limit reset consume timed out; the attempt stays pending: re-send the same idempotencyKey "
-                "to learn its outcome (it will not spend a second reset)",
+                "rate limit reset consume timed out; the attempt stays pending: " + _RESEND,
             )
         if exc.status == 401:
             return refused(account_id, ext.ResetDisabledReason.REAUTH_REQUIRED)
         if exc.status == 404:
             return refused(account_id, ext.ResetDisabledReason.UNSUPPORTED)
-        return RpcError(INTERNAL_ERROR, "failed to consume rate limit reset: " + exc.detail)
+        message = "failed to consume rate limit reset: " + exc.detail
+        if exc.kind != "status":
+            # The request may have reached upstream (a dropped answer, an unreadable body): say so.
+            message += "; the attempt stays pending: " + _RESEND
+        return RpcError(INTERNAL_ERROR, message)
 
     async def history(self, account_id: str | None, limit: int) -> list[ext.ApplyRecord]:
         if account_id is not None:
