@@ -43,6 +43,8 @@ _REASON_TEXT: Final = {
     ext.ResetDisabledReason.REAUTH_REQUIRED: "it needs to sign in again (`codex login` with its CODEX_HOME)",
     ext.ResetDisabledReason.UNSUPPORTED: "it cannot use saved resets",
     ext.ResetDisabledReason.UNAVAILABLE: "its usage could not be read just now",
+    ext.ResetDisabledReason.PENDING_APPLY: "an earlier apply has an unknown outcome; re-send its idempotencyKey "
+    "to settle it before starting a new one",
 }
 
 _RESEND: Final = "re-send the same idempotencyKey to learn its outcome (it will not spend a second reset)"
@@ -59,11 +61,12 @@ class _Member:
     fetched_at: float = 0.0
 
 
-def refused(account_id: str, reason: ext.ResetDisabledReason) -> RpcError:
+def refused(account_id: str, reason: ext.ResetDisabledReason, pending_key: str | None = None) -> RpcError:
+    text = _REASON_TEXT[reason] + (f" ({pending_key!r})" if pending_key is not None else "")
     return RpcError(
         INVALID_REQUEST,
-        f"cannot apply a saved reset on account {account_id!r}: {_REASON_TEXT[reason]}",
-        ext.ApplyRefusedData(account_id=account_id, disabled_reason=reason),
+        f"cannot apply a saved reset on account {account_id!r}: {text}",
+        ext.ApplyRefusedData(account_id=account_id, disabled_reason=reason, pending_idempotency_key=pending_key),
     )
 
 
@@ -150,13 +153,20 @@ class Pool:
             )
         pending = await self.ledger.pending(account_id, exclude=running)
         if pending is not None:
+            action = summary.reset_action
+            if action.disabled_reason in (None, ext.ResetDisabledReason.NO_CREDIT):
+                # The pending attempt may have spent the credit that is missing; settle it first.
+                action = action.model_copy(
+                    update={"enabled": False, "disabled_reason": ext.ResetDisabledReason.PENDING_APPLY}
+                )
             summary = summary.model_copy(
                 update={
+                    "reset_action": action,
                     "pending_apply": ext.PendingApply(
                         idempotency_key=pending.idempotency_key,
                         credit_id=pending.credit_id,
                         started_at=pending.started_at,
-                    )
+                    ),
                 }
             )
         member.summary = summary
@@ -366,7 +376,8 @@ class Pool:
         reason = before.reset_action.disabled_reason
         # A pending key may already have spent its credit: re-send it so upstream answers idempotently.
         if reason is not None and not (retrying and reason is ext.ResetDisabledReason.NO_CREDIT):
-            raise refused(account_id, reason)
+            pending = before.pending_apply.idempotency_key if before.pending_apply else None
+            raise refused(account_id, reason, pending if reason is ext.ResetDisabledReason.PENDING_APPLY else None)
         if params.credit_id is not None and not retrying and before.reset_credits is not None:
             listed = before.reset_credits.credits
             if listed is not None and all(

@@ -33,12 +33,17 @@ class AccountStatus(StrEnum):
 
 
 class ResetDisabledReason(StrEnum):
-    """Why `accountPool/resetCredit/apply` would be refused for this account."""
+    """Why `accountPool/resetCredit/apply` would be refused for this account.
+
+    `pendingApply`: an earlier apply's outcome is unknown (a timeout or a crash); only re-sending its
+    key (`pendingApply.idempotencyKey` of the summary) is accepted until it is settled, so two
+    credits are never spent while the first one's fate is unclear."""
 
     NO_CREDIT = "noCredit"
     REAUTH_REQUIRED = "reauthRequired"
     UNSUPPORTED = "unsupported"
     UNAVAILABLE = "unavailable"
+    PENDING_APPLY = "pendingApply"
 
 
 class ApplyStatus(StrEnum):
@@ -163,3 +168,6 @@ class ApplyRefusedData(WireModel):
 
     account_id: str
     disabled_reason: ResetDisabledReason
+    pending_idempotency_key: str | None = Field(
+        default=None, description="With `pendingApply`: the key to re-send to settle the earlier attempt."
+    )

@@ -754,9 +754,10 @@ async def test_a_timed_out_apply_stays_pending_and_a_resend_spends_nothing_more(
         ("key-slow", "pending", "consume timed out; outcome unknown")
     ]
     assert listed.pending_apply is not None and listed.pending_apply.idempotency_key == "key-slow"
-    assert listed.reset_action.disabled_reason is ext.ResetDisabledReason.NO_CREDIT
-    # A new key finds no credit and is refused without a consume; the pending key may still be re-sent.
-    assert refused_data(fresh_key).disabled_reason is ext.ResetDisabledReason.NO_CREDIT
+    assert listed.reset_action.disabled_reason is ext.ResetDisabledReason.PENDING_APPLY
+    # A new key is refused without a consume until the pending one is settled; that one may be re-sent.
+    assert refused_data(fresh_key).disabled_reason is ext.ResetDisabledReason.PENDING_APPLY
+    assert refused_data(fresh_key).pending_idempotency_key == "key-slow"
     assert retried.outcome is Outcome.ALREADY_REDEEMED
     assert retried.replayed is False
     assert world.upstream.consume_keys() == ["key-slow", "key-slow"]
@@ -764,6 +765,25 @@ async def test_a_timed_out_apply_stays_pending_and_a_resend_spends_nothing_more(
     assert relisted.pending_apply is None
     (row,) = world.ledger_rows()
     assert (row["status"], row["outcome"], row["attempts"]) == ("finished", "alreadyRedeemed", 2)
+
+
+async def test_a_new_key_waits_for_a_pending_apply_even_with_credits_left(world: World) -> None:
+    world.upstream.hold(after=True)  # the first consume spends a credit, its answer never arrives in time
+    async with running(world.settings(consume=0.5)) as h:
+        await apply_error(h, "alice", "key-unknown")
+        listed = (await pool_list(h))["alice"]
+        second = await apply_error(h, "alice", "key-second")
+        world.upstream.release()
+        settled = await apply(h, "alice", "key-unknown")
+        third = await apply(h, "alice", "key-third")
+    assert listed.reset_credits is not None and listed.reset_credits.available_count == 1
+    assert listed.reset_action.enabled is False
+    assert listed.reset_action.disabled_reason is ext.ResetDisabledReason.PENDING_APPLY
+    assert refused_data(second).pending_idempotency_key == "key-unknown"
+    assert "key-second" not in world.upstream.consume_keys()
+    assert settled.outcome is Outcome.ALREADY_REDEEMED
+    assert third.outcome in (Outcome.RESET, Outcome.NOTHING_TO_RESET)
+    assert world.upstream.consume_keys() == ["key-unknown", "key-unknown", "key-third"]
 
 
 async def test_an_account_removed_during_its_apply_still_gets_the_outcome_recorded(world: World) -> None:
