@@ -34,8 +34,9 @@ Handler = Callable[[RequestContext, Any], Awaitable[BaseModel]]
 Precheck = Callable[[Any], None]
 InlineHandler = Callable[[RequestContext, Any], BaseModel]
 
-_WHITESPACE: Final = b" \t\r\n\x0b\x0c"
+_WHITESPACE: Final = b" \t\r\n"  # JSON's whitespace, as serde_json skips it; not \v or \f
 _DUPLICATE_PROBES: Final = (b'"id"', b'"method"', b'"params"')
+_ENVELOPE_KEYS: Final = ("id", "method", "params")
 SHUTDOWN_MESSAGE: Final = "server shut down before this request finished; its outcome is unknown"
 
 
@@ -72,35 +73,33 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _Dropped(f"duplicate field `{key}`")
-        seen[key] = value
-    return seen
-
-
 def decode_line(line: bytes) -> Any:
-    """Parse one line strictly as upstream's serde does: UTF-8, no BOM, no NaN, no lone surrogates."""
+    """Parse one line strictly as upstream's serde does: UTF-8, no BOM, no NaN, no lone surrogates,
+    no duplicated `id`/`method`/`params` member at the top level (nested objects may repeat keys)."""
     text = line.decode("utf-8")
     value = _decoder.decode(text)
-    if isinstance(value, dict) and any(line.count(probe) > 1 for probe in _DUPLICATE_PROBES):
-        value = json.loads(text, object_pairs_hook=_top_level_pairs_checker())
-    if b"\\u" in line and _has_lone_surrogate(value):
+    escaped = b"\\u" in line
+    if isinstance(value, dict) and (escaped or any(line.count(probe) > 1 for probe in _DUPLICATE_PROBES)):
+        duplicate = _top_level_duplicate(text)
+        if duplicate is not None:
+            raise _Dropped(f"duplicate field `{duplicate}`")
+    if escaped and _has_lone_surrogate(value):
         raise ValueError("lone surrogate in string escape")
     return value
 
 
-def _top_level_pairs_checker() -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
-    # object_pairs_hook runs innermost first, so the last call is the top-level object.
+def _top_level_duplicate(text: str) -> str | None:
+    """The envelope key the top-level object repeats (also when spelled with escapes), if any."""
+    found: list[str | None] = []
+
+    # object_pairs_hook runs when an object closes, innermost first: the last call is the top level.
     def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        if len(keys) != len(set(keys)) and ({"id", "method", "params"} & {k for k in keys if keys.count(k) > 1}):
-            return _no_duplicates(pairs)
+        keys = [key for key, _ in pairs]
+        found.append(next((key for key in _ENVELOPE_KEYS if keys.count(key) > 1), None))
         return dict(pairs)
 
-    return hook
+    json.JSONDecoder(object_pairs_hook=hook).decode(text)
+    return found[-1] if found else None
 
 
 def encode_id(request_id: Any) -> bytes:
@@ -160,11 +159,14 @@ def overlong_id(prefix: bytes) -> Any:
                 rest = prefix[i:].lstrip(_WHITESPACE)
                 if rest[:1] != b":":
                     continue
+                # Invalid UTF-8 becomes lone surrogates here, so such an id is refused like one
+                # spelled with a lone surrogate escape: it could not be echoed as sent.
+                text = rest[1:].lstrip(_WHITESPACE).decode("utf-8", "surrogateescape")
                 try:
-                    value, _ = _decoder.raw_decode(rest[1:].lstrip(_WHITESPACE).decode("utf-8", "ignore"))
-                except ValueError:
+                    value, _ = _decoder.raw_decode(text)
+                except (ValueError, RecursionError):
                     return None
-                return value if is_request_id(value) else None
+                return value if is_request_id(value) and not _has_lone_surrogate(value) else None
             continue
         if ch in b"{[":
             depth += 1
@@ -172,6 +174,12 @@ def overlong_id(prefix: bytes) -> Any:
             depth -= 1
         i += 1
     return None
+
+
+def _internal_error(exc: Exception, request_id: Any) -> RpcError:
+    """Anything unforeseen: -32603 on the wire, the traceback on stderr."""
+    log.error("unexpected error while serving request %r", request_id, exc_info=exc)
+    return RpcError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
 
 
 class Dispatcher:
@@ -198,14 +206,17 @@ class Dispatcher:
         self._in_flight = 0
         self._idle = anyio.Event()
         self._idle.set()
-        self._reader_scope = anyio.CancelScope()
+        self._stopping = False
+        self._receive_scope = anyio.CancelScope()
         self._tasks: anyio.abc.TaskGroup | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def stop_reading(self) -> None:
-        """Stop taking input (SIGTERM); what is in flight still gets its answer."""
-        self._reader_scope.cancel()
+        """Stop taking input (SIGTERM). Only the wait for more input is interrupted: the complete
+        lines already read are still handled, and every request among them gets its answer."""
+        self._stopping = True
+        self._receive_scope.cancel()
 
     async def serve(self, source: ByteSource) -> None:
         """Run until end of input (or `stop_reading`), drain in-flight requests, flush the outbox."""
@@ -214,8 +225,7 @@ class Dispatcher:
             outer.start_soon(self._watch_broken_output, outer.cancel_scope)
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
-                with self._reader_scope:
-                    await self._read(source)
+                await self._read(source)
                 with anyio.move_on_after(self.shutdown_grace):
                     await self._wait_idle()
                 if self._in_flight:
@@ -228,9 +238,14 @@ class Dispatcher:
             await self._flushed(outer)
 
     async def _flushed(self, outer: anyio.abc.TaskGroup) -> None:
-        # The pump returns once the closed outbox is written; then nothing else needs to run.
-        with anyio.move_on_after(self.shutdown_grace):
-            await self.outbox.drained.wait()
+        """Wait for the pump to write the closed outbox, then stop the rest. A client that still
+        reads gets every answer however slowly; one that took nothing for a whole grace is let go."""
+        while True:
+            before = self.outbox.written
+            with anyio.move_on_after(self.shutdown_grace):
+                await self.outbox.drained.wait()
+            if self.outbox.drained.is_set() or self.outbox.written == before:
+                break
         outer.cancel_scope.cancel()
 
     async def _watch_broken_output(self, scope: anyio.CancelScope) -> None:
@@ -242,15 +257,23 @@ class Dispatcher:
             await self._idle.wait()
 
     async def _read(self, source: ByteSource) -> None:
-        while True:
-            try:
-                chunk = await source.receive()
-            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-                break
+        while (chunk := await self._receive(source)) is not None:
             for line in self.splitter.feed(chunk):
                 await self._line(line)
-        for line in self.splitter.finish():
-            await self._line(line)
+        if not self._stopping:  # end of input: a last line without a newline still counts
+            for line in self.splitter.finish():
+                await self._line(line)
+
+    async def _receive(self, source: ByteSource) -> bytes | None:
+        """The next chunk, or None at end of input or once `stop_reading` was called."""
+        if self._stopping:
+            return None
+        with anyio.CancelScope() as self._receive_scope:
+            try:
+                return await source.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return None
+        return None
 
     # -- one line --------------------------------------------------------------------------
 
@@ -263,6 +286,9 @@ class Dispatcher:
             message = decode_line(stripped)
         except (ValueError, _Dropped) as exc:
             self._drop(f"Failed to deserialize JSONRPCMessage: {exc}", stripped)
+            return
+        except RecursionError:
+            self._drop("Failed to deserialize JSONRPCMessage: recursion limit exceeded", stripped)
             return
         if not isinstance(message, dict):
             self._drop("Failed to deserialize JSONRPCMessage: not a JSON object", stripped)
@@ -308,17 +334,21 @@ class Dispatcher:
             await self._answer(failure(request_id, unknown_method(name)))
             return
         ctx = RequestContext(self.session, self.services, self._notify, request_id)
+        answer: bytes | None = None
         try:
             params = parse_params(route.method.params, raw_params, required=route.method.params_required)
             if route.needs_initialize and not self.session.initialized:
                 raise RpcError(jsonrpc.INVALID_REQUEST, "Not initialized")
             if route.inline is not None:
-                await self._answer(success(request_id, route.inline(ctx, params)))
-                return
-            if route.precheck is not None:
+                answer = success(request_id, route.inline(ctx, params))
+            elif route.precheck is not None:
                 route.precheck(params)
         except RpcError as error:
-            await self._answer(failure(request_id, error))
+            answer = failure(request_id, error)
+        except Exception as exc:
+            answer = failure(request_id, _internal_error(exc, request_id))
+        if answer is not None:
+            await self._answer(answer)
             return
         assert route.handler is not None and self._tasks is not None
         await self._slots.acquire()
@@ -338,8 +368,7 @@ class Dispatcher:
             answer = failure(ctx.request_id, RpcError(INTERNAL_ERROR, SHUTDOWN_MESSAGE))
             raise
         except Exception as exc:
-            log.exception("unexpected error while serving request %r", ctx.request_id)
-            answer = failure(ctx.request_id, RpcError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}"))
+            answer = failure(ctx.request_id, _internal_error(exc, ctx.request_id))
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_grace):
                 if answer is not None:

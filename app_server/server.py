@@ -54,12 +54,14 @@ async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, s
     dispatcher = Dispatcher(
         routes(), services, Outbox(FdSink(protocol_fd)), max_line=max_line, shutdown_grace=shutdown_grace
     )
+    source = FdSource(0)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, dispatcher, tg.cancel_scope)
-            await dispatcher.serve(FdSource(0))
+            await dispatcher.serve(source)
             tg.cancel_scope.cancel()
     finally:
+        source.close()  # input the client is still writing is refused now, not at loop shutdown
         with anyio.CancelScope(shield=True):
             await services.aclose()
 

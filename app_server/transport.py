@@ -7,6 +7,7 @@ reads and writes run in daemon threads so a stuck pipe can never hold the proces
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -105,8 +106,24 @@ class LineSplitter:
             self._buf.clear()
 
 
+# What a daemon thread may see when it calls into an event loop that is going away: the receiver
+# closed (Broken/Closed), the loop closed (RunFinished, or RuntimeError in the instant it closes),
+# or a pending call cancelled by the loop's shutdown (CancelledError).
+_LOOP_GONE = (
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    anyio.RunFinishedError,
+    concurrent.futures.CancelledError,
+    RuntimeError,
+)
+
+
 class FdSource:
-    """Reads a file descriptor (stdin: pipe, tty or regular file) in a daemon thread."""
+    """Reads a file descriptor (stdin: pipe, tty or regular file) in a daemon thread.
+
+    `close` when done reading: a chunk the thread is still trying to hand over is then refused
+    at once instead of being left pending when the event loop shuts down.
+    """
 
     def __init__(self, fd: int, *, buffered_chunks: int = 4) -> None:
         self._fd = fd
@@ -131,19 +148,26 @@ class FdSource:
                 if not chunk:
                     break
                 anyio.from_thread.run(self._send.send, chunk, token=token)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.RunFinishedError):
-            return
-        with contextlib.suppress(anyio.RunFinishedError):
             anyio.from_thread.run_sync(self._send.close, token=token)
+        except _LOOP_GONE:
+            return
 
     async def receive(self) -> bytes:
         if not self._started:
             self._start()
         return await self._recv.receive()
 
+    def close(self) -> None:
+        """Stop taking chunks; the thread ends at its next hand-over (or with the process)."""
+        self._recv.close()
+
 
 class FdSink:
-    """Writes to a file descriptor (stdout) from one daemon thread; the caller awaits each write."""
+    """Writes to a file descriptor (stdout) from one daemon thread; the caller awaits each write.
+
+    The wait is not shielded: a caller cancelled at shutdown leaves instead of hanging on a client
+    that stopped reading (the thread finishes or abandons that one write on its own).
+    """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -173,12 +197,11 @@ class FdSink:
 
         def done(error: BaseException | None) -> None:
             outcome.append(error)
-            with contextlib.suppress(anyio.RunFinishedError):
+            with contextlib.suppress(*_LOOP_GONE):
                 anyio.from_thread.run_sync(finished.set, token=token)
 
         self._jobs.put((data, done))
-        with anyio.CancelScope(shield=True):
-            await finished.wait()
+        await finished.wait()
         if outcome and outcome[0] is not None:
             raise anyio.BrokenResourceError from outcome[0]
 
@@ -198,6 +221,8 @@ class Outbox:
         self._send, self._recv = anyio.create_memory_object_stream[bytes](capacity)
         self.broken = anyio.Event()
         self.drained = anyio.Event()
+        self.written = 0
+        """Writes completed so far: tells a client that reads slowly from one that stopped reading."""
 
     async def put(self, message: bytes) -> None:
         if self.broken.is_set():
@@ -224,6 +249,7 @@ class Outbox:
                     batch += (message, b"\n")
                     size += len(message)
                 await self._sink.send(b"".join(batch))
+                self.written += 1
         except anyio.BrokenResourceError:
             log.info("stdout closed by the client; discarding further output")
             self.broken.set()

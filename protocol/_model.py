@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-Int64 = Annotated[int, Field(json_schema_extra={"format": "int64"})]
-Int32 = Annotated[int, Field(json_schema_extra={"format": "int32"})]
+# Bounded like the Rust types upstream uses, so an out-of-range value is a params error, not a crash later.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), WithJsonSchema({"format": "int64", "type": "integer"})]
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1), WithJsonSchema({"format": "int32", "type": "integer"})]
 
 
 class WireModel(BaseModel):

@@ -71,7 +71,7 @@ def _detail(error: ErrorDetails, model: type[BaseModel]) -> str:
         return f"missing field `{loc[-1]}`"
     if kind in ("model_type", "model_attributes_type"):
         return f"invalid type: {describe(error['input'])}, expected {_struct(_nested_model(model, loc))}"
-    if kind in ("int_type", "int_from_float", "int_parsing") and isinstance(error["input"], int):
+    if kind in ("less_than_equal", "greater_than_equal"):
         return f"invalid value: {describe(error['input'])}, expected i64"
     expected = _EXPECTED.get(kind)
     if expected is None:
