@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -28,6 +28,13 @@ from . import __version__
 from .transport import ByteSink, ByteSource, LineSplitter, Overlong
 
 R = TypeVar("R", bound=BaseModel)
+
+EXIT_GRACE = 15.0
+"""Seconds a spawned server has to exit on its own after its input ends (it finishes in-flight requests)."""
+FAILURE_GRACE = 2.0
+"""The same when the connection ended with an error or a cancellation."""
+TERMINATE_GRACE = 12.0
+"""Seconds between SIGTERM and SIGKILL (the server's own shutdown grace is 10 s)."""
 
 
 class ServerClosed(Exception):
@@ -109,10 +116,14 @@ class Client:
         parsed: R = model.model_validate(raw)
         return parsed
 
-    async def initialize(self, name: str = "codex-limits", version: str = __version__) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request(
-            "initialize", {"clientInfo": {"name": name, "title": None, "version": version}}
-        )
+    async def initialize(
+        self, name: str = "codex-limits", version: str = __version__, *, opt_out: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """`initialize`; `opt_out` names notifications this connection does not want."""
+        params: dict[str, Any] = {"clientInfo": {"name": name, "title": None, "version": version}}
+        if opt_out:
+            params["capabilities"] = {"optOutNotificationMethods": list(opt_out)}
+        result: dict[str, Any] = await self.request("initialize", params)
         return result
 
 
@@ -138,23 +149,49 @@ def server_command(*args: str) -> list[str]:
 
 @asynccontextmanager
 async def spawn(
-    args: Sequence[str] = (), *, env: Mapping[str, str] | None = None, stderr: int | None = None
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    stderr: int | IO[Any] | None = None,
+    command: Sequence[str] | None = None,
 ) -> AsyncIterator[tuple[Client, anyio.abc.Process]]:
-    """Start `codex-limits serve` as a child process and yield a running client for it."""
+    """Start `codex-limits serve` as a child process and yield a running client for it.
+
+    `stderr` is passed to the child as is (None: inherit ours); `command` replaces the whole
+    command line (`args` is then ignored), for running another server build.
+    """
     process = await anyio.open_process(
-        server_command(*args), env=dict(os.environ if env is None else env), stderr=stderr
+        list(command) if command is not None else server_command(*args),
+        env=dict(os.environ if env is None else env),
+        stderr=stderr,
     )
     assert process.stdin is not None
     assert process.stdout is not None
     client = Client(_ProcessSink(process.stdin), _ProcessSource(process.stdout))
     async with process, anyio.create_task_group() as tg:
         tg.start_soon(client.run)
+        grace = EXIT_GRACE
         try:
             yield client, process
+        except BaseException:
+            grace = FAILURE_GRACE  # the connection failed or was cancelled: no reason to wait long
+            raise
         finally:
-            await process.stdin.aclose()
-            with anyio.move_on_after(15):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
+            with anyio.CancelScope(shield=True):
+                await _reap(process, grace)
             tg.cancel_scope.cancel()
+
+
+async def _reap(process: anyio.abc.Process, grace: float) -> None:
+    """End of input, then `grace` seconds to exit; then SIGTERM (the server finishes in-flight work), then kill."""
+    assert process.stdin is not None
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        await process.stdin.aclose()
+    for wait, stop in ((grace, process.terminate), (TERMINATE_GRACE, process.kill)):
+        with anyio.move_on_after(wait):
+            await process.wait()
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            stop()
+    await process.wait()
