@@ -207,6 +207,7 @@ class Pool:
         return ext.AccountSummary(
             account_id=member.entry.id,
             label=member.entry.label,
+            codex_home=str(member.entry.codex_home),
             email=email or (creds.email if creds is not None else None),
             plan_type=plan,
             status=status,
@@ -246,7 +247,10 @@ class Pool:
                 member,
                 ext.AccountStatus.REAUTH_REQUIRED,
                 ext.ResetDisabledReason.REAUTH_REQUIRED,
-                error=ext.AccountError(code=INVALID_REQUEST, message="the saved sign-in expired; run `codex login`"),
+                error=ext.AccountError(
+                    code=INVALID_REQUEST,
+                    message=f"the saved sign-in expired; run `CODEX_HOME={member.entry.codex_home} codex login`",
+                ),
             )
         creds = state.credentials
         return Caller(user_agent, creds.access_token, creds.account_id, creds.fedramp)

@@ -88,6 +88,7 @@ class PendingApply(WireModel):
 class AccountSummary(WireModel):
     account_id: str = Field(description="Pool id of the account (from accounts.toml).")
     label: str
+    codex_home: str = Field(description="The account's Codex home; `CODEX_HOME=<it> codex login` signs it in.")
     email: str | None = None
     plan_type: PlanType | None = None
     status: AccountStatus

@@ -35,6 +35,7 @@ def summary(n: int, available: int) -> ext.AccountSummary:
     return ext.AccountSummary(
         account_id=account_id(n),
         label=f"Account {n}",
+        codex_home=f"/homes/{n}",
         status=ext.AccountStatus.ACTIVE,
         reset_credits=ext.ResetCreditsOverview(available_count=available),
         reset_action=ext.ResetAction(enabled=available > 0, warning=ext.APPLY_WARNING),

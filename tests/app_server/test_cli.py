@@ -650,6 +650,7 @@ def _summary(account_id: str, **changes: Any) -> ext.AccountSummary:
     base: dict[str, Any] = {
         "accountId": account_id,
         "label": f"A label that is rather long for {account_id}",
+        "codexHome": f"/home/user/.codex-{account_id}",
         "email": f"{account_id}@example.com",
         "planType": "pro",
         "status": "rateLimited",

@@ -25,6 +25,7 @@ def summary(account_id: str, available: int | None) -> ext.AccountSummary:
     return ext.AccountSummary(
         account_id=account_id,
         label=account_id,
+        codex_home=f"/homes/{account_id}",
         status=ext.AccountStatus.ACTIVE,
         reset_credits=None if available is None else ext.ResetCreditsOverview(available_count=available),
         reset_action=ext.ResetAction(enabled=True, warning=ext.APPLY_WARNING),

@@ -315,6 +315,7 @@ def _summaries() -> list[ext.AccountSummary]:
     active = ext.AccountSummary(
         account_id="work",
         label="Work",
+        codex_home="/home/user/.codex-work",
         email="user@example.com",
         plan_type=full.rate_limits.plan_type,
         status=ext.AccountStatus.ACTIVE,
@@ -332,11 +333,14 @@ def _summaries() -> list[ext.AccountSummary]:
     expired = ext.AccountSummary(
         account_id="home",
         label="Home",
+        codex_home="/home/user/.codex",
         status=ext.AccountStatus.REAUTH_REQUIRED,
         reset_action=ext.ResetAction(
             enabled=False, disabled_reason=ext.ResetDisabledReason.REAUTH_REQUIRED, warning=ext.APPLY_WARNING
         ),
-        error=ext.AccountError(code=-32600, message="the saved sign-in expired; run `codex login`"),
+        error=ext.AccountError(
+            code=-32600, message="the saved sign-in expired; run `CODEX_HOME=/home/user/.codex codex login`"
+        ),
     )
     return [active, expired]
 
