@@ -8,8 +8,10 @@ Nothing here retries: a consume is sent exactly once per call.
 from __future__ import annotations
 
 import http
+import http.cookiejar
 import json
 import logging
+import urllib.request
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -79,6 +81,14 @@ def reason_phrase(status: int) -> str:
         return "<unknown status code>"
 
 
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
+
+
 class HttpPool:
     """Owns the one AsyncClient. `transport` is the test seam (httpx.MockTransport)."""
 
@@ -96,6 +106,8 @@ class HttpPool:
                 timeout=httpx.Timeout(None, connect=self._connect_timeout),
                 follow_redirects=True,
                 trust_env=False,
+                # Upstream's HTTP client keeps no cookies: one the backend sets is never sent back.
+                cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
             )
             # Send only the headers upstream sends: no httpx user agent, no accept-encoding.
             for name in list(self._client.headers.keys()):
@@ -113,6 +125,16 @@ class Backend:
         self.endpoints = Endpoints.for_base(base_url)
         self._pool = pool
         self._timeouts = timeouts
+        self._parsed: dict[str, httpx.URL] = {}
+
+    def _url(self, url: str) -> httpx.URL:
+        """The parsed form of one of our few URLs, parsed once (httpx would parse the string on every call)."""
+        parsed = self._parsed.get(url)
+        if parsed is None:
+            import httpx
+
+            parsed = self._parsed[url] = httpx.URL(url)
+        return parsed
 
     def _headers(self, caller: Caller, *, luna: bool = False, json_body: bool = False) -> list[tuple[str, bytes]]:
         headers: list[tuple[str, bytes]] = [("user-agent", caller.user_agent.encode("utf-8"))]
@@ -134,12 +156,14 @@ class Backend:
         import httpx
 
         client = self._pool.client()
-        # Host after accept, as upstream orders them; httpx appends content-length after it.
+        target = self._url(url)
+        # Upstream sends host after accept. Listing it there is as close as we get: h11 always writes host first
+        # on the wire (RFC 9112's advice); httpx appends content-length last, as upstream does.
         raw = [(name.encode("ascii"), value) for name, value in headers]
-        raw.append((b"host", httpx.URL(url).netloc))
+        raw.append((b"host", target.netloc))
         try:
             with anyio.fail_after(timeout):
-                response = await client.request(method, url, headers=raw, content=body)
+                response = await client.request(method, target, headers=raw, content=body)
                 return response.status_code, response.headers.get("content-type", ""), response.content
         except TimeoutError:
             raise BackendError("timeout", f"request timed out after {timeout:g} s for url ({url})") from None

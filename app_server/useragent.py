@@ -59,15 +59,39 @@ def terminal(env: Mapping[str, str]) -> str:
     return sanitize_header_value(value)
 
 
+# Rust's `char::is_whitespace` (Unicode White_Space), which upstream's `str::trim` uses. Python's `str.strip`
+# also strips U+001C..U+001F, which Rust keeps.
+_RUST_WHITESPACE = frozenset(
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def _rust_trim(text: str) -> str:
+    start, end = 0, len(text)
+    while start < end and text[start] in _RUST_WHITESPACE:
+        start += 1
+    while end > start and text[end - 1] in _RUST_WHITESPACE:
+        end -= 1
+    return text[start:end]
+
+
 def user_agent(
     client_name: str | None = None, client_version: str | None = None, env: Mapping[str, str] | None = None
 ) -> str:
     """`codex-limits/<version> (<os>; <arch>) <terminal>[ (<name>; <version>)]`.
 
     Upstream puts its originator and version first; we put ours, so the backend sees honestly
-    who is calling. The client suffix is added once a client has initialized.
+    who is calling. The client suffix is added once a client has initialized, built as upstream
+    builds it (CONTRACT §2.3): `<name>; <version>` trimmed of surrounding whitespace (an empty
+    name and version give `(;)`), left out when nothing remains, and when the whole string is not
+    a valid header value every character outside printable ASCII becomes `_` (`1\n0` -> `1_0`).
     """
     base = f"{PRODUCT}/{__version__} ({os_description()}) {terminal(os.environ if env is None else env)}"
     if client_name is None:
         return base
-    return f"{base} ({client_name}; {sanitize_header_value(client_version or '')})"
+    suffix = _rust_trim(f"{client_name}; {client_version or ''}")
+    candidate = f"{base} ({suffix})" if suffix else base
+    if is_header_value(candidate):
+        return candidate
+    return "".join(ch if " " <= ch <= "~" else "_" for ch in candidate)
