@@ -54,6 +54,9 @@ _EPILOG = "exit statuses:\n" + "\n".join(
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import gc
+
+    gc.disable()  # start-up allocates only long-lived objects; serve_stdio freezes them and re-enables
     from .config import Settings
     from .server import run, setup_logging
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +57,8 @@ def data_home(env: Mapping[str, str]) -> Path:
 
 def read_base_url(home: Path) -> str:
     """`chatgpt_base_url` from `<home>/config.toml`, or the ChatGPT default when absent or unreadable."""
+    import tomllib
+
     path = home / "config.toml"
     try:
         with path.open("rb") as f:

@@ -35,7 +35,6 @@ Precheck = Callable[[Any], None]
 InlineHandler = Callable[[RequestContext, Any], BaseModel]
 
 _WHITESPACE: Final = b" \t\r\n"  # JSON's whitespace, as serde_json skips it; not \v or \f
-_DUPLICATE_PROBES: Final = (b'"id"', b'"method"', b'"params"')
 _ENVELOPE_KEYS: Final = ("id", "method", "params")
 SHUTDOWN_MESSAGE: Final = "server shut down before this request finished; its outcome is unknown"
 
@@ -50,6 +49,15 @@ class Route:
     inline: InlineHandler | None = None
     precheck: Precheck | None = None
     needs_initialize: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """A request that passed every inline check and now needs its own task."""
+
+    handler: Handler
+    ctx: RequestContext
+    params: Any
 
 
 class _Dropped(Exception):
@@ -77,9 +85,13 @@ def decode_line(line: bytes) -> Any:
     """Parse one line strictly as upstream's serde does: UTF-8, no BOM, no NaN, no lone surrogates,
     no duplicated `id`/`method`/`params` member at the top level (nested objects may repeat keys)."""
     text = line.decode("utf-8")
-    value = _decoder.decode(text)
+    value, end = _decoder.raw_decode(text)  # the line is stripped: anything after the value is an error
+    if end != len(text):
+        raise ValueError(f"trailing characters at column {end + 1}")
     escaped = b"\\u" in line
-    if isinstance(value, dict) and (escaped or any(line.count(probe) > 1 for probe in _DUPLICATE_PROBES)):
+    if type(value) is dict and (
+        escaped or line.count(b'"id"') > 1 or line.count(b'"method"') > 1 or line.count(b'"params"') > 1
+    ):
         duplicate = _top_level_duplicate(text)
         if duplicate is not None:
             raise _Dropped(f"duplicate field `{duplicate}`")
@@ -102,8 +114,13 @@ def _top_level_duplicate(text: str) -> str | None:
     return found[-1] if found else None
 
 
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def encode_id(request_id: Any) -> bytes:
-    return json.dumps(request_id, ensure_ascii=False).encode("utf-8")
+    if type(request_id) is int:
+        return str(request_id).encode()
+    return _compact(request_id).encode("utf-8")
 
 
 def success(request_id: Any, result: BaseModel) -> bytes:
@@ -114,19 +131,33 @@ def _to_wire(model: BaseModel) -> bytes:
     return model.__pydantic_serializer__.to_json(model, by_alias=True)
 
 
+_heads: dict[tuple[int, str], bytes] = {}
+
+
+def _error_head(code: int, message: str) -> bytes:
+    # The same few errors repeat (a client looping on a bad request): encode each text once.
+    head = _heads.get((code, message))
+    if head is None:
+        head = b'{"error":{"code":' + str(code).encode() + b',"message":' + _compact(message).encode("utf-8")
+        if len(_heads) < 256:
+            _heads[(code, message)] = head
+    return head
+
+
 def failure(request_id: Any, error: RpcError) -> bytes:
-    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    """`{"error":{"code":…,"message":…[,"data":…]},"id":…}`, upstream's member order (§1.2)."""
+    head = _error_head(error.code, error.message)
     if error.data is not None:
-        body["data"] = error.data.model_dump(mode="json") if isinstance(error.data, BaseModel) else error.data
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return b'{"error":' + text.encode("utf-8") + b',"id":' + encode_id(request_id) + b"}"
+        data = _to_wire(error.data) if isinstance(error.data, BaseModel) else _compact(error.data).encode("utf-8")
+        head += b',"data":' + data
+    return head + b'},"id":' + encode_id(request_id) + b"}"
 
 
 def notification(method: str, params: BaseModel, emitted_at_ms: int | None = None) -> bytes:
     emitted = int(time.time() * 1000) if emitted_at_ms is None else emitted_at_ms
     return (
         b'{"method":'
-        + json.dumps(method).encode()
+        + _compact(method).encode("utf-8")
         + b',"params":'
         + _to_wire(params)
         + b',"emittedAtMs":'
@@ -258,11 +289,22 @@ class Dispatcher:
 
     async def _read(self, source: ByteSource) -> None:
         while (chunk := await self._receive(source)) is not None:
-            for line in self.splitter.feed(chunk):
-                await self._line(line)
+            await self._handle(self.splitter.feed(chunk))
         if not self._stopping:  # end of input: a last line without a newline still counts
-            for line in self.splitter.finish():
-                await self._line(line)
+            await self._handle(self.splitter.finish())
+
+    async def _handle(self, lines: list[bytes | Overlong]) -> None:
+        # The common cases (an inline answer, nothing to answer) cost no trip through the event loop.
+        for line in lines:
+            outcome = self._classify(line)
+            if outcome is None:
+                continue
+            if type(outcome) is bytes:
+                if not self.outbox.put_nowait(outcome):
+                    await self.outbox.put(outcome)
+            else:
+                assert isinstance(outcome, _Work)
+                await self._start(outcome)
 
     async def _receive(self, source: ByteSource) -> bytes | None:
         """The next chunk, or None at end of input or once `stop_reading` was called."""
@@ -277,85 +319,80 @@ class Dispatcher:
 
     # -- one line --------------------------------------------------------------------------
 
-    async def _line(self, line: bytes | Overlong) -> None:
+    def _classify(self, line: bytes | Overlong) -> bytes | _Work | None:
+        """One input line -> the answer to write now, the work to start, or nothing (dropped or ignored)."""
         if isinstance(line, Overlong):
-            await self._overlong(line)
-            return
+            return self._overlong(line)
         stripped = line.strip(_WHITESPACE)
         try:
             message = decode_line(stripped)
         except (ValueError, _Dropped) as exc:
-            self._drop(f"Failed to deserialize JSONRPCMessage: {exc}", stripped)
-            return
+            return self._drop(f"Failed to deserialize JSONRPCMessage: {exc}", stripped)
         except RecursionError:
-            self._drop("Failed to deserialize JSONRPCMessage: recursion limit exceeded", stripped)
-            return
+            return self._drop("Failed to deserialize JSONRPCMessage: recursion limit exceeded", stripped)
         if not isinstance(message, dict):
-            self._drop("Failed to deserialize JSONRPCMessage: not a JSON object", stripped)
-            return
+            return self._drop("Failed to deserialize JSONRPCMessage: not a JSON object", stripped)
         method = message.get("method", MISSING)
         if method is MISSING:
             if "id" in message and ("result" in message or "error" in message):
                 log.debug("ignoring a client response with no pending server request")
-            else:
-                self._drop("Failed to deserialize JSONRPCMessage: no `method` member", stripped)
-            return
+                return None
+            return self._drop("Failed to deserialize JSONRPCMessage: no `method` member", stripped)
         if not isinstance(method, str):
-            self._drop("Failed to deserialize JSONRPCMessage: `method` is not a string", stripped)
-            return
+            return self._drop("Failed to deserialize JSONRPCMessage: `method` is not a string", stripped)
         if "id" not in message:
             log.debug("notification %r ignored", method)
-            return
+            return None
         request_id = message["id"]
         if not is_request_id(request_id):
-            self._drop(f"ignoring {method!r}: its id is not a string or a 64-bit integer", stripped)
-            return
-        await self._request(request_id, method, message.get("params", MISSING))
+            return self._drop(f"ignoring {method!r}: its id is not a string or a 64-bit integer", stripped)
+        return self._request(request_id, method, message.get("params", MISSING))
 
-    def _drop(self, why: str, line: bytes) -> None:
+    def _drop(self, why: str, line: bytes) -> _Work | None:
+        """Log a line that gets no answer; returns None so `_classify` can `return self._drop(…)`."""
         log.warning("%s (line of %d bytes dropped, no answer)", why, len(line))
+        return None
 
-    async def _overlong(self, line: Overlong) -> None:
+    def _overlong(self, line: Overlong) -> bytes | None:
         request_id = overlong_id(line.prefix)
         limit = self.splitter.max_line
         if request_id is None:
             log.warning("input line of %d bytes exceeds the %d-byte limit; skipped, no id to answer", line.size, limit)
-            return
+            return None
         log.warning("input line of %d bytes exceeds the %d-byte limit; answered with an error", line.size, limit)
-        await self._answer(
-            failure(
-                request_id, jsonrpc.invalid_request(f"message of {line.size} bytes exceeds the {limit}-byte line limit")
-            )
-        )
+        detail = f"message of {line.size} bytes exceeds the {limit}-byte line limit"
+        return failure(request_id, jsonrpc.invalid_request(detail))
 
-    async def _request(self, request_id: Any, name: str, raw_params: Any) -> None:
+    def _request(self, request_id: Any, name: str, raw_params: Any) -> bytes | _Work:
         route = self.routes.get(name)
         if route is None:
-            await self._answer(failure(request_id, unknown_method(name)))
-            return
-        ctx = RequestContext(self.session, self.services, self._notify, request_id)
-        answer: bytes | None = None
+            return failure(request_id, unknown_method(name))
         try:
             params = parse_params(route.method.params, raw_params, required=route.method.params_required)
             if route.needs_initialize and not self.session.initialized:
                 raise RpcError(jsonrpc.INVALID_REQUEST, "Not initialized")
             if route.inline is not None:
-                answer = success(request_id, route.inline(ctx, params))
-            elif route.precheck is not None:
+                ctx = RequestContext(self.session, self.services, self._notify, request_id)
+                return success(request_id, route.inline(ctx, params))
+            if route.precheck is not None:
                 route.precheck(params)
         except RpcError as error:
-            answer = failure(request_id, error)
+            return failure(request_id, error)
         except Exception as exc:
-            answer = failure(request_id, _internal_error(exc, request_id))
-        if answer is not None:
-            await self._answer(answer)
-            return
-        assert route.handler is not None and self._tasks is not None
-        await self._slots.acquire()
+            return failure(request_id, _internal_error(exc, request_id))
+        assert route.handler is not None
+        return _Work(route.handler, RequestContext(self.session, self.services, self._notify, request_id), params)
+
+    async def _start(self, work: _Work) -> None:
+        assert self._tasks is not None
+        try:
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._slots.acquire()
         self._in_flight += 1
         if self._idle.is_set():
             self._idle = anyio.Event()
-        self._tasks.start_soon(self._run, route.handler, ctx, params, name=f"{name}#{request_id}")
+        self._tasks.start_soon(self._run, work.handler, work.ctx, work.params)
 
     async def _run(self, handler: Handler, ctx: RequestContext, params: Any) -> None:
         answer: bytes | None = None

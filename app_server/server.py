@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -55,6 +56,9 @@ async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, s
         routes(), services, Outbox(FdSink(protocol_fd)), max_line=max_line, shutdown_grace=shutdown_grace
     )
     source = FdSource(0)
+    # What start-up built lives as long as the process: keep it out of every collection from now on.
+    gc.freeze()
+    gc.enable()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, dispatcher, tg.cancel_scope)

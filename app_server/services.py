@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .backend import HttpPool
 from .config import Settings
 
 if TYPE_CHECKING:
+    from .backend import HttpPool
     from .codex_account import CodexAccount
     from .pool import Pool
 
@@ -22,11 +22,20 @@ if TYPE_CHECKING:
 class Services:
     def __init__(self, settings: Settings, http: HttpPool | None = None) -> None:
         self.settings = settings
-        self.http = http or HttpPool(connect_timeout=settings.timeouts.connect)
+        self._http = http
         self._default: CodexAccount | None = None
         self._pool: Pool | None = None
         # anyio locks wake waiters in FIFO order: consumes run in the order they arrived (§1.4).
         self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
+
+    @property
+    def http(self) -> HttpPool:
+        """The one HTTP pool, made on first use (the backend modules stay out of start-up)."""
+        if self._http is None:
+            from .backend import HttpPool
+
+            self._http = HttpPool(connect_timeout=self.settings.timeouts.connect)
+        return self._http
 
     def default_account(self) -> CodexAccount:
         """The account of `$CODEX_HOME`, which the upstream methods act on."""
@@ -50,4 +59,5 @@ class Services:
     async def aclose(self) -> None:
         if self._pool is not None:
             self._pool.close()
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()

@@ -224,8 +224,21 @@ class Outbox:
         self.written = 0
         """Writes completed so far: tells a client that reads slowly from one that stopped reading."""
 
-    async def put(self, message: bytes) -> None:
+    def put_nowait(self, message: bytes) -> bool:
+        """Queue without waiting; False when the outbox is full (then `put` waits for room)."""
         if self.broken.is_set():
+            return True
+        try:
+            self._send.send_nowait(message)
+        except anyio.WouldBlock:
+            return False
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+        return True
+
+    async def put(self, message: bytes) -> None:
+        # anyio's send always yields to the event loop; only wait when there is no room.
+        if self.put_nowait(message):
             return
         try:
             await self._send.send(message)

@@ -22,6 +22,9 @@ class WireModel(BaseModel):
         serialize_by_alias=True,
         extra="ignore",
         frozen=True,
+        # Validators and serializers are built on a model's first use, not at import: start-up
+        # pays only for the few models the first requests touch.
+        defer_build=True,
     )
 
     def to_wire(self) -> bytes:

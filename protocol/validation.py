@@ -109,6 +109,12 @@ def parse_params(model: type[M], raw: Any, *, required: bool) -> M:
 
     Raises `RpcError(-32600, "Invalid request: …")` with a serde-style detail.
     """
+    if type(raw) is dict:  # the common case first: no shape checks to make
+        try:
+            validated: M = model.__pydantic_validator__.validate_python(raw, strict=True, by_alias=True, by_name=False)
+            return validated
+        except ValidationError as exc:
+            raise validation_error(exc, model, raw) from None
     if raw is MISSING or raw is None:
         if required:
             raise invalid_request("missing field `params`")

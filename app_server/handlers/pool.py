@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from protocol import ext
 from protocol.methods import POOL_ACCOUNT_UPDATED
 
 from ..context import RequestContext
-from ..pool import Identity
 from .account import check_keys, originator
+
+if TYPE_CHECKING:  # the pool (sqlite3, tomli_w, auth, httpx) loads on the first pool request
+    from ..pool import Identity
 
 
 def _identity(ctx: RequestContext) -> Identity:
