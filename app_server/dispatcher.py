@@ -327,31 +327,35 @@ class Dispatcher:
         try:
             message = decode_line(stripped)
         except (ValueError, _Dropped) as exc:
-            return self._drop(f"Failed to deserialize JSONRPCMessage: {exc}", stripped)
+            self._drop(f"Failed to deserialize JSONRPCMessage: {exc}", stripped)
+            return None
         except RecursionError:
-            return self._drop("Failed to deserialize JSONRPCMessage: recursion limit exceeded", stripped)
+            self._drop("Failed to deserialize JSONRPCMessage: recursion limit exceeded", stripped)
+            return None
         if not isinstance(message, dict):
-            return self._drop("Failed to deserialize JSONRPCMessage: not a JSON object", stripped)
+            self._drop("Failed to deserialize JSONRPCMessage: not a JSON object", stripped)
+            return None
         method = message.get("method", MISSING)
         if method is MISSING:
             if "id" in message and ("result" in message or "error" in message):
                 log.debug("ignoring a client response with no pending server request")
                 return None
-            return self._drop("Failed to deserialize JSONRPCMessage: no `method` member", stripped)
+            self._drop("Failed to deserialize JSONRPCMessage: no `method` member", stripped)
+            return None
         if not isinstance(method, str):
-            return self._drop("Failed to deserialize JSONRPCMessage: `method` is not a string", stripped)
+            self._drop("Failed to deserialize JSONRPCMessage: `method` is not a string", stripped)
+            return None
         if "id" not in message:
             log.debug("notification %r ignored", method)
             return None
         request_id = message["id"]
         if not is_request_id(request_id):
-            return self._drop(f"ignoring {method!r}: its id is not a string or a 64-bit integer", stripped)
+            self._drop(f"ignoring {method!r}: its id is not a string or a 64-bit integer", stripped)
+            return None
         return self._request(request_id, method, message.get("params", MISSING))
 
-    def _drop(self, why: str, line: bytes) -> _Work | None:
-        """Log a line that gets no answer; returns None so `_classify` can `return self._drop(…)`."""
+    def _drop(self, why: str, line: bytes) -> None:
         log.warning("%s (line of %d bytes dropped, no answer)", why, len(line))
-        return None
 
     def _overlong(self, line: Overlong) -> bytes | None:
         request_id = overlong_id(line.prefix)
