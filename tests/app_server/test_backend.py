@@ -23,7 +23,8 @@ from app_server.payloads import DecodeError, decode_consume, decode_usage
 from app_server.services import Services
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from tests.app_server import replay_support as rs
-from tests.support.inmemory import Harness, serve_in_memory
+from tests.support.inmemory import Harness
+from tests.support.inmemory import initialized as server
 from tests.support.mock_backend import MockBackend, unused_port
 
 pytestmark = pytest.mark.anyio
@@ -84,14 +85,6 @@ def settings_for(tmp_path: Path, base_url: str, timeouts: Timeouts = TIMEOUTS) -
     return Settings(
         codex_home=home, data_home=tmp_path / "data", refresh_url=f"{base_url}/oauth/token", timeouts=timeouts
     )
-
-
-@asynccontextmanager
-async def server(settings: Settings) -> AsyncIterator[Harness]:
-    async with serve_in_memory(Services(settings)) as harness:
-        with anyio.fail_after(WAIT):
-            await harness.initialize(name="probe", version="1.0")
-        yield harness
 
 
 async def error_of(harness: Harness, method: str, params: Any, bound: float) -> RpcError:

@@ -9,185 +9,35 @@ the upstream's own record of consume requests.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
 
-from app_server.accounts import DEFAULT_ID, FILE_NAME, AccountsFile
-from app_server.config import Settings, Timeouts
+from app_server.config import Settings
 from app_server.dispatcher import SHUTDOWN_MESSAGE
 from app_server.ledger import FILE_NAME as LEDGER_FILE
 from app_server.ledger import Ledger
 from app_server.services import Services
-from app_server.simulate import RecordedRequest, SimulatedUpstream, make_unsigned_jwt
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+from tests.app_server.pool_world import World
 from tests.support.inmemory import Harness, serve_in_memory
 from tests.support.mock_backend import MockBackend
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 15.0
-GATE_LIMIT = 30.0  # a held consume never waits longer than this, even if a test forgets to release it
 LIST = "accountPool/list"
 REFRESH = "accountPool/refresh"
 APPLY = "accountPool/resetCredit/apply"
 HISTORY = "accountPool/history"
-CONSUME_SUFFIX = "/rate-limit-reset-credits/consume"
-
-
-# -- the upstream ----------------------------------------------------------------------------------------------
-
-
-class GatedUpstream(SimulatedUpstream):
-    """The simulator with a gate on its consume route and a record of every request as it arrives.
-
-    `hold(after=False)` makes consumes wait before the simulator sees them (nothing is spent until
-    `release()`); `hold(after=True)` lets the simulator spend the credit and then withholds the answer,
-    as when a connection dies after upstream acted on the request.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._gate = threading.Event()
-        self._gate.set()
-        self._hold_after = False
-        self._arrivals_lock = threading.Lock()
-        self.arrivals: list[RecordedRequest] = []
-        self.consume_arrived = threading.Event()
-
-    def hold(self, *, after: bool) -> None:
-        self._hold_after = after
-        self.consume_arrived.clear()
-        self._gate.clear()
-
-    def release(self) -> None:
-        self._gate.set()
-
-    def handle_request(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, dict[str, Any]]:
-        with self._arrivals_lock:
-            self.arrivals.append(RecordedRequest(method, path, {k.lower(): v for k, v in headers.items()}, body))
-        if not path.endswith(CONSUME_SUFFIX):
-            return super().handle_request(method, path, headers, body)
-        hold_after = self._hold_after
-        self.consume_arrived.set()
-        if not hold_after:
-            self._gate.wait(GATE_LIMIT)
-        answer = super().handle_request(method, path, headers, body)
-        if hold_after:
-            self._gate.wait(GATE_LIMIT)
-        return answer
-
-    def consumes(self) -> list[RecordedRequest]:
-        """Consume requests the simulator has processed (a held one counts once it is let through)."""
-        return [r for r in self.recorded_requests() if r.path.endswith(CONSUME_SUFFIX)]
-
-    def consume_arrivals(self) -> list[RecordedRequest]:
-        """Consume requests that reached the simulator, processed or still held at the gate."""
-        with self._arrivals_lock:
-            return [r for r in self.arrivals if r.path.endswith(CONSUME_SUFFIX)]
-
-    def consume_keys(self) -> list[str]:
-        return [json.loads(r.body)["redeem_request_id"] for r in self.consumes()]
-
-    def keep_credits(self, key: str, count: int) -> None:
-        account = self.accounts[key]
-        account.credits = account.credits[:count]
-
-
-@pytest.fixture
-def upstream() -> Iterator[GatedUpstream]:
-    sim = GatedUpstream()
-    with sim:
-        yield sim
-        sim.release()
-
-
-# -- the world: codex homes, accounts.toml, settings ------------------------------------------------------------
-
-
-@dataclass
-class World:
-    upstream: GatedUpstream
-    root: Path
-    homes: dict[str, Path]
-    data_home: Path
-    codex_home: Path
-
-    @property
-    def accounts(self) -> AccountsFile:
-        return AccountsFile(self.data_home / FILE_NAME, self.codex_home)
-
-    def settings(self, **timeouts: float) -> Settings:
-        return Settings(
-            codex_home=self.codex_home,
-            data_home=self.data_home,
-            refresh_url=self.upstream.refresh_url,
-            timeouts=Timeouts(**timeouts),
-        )
-
-    def ledger_rows(self) -> list[dict[str, Any]]:
-        path = self.data_home / LEDGER_FILE
-        with closing(sqlite3.connect(path)) as conn:
-            conn.row_factory = sqlite3.Row
-            rows = conn.execute("SELECT * FROM applies ORDER BY rowid").fetchall()
-        return [dict(row) for row in rows]
-
-    def mock_account(self, name: str, backend: MockBackend, *, api_key: bool = False) -> Path:
-        """A Codex home whose upstream is `backend`, added to the pool as `name`."""
-        home = self.root / "homes" / name
-        home.mkdir(mode=0o700, parents=True)
-        (home / "config.toml").write_text(f'chatgpt_base_url = "{backend.base_url}"\n', encoding="utf-8")
-        write_auth(home, api_key=api_key)
-        self.accounts.add(name, home, name.title())
-        return home
-
-
-def write_auth(home: Path, *, api_key: bool = False) -> None:
-    if api_key:
-        auth: dict[str, Any] = {"auth_mode": "apikey", "OPENAI_API_KEY": "sk-test-not-a-real-key"}
-    else:
-        access = make_unsigned_jwt({"exp": int(time.time()) + 10 * 86_400, "sub": home.name})
-        auth = {
-            "auth_mode": "chatgpt",
-            "OPENAI_API_KEY": None,
-            "tokens": {
-                "id_token": make_unsigned_jwt({"email": f"{home.name}@example.com"}),
-                "access_token": access,
-                "refresh_token": f"refresh-{home.name}",
-                "account_id": f"acct-{home.name}",
-            },
-            "last_refresh": "2099-01-01T00:00:00Z",
-        }
-    (home / "auth.json").write_text(json.dumps(auth, indent=2), encoding="utf-8")
-    (home / "auth.json").chmod(0o600)
-
-
-def make_world(upstream: GatedUpstream, root: Path) -> World:
-    homes = upstream.write_codex_homes(root / "homes")
-    world = World(upstream, root, homes, root / "data", root / "no-default-home")
-    world.accounts.remove(DEFAULT_ID)  # the pool is exactly the simulated accounts
-    for key, home in homes.items():
-        world.accounts.add(key, home, upstream.accounts[key].label)
-    return world
-
-
-@pytest.fixture
-def world(upstream: GatedUpstream, tmp_path: Path) -> World:
-    return make_world(upstream, tmp_path)
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ import random
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,8 @@ from app_server.ledger import Ledger
 from protocol import ext
 from protocol.jsonrpc import RpcError
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
-from tests.app_server.test_pool import APPLY, LIST, GatedUpstream, World, make_world, wait_for
+from tests.app_server.pool_world import World
+from tests.app_server.test_pool import APPLY, LIST, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
 
@@ -39,19 +40,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WAIT = 30.0
 RACERS = 2
 APPLIES = 50
-
-
-@pytest.fixture
-def upstream() -> Iterator[GatedUpstream]:
-    sim = GatedUpstream()
-    with sim:
-        yield sim
-        sim.release()
-
-
-@pytest.fixture
-def world(upstream: GatedUpstream, tmp_path: Path) -> World:
-    return make_world(upstream, tmp_path)
 
 
 def server_env(world: World) -> dict[str, str]:

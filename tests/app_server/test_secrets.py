@@ -14,8 +14,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -105,14 +104,6 @@ def base_routes(refresh: dict[str, Any] | None) -> dict[str, Any]:
     if refresh is not None:
         routes[REFRESH_ROUTE] = refresh
     return routes
-
-
-@asynccontextmanager
-async def server(settings: Settings) -> AsyncIterator[Harness]:
-    async with serve_in_memory(Services(settings)) as harness:
-        with anyio.fail_after(WAIT):
-            await harness.initialize(name="probe", version="1.0")
-        yield harness
 
 
 async def run_flows(harness: Harness, backend: MockBackend) -> list[str]:

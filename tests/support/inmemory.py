@@ -11,6 +11,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from app_server.client import Client
+from app_server.config import Settings
 from app_server.dispatcher import Dispatcher
 from app_server.handlers import routes
 from app_server.services import Services
@@ -80,3 +81,12 @@ async def serve_in_memory(services: Services, **dispatcher_options: Any) -> Asyn
         finally:
             tg.cancel_scope.cancel()
     await services.aclose()
+
+
+@asynccontextmanager
+async def initialized(settings: Settings, *, wait: float = 5.0) -> AsyncIterator[Harness]:
+    """A server for `settings` whose client has already initialized as `probe` 1.0 (as the transcripts do)."""
+    async with serve_in_memory(Services(settings)) as harness:
+        with anyio.fail_after(wait):
+            await harness.initialize(name="probe", version="1.0")
+        yield harness
