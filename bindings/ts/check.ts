@@ -38,6 +38,7 @@ export const recordedUpdatedPerType: V2Updated = recordedUpdated;
 export const summary: ExtAccountSummary = {
   accountId: "work",
   label: "Work",
+  codexHome: "/home/user/.codex-work",
   email: null,
   planType: recordedRead.rateLimits.planType,
   status: "active",
