@@ -87,9 +87,15 @@ class UI:
     def width(self) -> int:
         return self.info.width
 
-    def emit_json(self, value: Any) -> None:
-        """Machine output: plain `print`, never wrapped to the terminal's width."""
-        print(json.dumps(value, indent=2, ensure_ascii=False), flush=True)
+    def emit_json(self, value: Any, *, compact: bool = False) -> None:
+        """Machine output, written as is: never wrapped to the terminal's width."""
+        text = (
+            json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            if compact
+            else json.dumps(value, indent=2, ensure_ascii=False)
+        )
+        self.out.file.write(text + "\n")
+        self.out.file.flush()
 
 
 class _Console(Console):
@@ -138,7 +144,8 @@ def fail(failure: CommandFailed) -> int:
 
 def _fail_line(message: str) -> None:
     line = " ".join(message.split())
-    print(f"codex-limits: {line}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"codex-limits: {line}\n")
+    sys.stderr.flush()
 
 
 def _output_closed() -> CommandFailed:
@@ -324,7 +331,7 @@ async def _watch(server: Server, ui: UI, interval: float) -> None:
     if ui.as_json:
         while True:
             raw = await _list(server, max_age)
-            print(json.dumps(raw, ensure_ascii=False, separators=(",", ":")), flush=True)
+            ui.emit_json(raw, compact=True)
             max_age = int(interval)
             await anyio.sleep(interval)
     console = ui.out
