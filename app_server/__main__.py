@@ -1,6 +1,8 @@
 """`python -m app_server` is `codex-limits serve`."""
 
+import sys
+
 from .cli import main
 
 if __name__ == "__main__":
-    main(["serve", *__import__("sys").argv[1:]])
+    main(["serve", *sys.argv[1:]])
