@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Final
 
 import anyio.to_thread
+import filelock
 
 from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome
@@ -75,10 +76,13 @@ class Ledger:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Switching a new database to WAL answers "database is locked" at once, without waiting, when
+            # another process is creating it at the same moment: one process sets it up at a time.
+            with filelock.FileLock(f"{self.path}.setup.lock", timeout=30):
+                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(_SCHEMA)
             conn.execute("PRAGMA synchronous=FULL")
-            conn.executescript(_SCHEMA)
             self._conn = conn
         return self._conn
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -256,3 +257,33 @@ async def test_concurrent_starts_of_one_key_for_two_accounts_let_exactly_one_win
     assert set(winners) == {owner}
     assert len(winners) == 4
     assert losers == [("bob" if owner == "alice" else "alice")] * 4
+
+
+@pytest.mark.slow
+def test_handles_opening_a_new_ledger_at_the_same_moment_all_succeed(tmp_path: Path) -> None:
+    # Switching a fresh database to WAL answers "database is locked" at once when another connection is
+    # creating it: 8 handles racing on a new file, 60 times over, must all open and write.
+    failures: list[BaseException] = []
+    for trial in range(60):
+        path = tmp_path / f"ledger-{trial}.sqlite3"
+        barrier = threading.Barrier(8)
+
+        def open_and_write(n: int, path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            ledger = Ledger(path)
+            try:
+                barrier.wait(timeout=WAIT)
+                ledger._start(f"key-{n}", "alice", None, 1_790_000_000, 1)
+            except BaseException as exc:
+                failures.append(exc)
+            finally:
+                ledger.close()
+
+        threads = [threading.Thread(target=open_and_write, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=WAIT)
+        assert not any(thread.is_alive() for thread in threads)
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT count(*) FROM applies").fetchone() == (8,)
+    assert failures == []
