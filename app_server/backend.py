@@ -195,15 +195,8 @@ class Backend:
         except DecodeError as exc:
             raise self._decode_error(url, exc, ctype, body) from None
 
-    async def details(self, caller: Caller) -> ResetCreditDetails | None:
-        """The detail rows, or None on any failure: details never fail a read (CONTRACT §4.9)."""
-        rows, error = await self.details_or_error(caller)
-        if error is not None:
-            log.info("reset-credit details unavailable (%s); using the usage count", error.kind)
-        return rows
-
     async def details_or_error(self, caller: Caller) -> tuple[ResetCreditDetails | None, BackendError | None]:
-        """Like `details`, but tells why it failed (the pool needs a 404 to say `unsupported`)."""
+        """The detail rows, or the reason there are none. Never raises: details never fail a read (§4.9)."""
         url = self.endpoints.details
         try:
             status, ctype, body = await self._send("GET", url, self._headers(caller), self._timeouts.details)

@@ -5,6 +5,8 @@ Shared by the upstream methods (the `$CODEX_HOME` account) and by the account po
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
@@ -19,6 +21,15 @@ from .backend import Backend, BackendError, Caller, HttpPool
 from .config import Settings, read_base_url
 from .mapping import rate_limits_response
 from .payloads import ResetCreditDetails, Usage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    usage: Usage
+    details: ResetCreditDetails | None
+    details_error: BackendError | None
 
 
 class Purpose(StrEnum):
@@ -67,14 +78,13 @@ class CodexAccount:
             user_agent=user_agent, access_token=creds.access_token, account_id=creds.account_id, fedramp=creds.fedramp
         )
 
-    async def fetch(
-        self, caller: Caller, *, details: bool, luna: bool = False
-    ) -> tuple[Usage, ResetCreditDetails | None]:
-        """Usage and (unless excluded) the details, concurrently; a details failure never fails this."""
-        rows: list[ResetCreditDetails | None] = [None]
+    async def fetch(self, caller: Caller, *, details: bool, luna: bool = False) -> Fetched:
+        """Usage and (unless excluded) the details, concurrently. A usage failure raises BackendError;
+        a details failure never does: it is kept in `details_error` (the pool reads a 404 from it)."""
+        found: list[tuple[ResetCreditDetails | None, BackendError | None]] = []
 
         async def load_details() -> None:
-            rows[0] = await self.backend.details(caller)
+            found.append(await self.backend.details_or_error(caller))
 
         # The usage error waits for the details call to finish, as upstream joins both (§4.2).
         failure: BackendError | None = None
@@ -87,17 +97,23 @@ class CodexAccount:
                 failure = exc
         if failure is not None:
             raise failure
-        return usage, rows[0]
+        rows, details_error = found[0] if found else (None, None)
+        if details_error is not None:
+            log.info("reset-credit details unavailable (%s); using the usage count", details_error.kind)
+        return Fetched(usage, rows, details_error)
 
-    async def read(self, caller: Caller, *, details: bool, luna: bool = False) -> v2.GetAccountRateLimitsResponse:
-        usage, rows = await self.fetch(caller, details=details, luna=luna)
+    def response(self, fetched: Fetched) -> v2.GetAccountRateLimitsResponse:
+        """The wire result, with the account-bound fields checked against the signed-in account (§4.8)."""
         creds = self.auth.state().credentials
         return rate_limits_response(
-            usage,
-            rows,
+            fetched.usage,
+            fetched.details,
             signed_in_user_id=creds.user_id if creds else None,
             signed_in_account_id=creds.account_id if creds else None,
         )
+
+    async def read(self, caller: Caller, *, details: bool, luna: bool = False) -> v2.GetAccountRateLimitsResponse:
+        return self.response(await self.fetch(caller, details=details, luna=luna))
 
     async def consume(
         self, caller: Caller, idempotency_key: str, credit_id: str | None

@@ -28,7 +28,6 @@ from .backend import BackendError, Caller
 from .codex_account import CodexAccount, Purpose, auth_error
 from .ledger import FILE_NAME as LEDGER_FILE
 from .ledger import KeyInUse, Ledger
-from .mapping import rate_limits_response
 
 if TYPE_CHECKING:
     from .services import Services
@@ -259,20 +258,9 @@ class Pool:
         caller = await self._caller(member, identity)
         if isinstance(caller, ext.AccountSummary):
             return caller
-        backend = member.account.backend
-        details_result: list[tuple[object, BackendError | None]] = []
-
-        async def details() -> None:
-            details_result.append(await backend.details_or_error(caller))
-
-        failure: BackendError | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(details)
-            try:
-                usage = await backend.usage(caller)
-            except BackendError as exc:
-                failure = exc
-        if failure is not None:
+        try:
+            fetched = await member.account.fetch(caller, details=True)
+        except BackendError as failure:
             error = ext.AccountError(
                 code=INTERNAL_ERROR, message="failed to fetch codex rate limits: " + failure.detail
             )
@@ -283,14 +271,8 @@ class Pool:
             return self._summary(
                 member, ext.AccountStatus.UNAVAILABLE, ext.ResetDisabledReason.UNAVAILABLE, error=error
             )
-        rows, details_error = details_result[0] if details_result else (None, None)
-        creds = member.account.auth.state().credentials
-        read = rate_limits_response(
-            usage,
-            rows,  # type: ignore[arg-type]
-            signed_in_user_id=creds.user_id if creds else None,
-            signed_in_account_id=creds.account_id if creds else None,
-        )
+        usage, details_error = fetched.usage, fetched.details_error
+        read = member.account.response(fetched)
         status = ext.AccountStatus.ACTIVE
         windows = [w for w in (read.rate_limits.primary, read.rate_limits.secondary) if w is not None]
         if (usage.rate_limit is not None and usage.rate_limit.limit_reached) or any(
