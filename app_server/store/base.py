@@ -1,0 +1,136 @@
+"""The storage interface the pool uses: the apply ledger, per-account pending markers, the per-account
+apply lock, and usage history. Two implementations: SQLite beside files on one machine (the default)
+and PostgreSQL shared by several machines. The pool never knows which one it has.
+
+Money-protecting state (pending markers, the apply lock) is keyed by `AccountKey`: the upstream
+account that a consume charges, not a pool id, a data directory or a process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
+
+
+@dataclass(frozen=True)
+class AccountKey:
+    """The identity of the upstream account behind a Codex home.
+
+    `identity` is `chatgpt:<account_id>:<user_id>` when auth.json names them, else `home:<real path>`;
+    `home` is the Codex home it was derived from (local markers live beside it).
+    """
+
+    identity: str
+    home: Path
+
+    @property
+    def digest(self) -> str:
+        """A file- and SQL-safe name for the identity."""
+        return hashlib.sha256(self.identity.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One apply attempt as recorded: its public record and, once finished, the full response."""
+
+    record: ApplyRecord
+    response: AccountPoolApplyResponse | None
+    identity: str | None = None
+
+    @property
+    def status(self) -> ApplyStatus:
+        return self.record.status
+
+
+@dataclass(frozen=True)
+class UsageSample:
+    """One window of one read: what `accountPool/usageHistory` charts over time."""
+
+    account_id: str
+    limit_id: str  # "codex" for the main limits, else the additional limit's id
+    window: str  # "primary" | "secondary"
+    taken_at: int  # Unix seconds
+    used_percent: int
+    window_minutes: int | None
+    resets_at: int | None
+
+
+class StoreError(Exception):
+    """The store cannot be used: unreachable, malformed URL, a schema newer than this code. The message
+    is safe to show (it never carries a password)."""
+
+
+class KeyInUse(Exception):
+    """`start` found the key already taken: by an apply on another account, or one that has finished."""
+
+    def __init__(self, key: str, account_id: str, status: ApplyStatus) -> None:
+        super().__init__(f"idempotency key {key!r} is {status.value} on account {account_id!r}")
+        self.key = key
+        self.account_id = account_id
+        self.status = status
+
+
+class LockTimeout(Exception):
+    """Another holder kept an account's apply lock for longer than the wait."""
+
+    def __init__(self, waited: float) -> None:
+        super().__init__(f"waited {waited:g} s for the apply lock")
+        self.waited = waited
+
+
+class Store(Protocol):
+    """What the pool needs from storage. Every method is safe to call from several tasks at once."""
+
+    async def get(self, key: str) -> Attempt | None:
+        """The attempt recorded under an idempotency key, if any."""
+        ...
+
+    async def start(
+        self, key: str, account: AccountKey, account_id: str, credit_id: str | None, now: int, available: int | None
+    ) -> None:
+        """Record the attempt as pending and set the account's pending marker, durably, before the consume.
+
+        A retry of a pending or failed key counts one more attempt and keeps the first `started_at` and
+        `available_before`. Raises `KeyInUse` when the key belongs to another account or has finished.
+        """
+        ...
+
+    async def finish(self, key: str, response: AccountPoolApplyResponse, available_after: int | None) -> None:
+        """Record the outcome (never overwriting a recorded one) and clear the pending marker."""
+        ...
+
+    async def fail(self, key: str, error: str, now: int, *, keep_pending: bool) -> None:
+        """A failed call: `keep_pending` when upstream may have acted (the marker stays), else `failed`
+        (proved not spent; the marker is cleared)."""
+        ...
+
+    async def history(self, account_id: str | None, limit: int) -> list[ApplyRecord]:
+        """Newest first."""
+        ...
+
+    async def pending(self, account: AccountKey, *, exclude: str | None = None) -> ApplyRecord | None:
+        """The attempt on this upstream account whose outcome is unknown, other than `exclude`. Found
+        through the marker even when the ledger row is gone (a deleted ledger loses no pending attempt)."""
+        ...
+
+    def apply_lock(self, account: AccountKey, *, wait: float) -> AbstractAsyncContextManager[None]:
+        """Held for the whole apply; one holder per upstream account across processes (and machines,
+        for a shared store). A crashed holder releases it. Raises `LockTimeout` after `wait` seconds."""
+        ...
+
+    async def record_usage(self, samples: list[UsageSample]) -> None: ...
+
+    async def usage_history(self, account_id: str, *, since: int | None, limit: int) -> list[UsageSample]:
+        """Oldest first."""
+        ...
+
+    async def prune_usage(self, before: int) -> int:
+        """Drop samples older than `before`; returns how many."""
+        ...
+
+    async def aclose(self) -> None: ...
