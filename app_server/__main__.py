@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from app_server.cli.main import main
 
 if __name__ == "__main__":
     main(["serve", *sys.argv[1:]])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import tomli_w
 
-from .accounts import FILE_NAME
-from .config import Settings, Timeouts
-from .simulate import SimulatedUpstream
+from app_server.config import Settings, Timeouts
+from app_server.pool.accounts import FILE_NAME
+from app_server.sim.upstream import SimulatedUpstream
 
 FIRST_ACCOUNT = "alice"
 

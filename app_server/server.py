@@ -10,10 +10,12 @@ import sys
 
 import anyio
 
-from .config import Settings
-from .dispatcher import Dispatcher
-from .services import Services
-from .transport import DEFAULT_MAX_LINE, FdSink, FdSource, Outbox
+from app_server.config import Settings
+from app_server.rpc.dispatcher import Dispatcher
+from app_server.rpc.framing import DEFAULT_MAX_LINE
+from app_server.rpc.outbox import Outbox
+from app_server.rpc.stdio import FdSink, FdSource
+from app_server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ def run(settings: Settings, *, simulate: bool = False) -> None:
     if not simulate:
         anyio.run(serve_stdio, settings)
         return
-    from .sandbox import simulated_world
+    from app_server.sandbox import simulated_world
 
     with simulated_world(settings.timeouts) as (_, sim_settings):
         anyio.run(serve_stdio, sim_settings)
@@ -50,7 +52,7 @@ def run(settings: Settings, *, simulate: bool = False) -> None:
 async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0) -> None:
     protocol_fd = claim_stdout()
     services = Services(settings)
-    from .handlers import routes
+    from app_server.handlers import routes
 
     dispatcher = Dispatcher(
         routes(), services, Outbox(FdSink(protocol_fd)), max_line=max_line, shutdown_grace=shutdown_grace

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from .config import Settings
+from app_server.config import Settings
 
 if TYPE_CHECKING:
-    from .backend import HttpPool
-    from .codex_account import CodexAccount
-    from .pool import Pool
+    from app_server.pool.pool import Pool
+    from app_server.upstream.account import CodexAccount
+    from app_server.upstream.backend import HttpPool
 
 
 class Services:
@@ -32,7 +32,7 @@ class Services:
     def http(self) -> HttpPool:
         """The one HTTP pool, made on first use (the backend modules stay out of start-up)."""
         if self._http is None:
-            from .backend import HttpPool
+            from app_server.upstream.backend import HttpPool
 
             self._http = HttpPool(connect_timeout=self.settings.timeouts.connect)
         return self._http
@@ -40,7 +40,7 @@ class Services:
     def default_account(self) -> CodexAccount:
         """The account of `$CODEX_HOME`, which the upstream methods act on."""
         if self._default is None:
-            from .codex_account import CodexAccount
+            from app_server.upstream.account import CodexAccount
 
             self._default = CodexAccount(self.settings.codex_home, self.settings, self.http)
         return self._default
@@ -51,7 +51,7 @@ class Services:
 
     def pool(self) -> Pool:
         if self._pool is None:
-            from .pool import Pool
+            from app_server.pool.pool import Pool
 
             self._pool = Pool(self)
         return self._pool

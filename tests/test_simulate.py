@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app_server.simulate import (
+from app_server.sim.upstream import (
     ACCESS_TOKEN_LIFETIME_SECONDS,
     PRIMARY_WINDOW_SECONDS,
     SECONDARY_WINDOW_SECONDS,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from app_server.handlers import account, pool
+from app_server.rpc.dispatcher import Route
 from protocol import methods
-
-from ..dispatcher import Route
-from . import account, pool
 
 
 def routes() -> dict[str, Route]:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import platform
 from typing import TYPE_CHECKING, Final
 
+from app_server.rpc.context import RequestContext
+from app_server.upstream.useragent import PRODUCT, is_header_value, user_agent
 from protocol import v1, v2
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 
-from ..context import RequestContext
-from ..useragent import PRODUCT, is_header_value, user_agent
-
 if TYPE_CHECKING:  # the backend side loads on the first request that needs it, not at start-up
-    from ..backend import BackendError
+    from app_server.upstream.backend import BackendError
 
 READ_FAILED: Final = "failed to fetch codex rate limits: "
 CONSUME_FAILED: Final = "failed to consume rate limit reset: "
@@ -56,8 +55,8 @@ async def read_rate_limits(
     ctx: RequestContext, params: v2.GetAccountRateLimitsParams
 ) -> v2.GetAccountRateLimitsResponse:
     account = ctx.services.default_account()
-    from ..backend import BackendError
-    from ..codex_account import Purpose
+    from app_server.upstream.account import Purpose
+    from app_server.upstream.backend import BackendError
 
     caller = await account.caller(Purpose.READ, user_agent=ctx.session.user_agent, originator=originator(ctx))
     try:
@@ -91,8 +90,8 @@ async def consume_reset_credit(
 ) -> v2.ConsumeAccountRateLimitResetCreditResponse:
     account = ctx.services.default_account()
     async with ctx.services.spend_lock(str(account.home)):
-        from ..backend import BackendError
-        from ..codex_account import Purpose
+        from app_server.upstream.account import Purpose
+        from app_server.upstream.backend import BackendError
 
         caller = await account.caller(Purpose.CONSUME, user_agent=ctx.session.user_agent, originator=originator(ctx))
         try:

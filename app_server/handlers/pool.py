@@ -1,17 +1,16 @@
-"""The account-pool extension methods (`accountPool/*`), thin over `app_server.pool`."""
+"""The account-pool extension methods (`accountPool/*`), thin over `app_server.pool.pool`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from app_server.handlers.account import check_keys, originator
+from app_server.rpc.context import RequestContext
 from protocol import ext
 from protocol.methods import POOL_ACCOUNT_UPDATED
 
-from ..context import RequestContext
-from .account import check_keys, originator
-
 if TYPE_CHECKING:  # the pool (sqlite3, tomli_w, auth, httpx) loads on the first pool request
-    from ..pool import Identity
+    from app_server.pool.pool import Identity
 
 
 def _identity(ctx: RequestContext) -> Identity:

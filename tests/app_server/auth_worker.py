@@ -1,4 +1,4 @@
-"""Child process for the multi-process tests of `app_server.auth` (`python -m tests.app_server.auth_worker`).
+"""Child process for the multi-process tests of `app_server.upstream.auth` (`python -m tests.app_server.auth_worker`).
 
 Modes:
 
@@ -21,7 +21,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-from app_server.auth import AuthStore
+from app_server.upstream.auth import AuthStore
 
 CHURN_URL = "http://refresh.invalid/oauth/token"
 

@@ -11,7 +11,7 @@ How the cases are run (`tests/app_server/test_corpus.py`):
 * `PREAMBLE` (a successful `initialize`) comes first, then the case line(s), then `FINAL`, whose answer
   must arrive: no line may break the connection;
 * the default line limit (16 MiB) applies;
-* `logged` marks the lines that give exactly one WARNING line on stderr (logger `app_server.dispatcher`):
+* `logged` marks the lines that give exactly one WARNING line on stderr (logger `app_server.rpc.dispatcher`):
   every line we drop (upstream drops the same lines, with its own log for the unparsable ones and
   silently for the others), and every over-long line, answered or not. Well-formed notifications and
   client responses are ignored without a warning; answered lines log nothing.
@@ -52,7 +52,7 @@ class Case:
     """The exact answer line (without b"\\n"), or None: the line is never answered."""
     reason: str
     logged: bool = False
-    """True: one WARNING line from logger `app_server.dispatcher` (dropped lines, over-long lines)."""
+    """True: one WARNING line from logger `app_server.rpc.dispatcher` (dropped lines, over-long lines)."""
 
     def __repr__(self) -> str:  # the 20 MB lines must not end up in a test report
         return f"Case({self.name!r})"

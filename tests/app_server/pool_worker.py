@@ -16,9 +16,9 @@ from pathlib import Path
 
 import anyio
 
-from app_server.accounts import FILE_NAME, AccountsFile
-from app_server.ledger import FILE_NAME as LEDGER_FILE
-from app_server.ledger import Ledger
+from app_server.pool.accounts import FILE_NAME, AccountsFile
+from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
+from app_server.store.sqlite import Ledger
 from protocol import ext
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from app_server.accounts import DEFAULT_ID, FILE_NAME, AccountsFile
 from app_server.config import Settings, Timeouts
-from app_server.ledger import FILE_NAME as LEDGER_FILE
-from app_server.simulate import RecordedRequest, SimulatedUpstream, make_unsigned_jwt
+from app_server.pool.accounts import DEFAULT_ID, FILE_NAME, AccountsFile
+from app_server.sim.upstream import RecordedRequest, SimulatedUpstream, make_unsigned_jwt
+from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
 from tests.support.mock_backend import MockBackend
 
 GATE_LIMIT = 30.0  # a held consume never waits longer than this, even if a test forgets to release it

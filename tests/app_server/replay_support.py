@@ -39,13 +39,13 @@ import anyio.to_thread
 
 from app_server import __version__
 from app_server.config import Settings, Timeouts
-from app_server.dispatcher import Dispatcher
 from app_server.handlers import routes
+from app_server.rpc.dispatcher import Dispatcher
+from app_server.rpc.memory import MemoryPipe
+from app_server.rpc.outbox import Outbox
 from app_server.services import Services
-from app_server.transport import Outbox
-from app_server.useragent import PRODUCT, os_description
+from app_server.upstream.useragent import PRODUCT, os_description
 from tests.support import transcripts
-from tests.support.inmemory import MemoryPipe
 from tests.support.mock_backend import MockBackend, RecordedRequest
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]

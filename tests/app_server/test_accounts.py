@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import tomli_w
 
-from app_server.accounts import DEFAULT_ID, FILE_NAME, AccountEntry, AccountsFile, AccountsFileError
+from app_server.pool.accounts import DEFAULT_ID, FILE_NAME, AccountEntry, AccountsFile, AccountsFileError
 
 
 @pytest.fixture

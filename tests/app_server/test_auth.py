@@ -1,4 +1,4 @@
-"""Tests of `app_server.auth` against CONTRACT §8 and the 40*/41* transcripts (plus D5 and our own hardening)."""
+"""Tests of `app_server.upstream.auth` against CONTRACT §8 and the 40*/41* transcripts (plus D5 and our own hardening)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ import filelock
 import httpx
 import pytest
 
-from app_server import auth as auth_module
-from app_server.auth import (
+from app_server.upstream import auth as auth_module
+from app_server.upstream.auth import (
     AuthKind,
     AuthState,
     AuthStore,

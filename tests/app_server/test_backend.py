@@ -17,14 +17,14 @@ from typing import Any, Final
 import anyio
 import pytest
 
-from app_server.backend import Endpoints
 from app_server.config import Settings, Timeouts
-from app_server.payloads import DecodeError, decode_consume, decode_usage
+from app_server.rpc.memory import Harness
+from app_server.rpc.memory import initialized as server
 from app_server.services import Services
+from app_server.upstream.backend import Endpoints
+from app_server.upstream.payloads import DecodeError, decode_consume, decode_usage
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from tests.app_server import replay_support as rs
-from tests.support.inmemory import Harness
-from tests.support.inmemory import initialized as server
 from tests.support.mock_backend import MockBackend, unused_port
 
 pytestmark = pytest.mark.anyio

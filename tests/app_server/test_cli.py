@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from app_server import render
-from app_server.cli import EXIT_MEANING, Exit
-from app_server.simulate import make_unsigned_jwt
+from app_server.cli import render
+from app_server.cli.exits import EXIT_MEANING, Exit
+from app_server.sim.upstream import make_unsigned_jwt
 from protocol import ext
 from tests.support.mock_backend import MockBackend
 
@@ -33,7 +33,7 @@ WAIT = 60.0
 """Bound on every subprocess call (generous: a CI machine may be slow; nothing here waits on purpose)."""
 
 _SCRIPT = Path(sys.executable).with_name("codex-limits")
-CLI: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "app_server.cli"]
+CLI: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "app_server.cli.main"]
 
 USAGE = "/api/codex/usage"
 DETAILS = "/api/codex/rate-limit-reset-credits"
@@ -614,7 +614,7 @@ def test_an_unknown_outcome_is_resent_with_the_same_key(signed_in: dict[str, str
 
 @pytest.mark.subprocess
 def test_a_server_that_cannot_start_is_exit_5(capsys: pytest.CaptureFixture[str]) -> None:
-    from app_server import operator
+    from app_server.cli import commands as operator
 
     crash = [sys.executable, "-c", "import sys; sys.stderr.write('boom: no such thing\\n'); sys.exit(7)"]
 
@@ -630,7 +630,7 @@ def test_a_server_that_cannot_start_is_exit_5(capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.subprocess
 def test_a_server_that_breaks_the_protocol_is_exit_5(capsys: pytest.CaptureFixture[str]) -> None:
-    from app_server import operator
+    from app_server.cli import commands as operator
 
     garbage = [sys.executable, "-c", "import sys, time; print('this is not json', flush=True); time.sleep(30)"]
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app_server.transport import READ_CHUNK
+from app_server.rpc.framing import READ_CHUNK
 from protocol.jsonrpc import I64_MAX, I64_MIN
 from protocol.methods import METHODS
 from tests.app_server.corpus import CASES, FINAL, FINAL_ANSWER, OUR_METHODS, PREAMBLE, Case, error, unknown_method

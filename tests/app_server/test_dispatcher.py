@@ -25,12 +25,12 @@ from pydantic import BaseModel
 
 from app_server import __version__
 from app_server.config import Settings
-from app_server.context import RequestContext
-from app_server.dispatcher import SHUTDOWN_MESSAGE, Dispatcher, Route
 from app_server.handlers import routes as handler_routes
+from app_server.rpc.context import RequestContext
+from app_server.rpc.dispatcher import SHUTDOWN_MESSAGE, Dispatcher, Route
+from app_server.rpc.outbox import Outbox
 from app_server.services import Services
-from app_server.transport import Outbox
-from app_server.useragent import os_description
+from app_server.upstream.useragent import os_description
 from protocol import v1, v2
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
 from protocol.methods import METHODS, Method
@@ -226,7 +226,7 @@ def signed_in(settings: Settings, backend: MockBackend, *, delay: float = 0.0, f
 
 
 def warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "app_server.dispatcher" and r.levelno == logging.WARNING]
+    return [r for r in caplog.records if r.name == "app_server.rpc.dispatcher" and r.levelno == logging.WARNING]
 
 
 def parsed(lines: list[bytes]) -> list[dict[str, Any]]:
@@ -575,7 +575,7 @@ async def test_unexpected_exceptions_become_32603_and_the_server_carries_on(
         ]
     )
     assert len(lines) == 6
-    logged = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "app_server.dispatcher"]
+    logged = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "app_server.rpc.dispatcher"]
     assert len(logged) == 3 and all(r.exc_info for r in logged)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app_server.ledger import FILE_NAME, KeyInUse, Ledger
+from app_server.store.sqlite import FILE_NAME, KeyInUse, Ledger
 from protocol import ext
 from protocol.ext import AccountPoolApplyResponse, ApplyStatus
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome

@@ -19,16 +19,16 @@ import anyio.to_thread
 import pytest
 
 from app_server.config import Settings
-from app_server.dispatcher import SHUTDOWN_MESSAGE
-from app_server.ledger import FILE_NAME as LEDGER_FILE
-from app_server.ledger import Ledger
+from app_server.rpc.dispatcher import SHUTDOWN_MESSAGE
+from app_server.rpc.memory import Harness, serve_in_memory
 from app_server.services import Services
+from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
+from app_server.store.sqlite import Ledger
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 from tests.app_server.pool_world import World
-from tests.support.inmemory import Harness, serve_in_memory
 from tests.support.mock_backend import MockBackend
 
 pytestmark = pytest.mark.anyio
@@ -303,7 +303,7 @@ async def test_an_api_key_account_is_unsupported_without_any_call(world: World, 
 async def test_a_list_survives_an_unexpected_failure_in_one_account(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app_server.pool import Pool
+    from app_server.pool.pool import Pool
 
     original = Pool._summarize
 
@@ -323,7 +323,7 @@ async def test_a_list_survives_an_unexpected_failure_in_one_account(
 
 
 async def test_a_list_survives_an_account_removed_while_it_runs(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    from app_server.pool import Pool
+    from app_server.pool.pool import Pool
 
     original = Pool._summarize
 
@@ -714,7 +714,7 @@ async def test_a_second_pool_id_for_the_same_home_shares_the_apply_lock(
 ) -> None:
     import filelock
 
-    from app_server import pool as pool_module
+    from app_server.pool import pool as pool_module
 
     monkeypatch.setattr(pool_module, "APPLY_LOCK_WAIT", 0.3)
     world.accounts.add("alice-again", world.homes["alice"], "Alice again")

@@ -75,8 +75,8 @@ from typing import Any, Final, Literal
 import pytest
 
 from app_server.config import Settings
-from app_server.dispatcher import notification
-from app_server.useragent import user_agent
+from app_server.rpc.dispatcher import notification
+from app_server.upstream.useragent import user_agent
 from protocol import methods, v2
 from tests.app_server import replay_support as rs
 from tests.support import transcripts

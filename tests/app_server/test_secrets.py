@@ -21,12 +21,12 @@ from typing import Any, Final
 import anyio
 import pytest
 
-from app_server.auth import format_last_refresh
 from app_server.config import Settings, Timeouts
+from app_server.rpc.memory import Harness, serve_in_memory
 from app_server.services import Services
+from app_server.upstream.auth import format_last_refresh
 from protocol.jsonrpc import RpcError
 from tests.app_server import replay_support as rs
-from tests.support.inmemory import Harness, serve_in_memory
 from tests.support.mock_backend import MockBackend, unused_port
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,7 @@ import anyio.lowlevel
 import pytest
 
 from app_server.config import Settings
-from app_server.transport import READ_CHUNK
+from app_server.rpc.framing import READ_CHUNK
 from tests.app_server.corpus import CASES, FINAL, FINAL_ANSWER, NO_AUTH_READ, PREAMBLE, error, unknown_method
 from tests.app_server.test_dispatcher import (
     CONSUME,
@@ -38,7 +38,7 @@ WAIT = 20.0
 REPO = Path(__file__).resolve().parents[2]
 SERVE = [sys.executable, "-m", "app_server"]
 INIT = {"id": 0, "method": "initialize", "params": {"clientInfo": {"name": "probe", "title": None, "version": "1.0"}}}
-DISPATCH_WARNING = b" WARNING app_server.dispatcher: "
+DISPATCH_WARNING = b" WARNING app_server.rpc.dispatcher: "
 
 
 def server_env(settings: Settings, backend: MockBackend | None = None, **extra: str) -> dict[str, str]:

@@ -17,10 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app_server.config import Settings
-from app_server.dispatcher import Dispatcher
 from app_server.handlers import routes
+from app_server.rpc.dispatcher import Dispatcher
+from app_server.rpc.framing import OVERLONG_PREFIX, READ_CHUNK, LineSplitter, Overlong
+from app_server.rpc.outbox import Outbox
+from app_server.rpc.stdio import FdSink, FdSource
 from app_server.services import Services
-from app_server.transport import OVERLONG_PREFIX, READ_CHUNK, FdSink, FdSource, LineSplitter, Outbox, Overlong
 from tests.app_server.test_dispatcher import Input, make_settings
 
 WAIT = 10.0

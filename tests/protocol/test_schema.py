@@ -12,10 +12,9 @@ import jsonschema
 import pytest
 
 from protocol import schema
+from tests.protocol.wire_samples import samples
 from tests.schema_shape import shape
 from tests.support.transcripts import REPO_ROOT
-
-from .wire_samples import samples
 
 SCHEMAS = REPO_ROOT / "schemas" / "json"
 UPSTREAM = REPO_ROOT.parent / "shared" / "upstream-schemas"

@@ -32,14 +32,13 @@ import pydantic
 from rich.console import Console, RenderableType
 from rich.text import Text
 
+from app_server.cli import render
+from app_server.cli.exits import Exit
+from app_server.rpc.client import Client, ServerClosed, spawn
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED, RATE_LIMITS_UPDATED
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
-
-from . import render
-from .cli import Exit
-from .client import Client, ServerClosed, spawn
 
 START_TIMEOUT: Final = 30.0
 """Seconds the spawned server has to answer `initialize`."""
@@ -531,15 +530,15 @@ async def _read_line() -> str | None:
 
 
 def _accounts_file() -> Any:
-    from .accounts import FILE_NAME, AccountsFile
-    from .config import Settings
+    from app_server.config import Settings
+    from app_server.pool.accounts import FILE_NAME, AccountsFile
 
     settings = Settings.from_env()
     return AccountsFile(settings.data_home / FILE_NAME, settings.codex_home)
 
 
 def accounts_list(ui: UI) -> Exit:
-    from .accounts import AccountsFileError
+    from app_server.pool.accounts import AccountsFileError
 
     pool = _accounts_file()
     try:
@@ -559,7 +558,7 @@ def accounts_list(ui: UI) -> Exit:
 
 
 def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) -> Exit:
-    from .accounts import AccountsFileError
+    from app_server.pool.accounts import AccountsFileError
 
     pool = _accounts_file()
     home = Path(codex_home).expanduser().absolute()
@@ -579,7 +578,7 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
 
 
 def accounts_remove(ui: UI, *, account: str) -> Exit:
-    from .accounts import AccountsFileError
+    from app_server.pool.accounts import AccountsFileError
 
     pool = _accounts_file()
     try:

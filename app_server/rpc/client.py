@@ -21,11 +21,10 @@ import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel
 
+from app_server import __version__
+from app_server.rpc.framing import ByteSink, ByteSource, LineSplitter, Overlong
 from protocol.jsonrpc import RpcError
 from protocol.methods import Method
-
-from . import __version__
-from .transport import ByteSink, ByteSource, LineSplitter, Overlong
 
 R = TypeVar("R", bound=BaseModel)
 

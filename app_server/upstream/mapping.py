@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Final
 
+from app_server.upstream.payloads import (
+    AdditionalLimit,
+    DetailRow,
+    RateLimit,
+    ResetCreditDetails,
+    Usage,
+    Window,
+    parse_rfc3339,
+)
 from protocol import v2
-
-from .payloads import AdditionalLimit, DetailRow, RateLimit, ResetCreditDetails, Usage, Window, parse_rfc3339
 
 _PLAN_ALIASES: Final = {"education": v2.PlanType.EDU}
 _PLANS: Final = {p.value: p for p in v2.PlanType}

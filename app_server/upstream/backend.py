@@ -17,8 +17,15 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 
-from .config import Timeouts
-from .payloads import DecodeError, ResetCreditDetails, Usage, decode_consume, decode_details, decode_usage
+from app_server.config import Timeouts
+from app_server.upstream.payloads import (
+    DecodeError,
+    ResetCreditDetails,
+    Usage,
+    decode_consume,
+    decode_details,
+    decode_usage,
+)
 
 if TYPE_CHECKING:
     import httpx

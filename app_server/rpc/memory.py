@@ -10,12 +10,12 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from app_server.client import Client
 from app_server.config import Settings
-from app_server.dispatcher import Dispatcher
 from app_server.handlers import routes
+from app_server.rpc.client import Client
+from app_server.rpc.dispatcher import Dispatcher
+from app_server.rpc.outbox import Outbox
 from app_server.services import Services
-from app_server.transport import Outbox
 
 
 class MemoryPipe:

@@ -13,14 +13,13 @@ from typing import Final
 
 import anyio
 
+from app_server.config import Settings, read_base_url
+from app_server.upstream.auth import AuthKind, AuthState, AuthStore
+from app_server.upstream.backend import Backend, BackendError, Caller, HttpPool
+from app_server.upstream.mapping import rate_limits_response
+from app_server.upstream.payloads import ResetCreditDetails, Usage
 from protocol import v2
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
-
-from .auth import AuthKind, AuthState, AuthStore
-from .backend import Backend, BackendError, Caller, HttpPool
-from .config import Settings, read_base_url
-from .mapping import rate_limits_response
-from .payloads import ResetCreditDetails, Usage
 
 log = logging.getLogger(__name__)
 

@@ -19,18 +19,17 @@ from typing import TYPE_CHECKING, Final
 import anyio
 import filelock
 
+from app_server.pool.accounts import FILE_NAME, AccountEntry, AccountsFile, AccountsFileError
+from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
+from app_server.store.sqlite import KeyInUse, Ledger
+from app_server.upstream.account import CodexAccount, Purpose, auth_error
+from app_server.upstream.auth import AuthKind
+from app_server.upstream.backend import BackendError, Caller
 from protocol import ext, v2
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 
-from .accounts import FILE_NAME, AccountEntry, AccountsFile, AccountsFileError
-from .auth import AuthKind
-from .backend import BackendError, Caller
-from .codex_account import CodexAccount, Purpose, auth_error
-from .ledger import FILE_NAME as LEDGER_FILE
-from .ledger import KeyInUse, Ledger
-
 if TYPE_CHECKING:
-    from .services import Services
+    from app_server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +199,7 @@ class Pool:
             )
         plan = read.rate_limits.plan_type if read is not None else None
         if plan is None and creds is not None and creds.plan_type:
-            from .mapping import plan_type
+            from app_server.upstream.mapping import plan_type
 
             plan = plan_type(creds.plan_type)
         return ext.AccountSummary(

@@ -6,15 +6,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from app_server.upstream.useragent import user_agent
 from protocol.methods import Notification
 from protocol.v1 import ClientInfo
-
-from .useragent import user_agent
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from .services import Services
+    from app_server.services import Services
 
 
 @dataclass

@@ -7,7 +7,7 @@ import platform
 from collections.abc import Mapping
 from functools import cache
 
-from . import __version__
+from app_server import __version__
 
 PRODUCT = "codex-limits"
 

@@ -19,14 +19,14 @@ from typing import Any, Final
 import anyio
 from pydantic import BaseModel
 
+from app_server.rpc.context import RequestContext, Session
+from app_server.rpc.framing import ByteSource, LineSplitter, Overlong
+from app_server.rpc.outbox import Outbox
+from app_server.services import Services
 from protocol import jsonrpc
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError, is_request_id
 from protocol.methods import METHODS, Method, Notification
 from protocol.validation import MISSING, parse_params
-
-from .context import RequestContext, Session
-from .services import Services
-from .transport import ByteSource, LineSplitter, Outbox, Overlong
 
 log = logging.getLogger(__name__)
 

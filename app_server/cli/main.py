@@ -10,38 +10,14 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
-from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app_server.cli.exits import EXIT_MEANING, Exit
+
 if TYPE_CHECKING:
-    from .operator import UI, Interrupt
+    from app_server.cli.commands import UI, Interrupt
 
-
-class Exit(IntEnum):
-    """Exit statuses scripts can rely on; `EXIT_MEANING` says what each one means."""
-
-    OK = 0
-    CHECK_FAILED = 1
-    USAGE = 2
-    REFUSED = 3
-    UPSTREAM = 4
-    SERVER = 5
-    INTERRUPTED = 130
-    OUTPUT_CLOSED = 141
-
-
-EXIT_MEANING: dict[Exit, str] = {
-    Exit.OK: "success (`status` also when some account could not be read: the table or JSON says which)",
-    Exit.CHECK_FAILED: "`schema --check` found schema files that differ from the models",
-    Exit.USAGE: "usage error: bad arguments, an account id not in the pool, an invalid accounts.toml",
-    Exit.REFUSED: "nothing applied: refused (no saved reset, needs sign-in, ...), declined at the prompt, "
-    "no terminal to confirm on without --yes, or upstream answered nothingToReset / noCredit",
-    Exit.UPSTREAM: "upstream failure: the server answered -32603, or the account's read failed (`refresh`)",
-    Exit.SERVER: "the server could not start, stopped, did not answer in time, or broke the protocol",
-    Exit.INTERRUPTED: "Ctrl-C (except in `status --watch`, where it is the normal way out and exits 0)",
-    Exit.OUTPUT_CLOSED: "stdout was closed early (piped into `head`, say); nothing more is printed",
-}
 
 EXIT_OK = Exit.OK
 EXIT_USAGE = Exit.USAGE
@@ -57,8 +33,8 @@ def _serve(args: argparse.Namespace) -> int:
     import gc
 
     gc.disable()  # start-up allocates only long-lived objects; serve_stdio freezes them and re-enables
-    from .config import Settings
-    from .server import run, setup_logging
+    from app_server.config import Settings
+    from app_server.server import run, setup_logging
 
     setup_logging(args.log_level)
     run(Settings.from_env(), simulate=args.simulate)
@@ -86,7 +62,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _run_async(args: argparse.Namespace, make: Callable[[UI, Interrupt], Awaitable[Exit]]) -> int:
-    from . import operator
+    from app_server.cli import commands as operator
 
     ui = operator.UI(as_json=getattr(args, "json", False))
     interrupt = operator.Interrupt()
@@ -94,7 +70,7 @@ def _run_async(args: argparse.Namespace, make: Callable[[UI, Interrupt], Awaitab
 
 
 def _status(args: argparse.Namespace) -> int:
-    from . import operator
+    from app_server.cli import commands as operator
 
     def make(ui: UI, interrupt: Interrupt) -> Awaitable[Exit]:
         if args.watch is not None:
@@ -105,7 +81,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from . import operator
+    from app_server.cli import commands as operator
 
     return _run_async(
         args,
@@ -116,13 +92,13 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
-    from . import operator
+    from app_server.cli import commands as operator
 
     return _run_async(args, lambda ui, _: operator.refresh(ui, account=args.account, simulate=args.simulate))
 
 
 def _history(args: argparse.Namespace) -> int:
-    from . import operator
+    from app_server.cli import commands as operator
 
     return _run_async(
         args, lambda ui, _: operator.history(ui, account=args.account, limit=args.limit, simulate=args.simulate)
@@ -130,13 +106,13 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from . import operator
+    from app_server.cli import commands as operator
 
     return _run_async(args, operator.demo)
 
 
 def _accounts(args: argparse.Namespace) -> int:
-    from . import operator
+    from app_server.cli import commands as operator
 
     ui = operator.UI(as_json=getattr(args, "json", False))
     if args.action == "add":

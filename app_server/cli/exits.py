@@ -1,0 +1,31 @@
+"""Exit statuses of `codex-limits`, and what each one means (shown in `--help` and README.md)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """Exit statuses scripts can rely on; `EXIT_MEANING` says what each one means."""
+
+    OK = 0
+    CHECK_FAILED = 1
+    USAGE = 2
+    REFUSED = 3
+    UPSTREAM = 4
+    SERVER = 5
+    INTERRUPTED = 130
+    OUTPUT_CLOSED = 141
+
+
+EXIT_MEANING: dict[Exit, str] = {
+    Exit.OK: "success (`status` also when some account could not be read: the table or JSON says which)",
+    Exit.CHECK_FAILED: "`schema --check` found schema files that differ from the models",
+    Exit.USAGE: "usage error: bad arguments, an account id not in the pool, an invalid accounts.toml",
+    Exit.REFUSED: "nothing applied: refused (no saved reset, needs sign-in, ...), declined at the prompt, "
+    "no terminal to confirm on without --yes, or upstream answered nothingToReset / noCredit",
+    Exit.UPSTREAM: "upstream failure: the server answered -32603, or the account's read failed (`refresh`)",
+    Exit.SERVER: "the server could not start, stopped, did not answer in time, or broke the protocol",
+    Exit.INTERRUPTED: "Ctrl-C (except in `status --watch`, where it is the normal way out and exits 0)",
+    Exit.OUTPUT_CLOSED: "stdout was closed early (piped into `head`, say); nothing more is printed",
+}
