@@ -25,8 +25,8 @@ import pytest
 from pydantic import BaseModel, RootModel, ValidationError
 
 from protocol import ext, schema, v2
-from tests.protocol.wire_samples import Sample, samples
 from tests.support.transcripts import REPO_ROOT
+from tests.support.wire_samples import Sample, samples
 
 SCHEMAS = REPO_ROOT / "schemas" / "json"
 BUNDLE = SCHEMAS / schema.BUNDLE_NAME

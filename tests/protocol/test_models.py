@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from protocol import jsonrpc, v1, v2
 from protocol.jsonrpc import RpcError
 from protocol.validation import parse_params
-from tests.protocol.wire_samples import samples
+from tests.support.wire_samples import samples
 
 MODELS: dict[str, type[BaseModel]] = {
     "initialize": v1.InitializeResponse,

@@ -12,14 +12,14 @@ import jsonschema
 import pytest
 
 from protocol import schema
-from tests.protocol.wire_samples import samples
-from tests.schema_shape import shape
+from tests.support.schema_shape import shape
 from tests.support.transcripts import REPO_ROOT
+from tests.support.wire_samples import samples
 
 SCHEMAS = REPO_ROOT / "schemas" / "json"
-UPSTREAM = REPO_ROOT.parent / "shared" / "upstream-schemas"
-RELEASE = UPSTREAM / "codex-0.169.0"
-UPSTREAM_VERSIONS = ["codex-0.169.0", "codex-pr28143", "codex-2026-08-15"]
+UPSTREAM = REPO_ROOT / "tests" / "fixtures" / "upstream-schemas"
+RELEASE = UPSTREAM / "0.169.0"
+UPSTREAM_VERSIONS = ["0.169.0", "0.171.0", "pr28143", "2026-08-15"]
 
 RESULT_FILES = {
     "initialize": "v1/InitializeResponse.json",
@@ -60,10 +60,20 @@ def test_files_use_upstream_format() -> None:
         jsonschema.Draft7Validator.check_schema(data)
 
 
+RELEASES = ["0.169.0", "0.171.0"]
+
+
+def test_both_releases_hold_the_same_surface() -> None:
+    for release in RELEASES:
+        files = {p.relative_to(UPSTREAM / release).as_posix() for p in (UPSTREAM / release).rglob("*.json")}
+        assert set(UPSTREAM_FILES) <= files, release
+
+
+@pytest.mark.parametrize("release", RELEASES)
 @pytest.mark.parametrize("rel", UPSTREAM_FILES)
-def test_exported_file_agrees_with_upstream(rel: str) -> None:
+def test_exported_file_agrees_with_upstream(rel: str, release: str) -> None:
     ours = _load(SCHEMAS / rel)
-    theirs = _load(RELEASE / rel)
+    theirs = _load(UPSTREAM / release / rel)
     assert shape(ours, ours) == shape(theirs, theirs)
 
 

@@ -1,4 +1,4 @@
-"""Loader for the reference transcripts in ``shared/contract/transcripts`` (see CONTRACT.md §12).
+"""Loader for the reference transcripts vendored in ``tests/fixtures/upstream/0.169.0`` (recorded on Codex 0.169.0).
 
 A ``*.jsonl`` transcript is a ``scenario`` line (setup: config.toml, auth.json, env; placeholder legend), then
 time-ordered events (``backend_config``, ``client``, ``server``, ``backend_request``, ``server_log``), then an
@@ -39,18 +39,9 @@ REMOVED_ENV_VARS = ("OPENAI_API_KEY", "CODEX_API_KEY", "TERM", "TERM_PROGRAM", "
 """Variables taken out of the inherited environment before a scenario's own ``env`` is applied."""
 
 
-def _transcripts_dir() -> Path:
-    shared = os.environ.get("CODEX_LIMITS_SHARED")
-    if shared:
-        base = Path(shared)
-        for candidate in (base / "contract" / "transcripts", base / "transcripts", base):
-            if candidate.is_dir() and any(candidate.glob("*.jsonl")):
-                return candidate
-        return base / "contract" / "transcripts"
-    return REPO_ROOT.parent / "shared" / "contract" / "transcripts"
-
-
-TRANSCRIPTS_DIR: Path = _transcripts_dir()
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+TRANSCRIPTS_DIR: Path = FIXTURES / "upstream" / "0.169.0"
+"""The transcripts recorded on Codex CLI 0.169.0 (see tests/fixtures/README.md)."""
 
 
 @dataclass
