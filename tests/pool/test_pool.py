@@ -27,6 +27,8 @@ from protocol.methods import POOL_ACCOUNT_UPDATED
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 from tests.support.mock_backend import MockBackend
 from tests.support.pool_calls import (
+
+pytestmark = pytest.mark.anyio
     APPLY,
     HISTORY,
     REFRESH,

@@ -24,8 +24,6 @@ from app_server.services import Services
 from tests.support import transcripts
 from tests.support.mock_backend import MockBackend
 
-pytestmark = pytest.mark.anyio
-
 WAIT = 10.0
 READ = "account/rateLimits/read"
 CONSUME = "account/rateLimitResetCredit/consume"

@@ -18,8 +18,6 @@ from protocol import ext
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
 
-pytestmark = pytest.mark.anyio
-
 WAIT = 15.0
 LIST = "accountPool/list"
 REFRESH = "accountPool/refresh"
