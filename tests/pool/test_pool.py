@@ -27,8 +27,6 @@ from protocol.methods import POOL_ACCOUNT_UPDATED
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 from tests.support.mock_backend import MockBackend
 from tests.support.pool_calls import (
-
-pytestmark = pytest.mark.anyio
     APPLY,
     HISTORY,
     REFRESH,
@@ -43,6 +41,8 @@ pytestmark = pytest.mark.anyio
     wait_for,
     wait_until,
 )
+
+pytestmark = pytest.mark.anyio
 from tests.support.pool_world import World
 
 # -- listing ---------------------------------------------------------------------------------------------------
