@@ -41,9 +41,9 @@ from tests.support.pool_calls import (
     wait_for,
     wait_until,
 )
+from tests.support.pool_world import World
 
 pytestmark = pytest.mark.anyio
-from tests.support.pool_world import World
 
 # -- listing ---------------------------------------------------------------------------------------------------
 
