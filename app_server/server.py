@@ -7,12 +7,16 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 
 from app_server.config import Settings
 from app_server.rpc.dispatcher import Dispatcher
 from app_server.rpc.framing import DEFAULT_MAX_LINE
+from app_server.rpc.memory import Harness, connect_in_memory
 from app_server.rpc.outbox import Outbox
 from app_server.rpc.stdio import FdSink, FdSource
 from app_server.services import Services
@@ -78,3 +82,24 @@ async def _stop_on_signal(dispatcher: Dispatcher, scope: anyio.CancelScope) -> N
             log.info("%s: finishing in-flight requests, then exiting", signal.Signals(signum).name)
             dispatcher.stop_reading()
             break
+
+
+@asynccontextmanager
+async def serve_in_memory(services: Services, **dispatcher_options: Any) -> AsyncIterator[Harness]:
+    """The real server (routes and `services`) and a client in this event loop; closes `services` after."""
+    from app_server.handlers import routes
+
+    try:
+        async with connect_in_memory(routes(), services, **dispatcher_options) as harness:
+            yield harness
+    finally:
+        await services.aclose()
+
+
+@asynccontextmanager
+async def initialized(settings: Settings, *, wait: float = 5.0) -> AsyncIterator[Harness]:
+    """A server for `settings` whose client has already initialized as `probe` 1.0 (as the transcripts do)."""
+    async with serve_in_memory(Services(settings)) as harness:
+        with anyio.fail_after(wait):
+            await harness.initialize(name="probe", version="1.0")
+        yield harness

@@ -1,32 +1,32 @@
-"""The long-lived objects handlers share: settings, the HTTP pool, accounts, per-account locks.
+"""The long-lived objects handlers share, wired once: settings, the HTTP pool, the registry of Codex
+accounts, the store, the pool.
 
-Built cheaply at start-up; everything with a cost (httpx, auth.json, the pool, the ledger) is
-created on first use.
+Built cheaply at start-up; everything with a cost (httpx, auth.json, the pool, the store) is
+created on first use, so `python -m app_server` answers `initialize` without importing any of it.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import TYPE_CHECKING
-
-import anyio
 
 from app_server.config import Settings
 
 if TYPE_CHECKING:
     from app_server.pool.pool import Pool
-    from app_server.upstream.account import CodexAccount
+    from app_server.store.base import Store
+    from app_server.upstream.account import AccountRegistry, CodexAccount
     from app_server.upstream.backend import HttpPool
 
 
 class Services:
-    def __init__(self, settings: Settings, http: HttpPool | None = None) -> None:
+    """What a request may need, made on first use and closed by `aclose`."""
+
+    def __init__(self, settings: Settings, http: HttpPool | None = None, store: Store | None = None) -> None:
         self.settings = settings
         self._http = http
-        self._default: CodexAccount | None = None
+        self._registry: AccountRegistry | None = None
+        self._store = store
         self._pool: Pool | None = None
-        # anyio locks wake waiters in FIFO order: consumes run in the order they arrived (§1.4).
-        self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
 
     @property
     def http(self) -> HttpPool:
@@ -37,27 +37,38 @@ class Services:
             self._http = HttpPool(connect_timeout=self.settings.timeouts.connect)
         return self._http
 
+    @property
+    def registry(self) -> AccountRegistry:
+        """The one `CodexAccount` per Codex home, shared by the upstream methods and the pool."""
+        if self._registry is None:
+            from app_server.upstream.account import AccountRegistry
+
+            self._registry = AccountRegistry(self.settings, self.http)
+        return self._registry
+
     def default_account(self) -> CodexAccount:
         """The account of `$CODEX_HOME`, which the upstream methods act on."""
-        if self._default is None:
-            from app_server.upstream.account import CodexAccount
+        return self.registry.get(self.settings.codex_home)
 
-            self._default = CodexAccount(self.settings.codex_home, self.settings, self.http)
-        return self._default
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            from app_server.store.sqlite import FILE_NAME, SqliteStore
 
-    def spend_lock(self, codex_home: str) -> anyio.Lock:
-        """One credit-spending call at a time per Codex home, in arrival order."""
-        return self._locks[codex_home]
+            self._store = SqliteStore(self.settings.data_home / FILE_NAME)
+        return self._store
 
     def pool(self) -> Pool:
         if self._pool is None:
+            from app_server.pool.accounts import FILE_NAME, AccountsFile
             from app_server.pool.pool import Pool
 
-            self._pool = Pool(self)
+            accounts = AccountsFile(self.settings.data_home / FILE_NAME, self.settings.codex_home)
+            self._pool = Pool(accounts, self.registry, self.store)
         return self._pool
 
     async def aclose(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        if self._store is not None:
+            await self._store.aclose()
         if self._http is not None:
             await self._http.aclose()

@@ -44,6 +44,16 @@ class ResetDisabledReason(StrEnum):
     UNSUPPORTED = "unsupported"
     UNAVAILABLE = "unavailable"
     PENDING_APPLY = "pendingApply"
+    UNKNOWN_CREDIT = "unknownCredit"
+
+
+class ResetReadiness(StrEnum):
+    """How much an apply would help now: `exhausted`, a window is used up (applying resets it);
+    `available`, a saved reset could be applied but no window is exhausted (it would be wasted, or
+    answered `nothingToReset`)."""
+
+    EXHAUSTED = "exhausted"
+    AVAILABLE = "available"
 
 
 class ApplyStatus(StrEnum):
@@ -75,6 +85,9 @@ class ResetAction(WireModel):
     enabled: bool
     disabled_reason: ResetDisabledReason | None = None
     warning: str = Field(description="A sentence saying what applying costs; show it before asking to confirm.")
+    readiness: ResetReadiness | None = Field(
+        default=None, description="With `enabled`: whether a window is exhausted (applying helps now) or not."
+    )
 
 
 class PendingApply(WireModel):
@@ -171,4 +184,7 @@ class ApplyRefusedData(WireModel):
     disabled_reason: ResetDisabledReason
     pending_idempotency_key: str | None = Field(
         default=None, description="With `pendingApply`: the key to re-send to settle the earlier attempt."
+    )
+    available_credit_ids: list[str] | None = Field(
+        default=None, description="With `unknownCredit`: the ids of the credits that can be applied."
     )

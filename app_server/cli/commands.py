@@ -538,7 +538,7 @@ def _accounts_file() -> Any:
 
 
 def accounts_list(ui: UI) -> Exit:
-    from app_server.pool.accounts import AccountsFileError
+    from app_server.pool.errors import AccountsFileError
 
     pool = _accounts_file()
     try:
@@ -558,7 +558,7 @@ def accounts_list(ui: UI) -> Exit:
 
 
 def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) -> Exit:
-    from app_server.pool.accounts import AccountsFileError
+    from app_server.pool.errors import AccountsFileError
 
     pool = _accounts_file()
     home = Path(codex_home).expanduser().absolute()
@@ -578,7 +578,7 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
 
 
 def accounts_remove(ui: UI, *, account: str) -> Exit:
-    from app_server.pool.accounts import AccountsFileError
+    from app_server.pool.errors import AccountsFileError
 
     pool = _accounts_file()
     try:

@@ -53,6 +53,7 @@ REASON_SHORT: Final = {
     ResetDisabledReason.UNSUPPORTED: "not supported",
     ResetDisabledReason.UNAVAILABLE: "usage unknown",
     ResetDisabledReason.PENDING_APPLY: "unfinished",
+    ResetDisabledReason.UNKNOWN_CREDIT: "no such credit",
 }
 
 REASON_LONG: Final = {
@@ -63,6 +64,7 @@ REASON_LONG: Final = {
     ResetDisabledReason.PENDING_APPLY: (
         "an earlier apply has an unknown outcome; `codex-limits apply` re-sends that one first (it cannot spend twice)"
     ),
+    ResetDisabledReason.UNKNOWN_CREDIT: "this account has no saved reset with that id (see `codex-limits status`)",
 }
 
 

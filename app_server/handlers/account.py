@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import platform
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
-from app_server.rpc.context import RequestContext
+from app_server.handlers.context import Context
+from app_server.handlers.errors import CONSUME_FAILED, CONSUME_TIMED_OUT, READ_FAILED
+from app_server.upstream.errors import Purpose
 from app_server.upstream.useragent import PRODUCT, is_header_value, user_agent
 from protocol import v1, v2
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 
 if TYPE_CHECKING:  # the backend side loads on the first request that needs it, not at start-up
     from app_server.upstream.backend import BackendError
-
-READ_FAILED: Final = "failed to fetch codex rate limits: "
-CONSUME_FAILED: Final = "failed to consume rate limit reset: "
-CONSUME_TIMED_OUT: Final = "rate limit reset consume timed out"
 
 
 def _platform() -> tuple[str, str]:
@@ -25,7 +23,7 @@ def _platform() -> tuple[str, str]:
     return "unix", "macos" if system == "Darwin" else system.lower() or "unknown"
 
 
-def initialize(ctx: RequestContext, params: v1.InitializeParams) -> v1.InitializeResponse:
+def initialize(ctx: Context, params: v1.InitializeParams) -> v1.InitializeResponse:
     session = ctx.session
     if session.initialized:
         raise RpcError(INVALID_REQUEST, "Already initialized")
@@ -46,19 +44,21 @@ def initialize(ctx: RequestContext, params: v1.InitializeParams) -> v1.Initializ
     )
 
 
-def originator(ctx: RequestContext) -> str:
+def originator(ctx: Context) -> str:
     info = ctx.session.client_info
     return info.name if info is not None else PRODUCT
 
 
-async def read_rate_limits(
-    ctx: RequestContext, params: v2.GetAccountRateLimitsParams
-) -> v2.GetAccountRateLimitsResponse:
+def client_user_agent(ctx: Context) -> str:
+    """The user agent of this connection's client (set by `initialize`), for backend calls."""
+    return ctx.session.user_agent or user_agent()
+
+
+async def read_rate_limits(ctx: Context, params: v2.GetAccountRateLimitsParams) -> v2.GetAccountRateLimitsResponse:
     account = ctx.services.default_account()
-    from app_server.upstream.account import Purpose
     from app_server.upstream.backend import BackendError
 
-    caller = await account.caller(Purpose.READ, user_agent=ctx.session.user_agent, originator=originator(ctx))
+    caller = await account.caller(Purpose.READ, user_agent=client_user_agent(ctx), originator=originator(ctx))
     try:
         return await account.read(
             caller, details=not params.exclude_reset_credit_details, luna=params.supports_luna_reserve
@@ -86,14 +86,13 @@ def consume_error(exc: BackendError) -> RpcError:
 
 
 async def consume_reset_credit(
-    ctx: RequestContext, params: v2.ConsumeAccountRateLimitResetCreditParams
+    ctx: Context, params: v2.ConsumeAccountRateLimitResetCreditParams
 ) -> v2.ConsumeAccountRateLimitResetCreditResponse:
     account = ctx.services.default_account()
-    async with ctx.services.spend_lock(str(account.home)):
-        from app_server.upstream.account import Purpose
+    async with account.spend_lock:
         from app_server.upstream.backend import BackendError
 
-        caller = await account.caller(Purpose.CONSUME, user_agent=ctx.session.user_agent, originator=originator(ctx))
+        caller = await account.caller(Purpose.CONSUME, user_agent=client_user_agent(ctx), originator=originator(ctx))
         try:
             outcome = await account.consume(caller, params.idempotency_key, params.credit_id)
         except BackendError as exc:

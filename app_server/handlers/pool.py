@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app_server.handlers.account import check_keys, originator
-from app_server.rpc.context import RequestContext
+from app_server.handlers.account import check_keys, client_user_agent, originator
+from app_server.handlers.context import Context
 from protocol import ext
 from protocol.methods import POOL_ACCOUNT_UPDATED
 
@@ -13,21 +13,21 @@ if TYPE_CHECKING:  # the pool (sqlite3, tomli_w, auth, httpx) loads on the first
     from app_server.pool.pool import Identity
 
 
-def _identity(ctx: RequestContext) -> Identity:
-    return ctx.session.user_agent, originator(ctx)
+def _identity(ctx: Context) -> Identity:
+    return client_user_agent(ctx), originator(ctx)
 
 
-async def _announce(ctx: RequestContext, summary: ext.AccountSummary) -> None:
+async def _announce(ctx: Context, summary: ext.AccountSummary) -> None:
     await ctx.notify(POOL_ACCOUNT_UPDATED, ext.AccountUpdatedNotification(account=summary))
 
 
-async def list_accounts(ctx: RequestContext, params: ext.AccountPoolListParams) -> ext.AccountPoolListResponse:
+async def list_accounts(ctx: Context, params: ext.AccountPoolListParams) -> ext.AccountPoolListResponse:
     pool = ctx.services.pool()
     summaries = await pool.summaries(_identity(ctx), params.max_age_seconds, lambda summary: _announce(ctx, summary))
     return ext.AccountPoolListResponse(accounts=summaries)
 
 
-async def refresh_account(ctx: RequestContext, params: ext.AccountPoolRefreshParams) -> ext.AccountSummary:
+async def refresh_account(ctx: Context, params: ext.AccountPoolRefreshParams) -> ext.AccountSummary:
     return await ctx.services.pool().refresh(params.account_id, _identity(ctx), lambda s: _announce(ctx, s))
 
 
@@ -35,11 +35,11 @@ def check_apply(params: ext.AccountPoolApplyParams) -> None:
     check_keys(params.idempotency_key, params.credit_id)
 
 
-async def apply_reset_credit(ctx: RequestContext, params: ext.AccountPoolApplyParams) -> ext.AccountPoolApplyResponse:
+async def apply_reset_credit(ctx: Context, params: ext.AccountPoolApplyParams) -> ext.AccountPoolApplyResponse:
     return await ctx.services.pool().apply(params, _identity(ctx), lambda s: _announce(ctx, s))
 
 
-async def history(ctx: RequestContext, params: ext.AccountPoolHistoryParams) -> ext.AccountPoolHistoryResponse:
+async def history(ctx: Context, params: ext.AccountPoolHistoryParams) -> ext.AccountPoolHistoryResponse:
     limit = params.limit if params.limit is not None and params.limit > 0 else 100
     entries = await ctx.services.pool().history(params.account_id, limit)
     return ext.AccountPoolHistoryResponse(entries=entries)

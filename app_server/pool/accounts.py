@@ -27,6 +27,8 @@ from typing import Any, Final
 import filelock
 import tomli_w
 
+from app_server.pool.errors import AccountsFileError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_ID: Final = "default"
@@ -36,10 +38,6 @@ LOCK_TIMEOUT: Final = 10.0
 _TMP_PREFIX: Final = ".accounts."
 _TMP_SUFFIX: Final = ".tmp"
 _ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class AccountsFileError(Exception):
-    """accounts.toml cannot be used as written; the message says where and why."""
 
 
 @dataclass(frozen=True)

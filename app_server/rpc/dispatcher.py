@@ -22,7 +22,6 @@ from pydantic import BaseModel
 from app_server.rpc.context import RequestContext, Session
 from app_server.rpc.framing import ByteSource, LineSplitter, Overlong
 from app_server.rpc.outbox import Outbox
-from app_server.services import Services
 from protocol import jsonrpc
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError, is_request_id
 from protocol.methods import METHODS, Method, Notification
@@ -30,9 +29,9 @@ from protocol.validation import MISSING, parse_params
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[RequestContext, Any], Awaitable[BaseModel]]
+Handler = Callable[[RequestContext[Any], Any], Awaitable[BaseModel]]
 Precheck = Callable[[Any], None]
-InlineHandler = Callable[[RequestContext, Any], BaseModel]
+InlineHandler = Callable[[RequestContext[Any], Any], BaseModel]
 
 _WHITESPACE: Final = b" \t\r\n"  # JSON's whitespace, as serde_json skips it; not \v or \f
 _ENVELOPE_KEYS: Final = ("id", "method", "params")
@@ -56,7 +55,7 @@ class _Work:
     """A request that passed every inline check and now needs its own task."""
 
     handler: Handler
-    ctx: RequestContext
+    ctx: RequestContext[Any]
     params: Any
 
 
@@ -214,12 +213,20 @@ def _internal_error(exc: Exception, request_id: Any) -> RpcError:
 
 
 class Dispatcher:
-    """One connection: reads lines from a source, answers through the outbox."""
+    """One connection: reads lines from a source, answers through the outbox.
+
+    Knows no method and no domain: `routes` say how each method is served, `services` is handed to
+    every handler untouched, and every exception a handler lets through becomes a wire error here
+    (an `RpcError` as it is, anything else `-32603 internal error`). Usage::
+
+        dispatcher = Dispatcher(routes, services, Outbox(sink))
+        await dispatcher.serve(source)  # until end of input; in-flight requests drain first
+    """
 
     def __init__(
         self,
         routes: dict[str, Route],
-        services: Services,
+        services: Any,
         outbox: Outbox,
         *,
         session: Session | None = None,
@@ -398,7 +405,7 @@ class Dispatcher:
             self._idle = anyio.Event()
         self._tasks.start_soon(self._run, work.handler, work.ctx, work.params)
 
-    async def _run(self, handler: Handler, ctx: RequestContext, params: Any) -> None:
+    async def _run(self, handler: Handler, ctx: RequestContext[Any], params: Any) -> None:
         answer: bytes | None = None
         try:
             result = await handler(ctx, params)

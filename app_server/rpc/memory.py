@@ -1,4 +1,7 @@
-"""Client and server in one event loop over memory streams: the default way to test the server."""
+"""Client and dispatcher in one event loop over memory streams: the default way to test a server.
+
+`app_server.server.serve_in_memory` wires the real routes and services onto it.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +13,9 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from app_server.config import Settings
-from app_server.handlers import routes
 from app_server.rpc.client import Client
-from app_server.rpc.dispatcher import Dispatcher
+from app_server.rpc.dispatcher import Dispatcher, Route
 from app_server.rpc.outbox import Outbox
-from app_server.services import Services
 
 
 class MemoryPipe:
@@ -42,7 +42,7 @@ class MemoryPipe:
 class Harness:
     client: Client
     dispatcher: Dispatcher
-    services: Services
+    services: Any
     to_server: MemoryPipe
     from_server: MemoryPipe
     finished: anyio.Event = field(default_factory=anyio.Event)
@@ -61,9 +61,12 @@ class Harness:
 
 
 @asynccontextmanager
-async def serve_in_memory(services: Services, **dispatcher_options: Any) -> AsyncIterator[Harness]:
+async def connect_in_memory(
+    routes: dict[str, Route], services: Any, **dispatcher_options: Any
+) -> AsyncIterator[Harness]:
+    """A dispatcher serving `routes` with a `Client` wired to it; both stop when the block ends."""
     to_server, from_server = MemoryPipe(), MemoryPipe()
-    dispatcher = Dispatcher(routes(), services, Outbox(from_server), **dispatcher_options)
+    dispatcher = Dispatcher(routes, services, Outbox(from_server), **dispatcher_options)
     harness = Harness(Client(to_server, from_server), dispatcher, services, to_server, from_server)
 
     async def run_server() -> None:
@@ -80,13 +83,3 @@ async def serve_in_memory(services: Services, **dispatcher_options: Any) -> Asyn
             yield harness
         finally:
             tg.cancel_scope.cancel()
-    await services.aclose()
-
-
-@asynccontextmanager
-async def initialized(settings: Settings, *, wait: float = 5.0) -> AsyncIterator[Harness]:
-    """A server for `settings` whose client has already initialized as `probe` 1.0 (as the transcripts do)."""
-    async with serve_in_memory(Services(settings)) as harness:
-        with anyio.fail_after(wait):
-            await harness.initialize(name="probe", version="1.0")
-        yield harness

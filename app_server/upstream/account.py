@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
@@ -16,10 +15,10 @@ import anyio
 from app_server.config import Settings, read_base_url
 from app_server.upstream.auth import AuthKind, AuthState, AuthStore
 from app_server.upstream.backend import Backend, BackendError, Caller, HttpPool
+from app_server.upstream.errors import AuthRequired, Purpose
 from app_server.upstream.mapping import rate_limits_response
 from app_server.upstream.payloads import ResetCreditDetails, Usage
 from protocol import v2
-from protocol.jsonrpc import INVALID_REQUEST, RpcError
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +30,6 @@ class Fetched:
     details_error: BackendError | None
 
 
-class Purpose(StrEnum):
-    READ = "to read rate limits"
-    CONSUME = "for rate limit reset credits"
-
-
 OUTCOMES: Final = {
     "reset": v2.ConsumeAccountRateLimitResetCreditOutcome.RESET,
     "nothing_to_reset": v2.ConsumeAccountRateLimitResetCreditOutcome.NOTHING_TO_RESET,
@@ -44,25 +38,33 @@ OUTCOMES: Final = {
 }
 
 
-def auth_error(state: AuthState, purpose: Purpose) -> RpcError | None:
+def auth_error(state: AuthState, purpose: Purpose) -> AuthRequired | None:
     """CONTRACT §8.1 (with D5: a ChatGPT file without usable tokens counts as no auth)."""
     if state.kind is AuthKind.API_KEY:
-        return RpcError(INVALID_REQUEST, f"chatgpt authentication required {purpose.value}")
+        return AuthRequired(purpose, api_key=True)
     if state.kind is AuthKind.NONE or state.credentials is None:
-        return RpcError(INVALID_REQUEST, f"codex account authentication required {purpose.value}")
+        return AuthRequired(purpose, api_key=False)
     return None
 
 
 class CodexAccount:
+    """One Codex home: its auth.json (`auth`), its backend (`backend`), and the calls on them.
+
+    Get one through `AccountRegistry.get(home)` so that every user of a home shares one instance:
+    one token-refresh state and one `spend_lock`, the FIFO queue of credit-spending calls (§1.4).
+    """
+
     def __init__(self, home: Path, settings: Settings, http: HttpPool) -> None:
         self.home = home
+        # anyio locks wake waiters in FIFO order: consumes run in the order they arrived (§1.4).
+        self.spend_lock = anyio.Lock()
         self.auth = AuthStore(
             home, refresh_url=settings.refresh_url, client=http.client, refresh_timeout=settings.timeouts.refresh
         )
         self.backend = Backend(read_base_url(home), http, settings.timeouts)
 
     async def caller(self, purpose: Purpose, *, user_agent: str, originator: str) -> Caller:
-        """Refresh if due, then the identity to call with; raises the §8.1 errors when there is none."""
+        """Refresh if due, then the identity to call with; raises `AuthRequired` when there is none."""
         state = self.auth.state()
         error = auth_error(state, purpose)
         if error is not None:
@@ -118,3 +120,19 @@ class CodexAccount:
         self, caller: Caller, idempotency_key: str, credit_id: str | None
     ) -> v2.ConsumeAccountRateLimitResetCreditOutcome:
         return OUTCOMES[await self.backend.consume(caller, idempotency_key, credit_id)]
+
+
+class AccountRegistry:
+    """The one `CodexAccount` per Codex home (by real path), made on first use."""
+
+    def __init__(self, settings: Settings, http: HttpPool) -> None:
+        self._settings = settings
+        self._http = http
+        self._accounts: dict[Path, CodexAccount] = {}
+
+    def get(self, home: Path) -> CodexAccount:
+        key = home.resolve()
+        account = self._accounts.get(key)
+        if account is None:
+            account = self._accounts[key] = CodexAccount(home, self._settings, self._http)
+        return account

@@ -129,6 +129,7 @@ class HttpPool:
 
 class Backend:
     def __init__(self, base_url: str, pool: HttpPool, timeouts: Timeouts) -> None:
+        self.base_url = base_url
         self.endpoints = Endpoints.for_base(base_url)
         self._pool = pool
         self._timeouts = timeouts

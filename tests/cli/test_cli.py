@@ -572,17 +572,29 @@ def test_unreadable_usage_status_exits_0_refresh_4_apply_3(signed_in: dict[str, 
 
 @pytest.mark.subprocess
 def test_failed_consume_exits_4_and_is_in_the_history(signed_in: dict[str, str], backend: MockBackend) -> None:
-    limited(backend, consume={"status": 500, "json": {"error": "down"}})
+    limited(backend, consume={"status": 409, "json": {"error": "refused"}})
     result = cli(signed_in, "apply", "default", "--yes")
     assert result.returncode == Exit.UPSTREAM
     line = one_error_line(result)
-    assert "500" in line and "nothing was spent" in line
+    assert "409" in line and "nothing was spent" in line
     assert len(consumes(backend)) == 1
 
     history = cli(signed_in, "history", "--json")
     assert history.returncode == 0, history.stderr
     [entry] = json.loads(history.stdout)
     assert entry["accountId"] == "default" and entry["status"] == "failed"
+
+
+@pytest.mark.subprocess
+def test_a_5xx_on_consume_never_says_nothing_was_spent(signed_in: dict[str, str], backend: MockBackend) -> None:
+    limited(backend, consume={"status": 502, "json": {"error": "bad gateway"}})
+    result = cli(signed_in, "apply", "default", "--yes")
+    assert result.returncode == Exit.UPSTREAM
+    line = one_error_line(result)
+    assert "502" in line and "nothing was spent" not in line and "pending" in line
+    history = cli(signed_in, "history", "--json")
+    [entry] = json.loads(history.stdout)
+    assert entry["status"] == "pending"
     table = cli(signed_in, "history", columns=80)
     assert "failed" in table.stdout
     assert_fits(table.stdout, 80)

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import tomli_w
 
-from app_server.pool.accounts import DEFAULT_ID, FILE_NAME, AccountEntry, AccountsFile, AccountsFileError
+from app_server.pool.accounts import DEFAULT_ID, FILE_NAME, AccountEntry, AccountsFile
+from app_server.pool.errors import AccountsFileError
 
 
 @pytest.fixture

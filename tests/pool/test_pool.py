@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,10 +18,12 @@ import anyio.to_thread
 import pytest
 
 from app_server.rpc.dispatcher import SHUTDOWN_MESSAGE
-from app_server.rpc.memory import Harness, serve_in_memory
+from app_server.rpc.memory import Harness
+from app_server.server import serve_in_memory
 from app_server.services import Services
+from app_server.store.base import AccountKey
 from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
-from app_server.store.sqlite import Ledger
+from app_server.store.sqlite import SqliteStore as Ledger
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
@@ -56,7 +59,9 @@ async def test_list_shows_each_accounts_reset_availability_and_status(world: Wor
 
     assert (alice.label, alice.email, alice.plan_type) == ("Alice (Pro)", "alice@example.com", "pro")
     assert alice.status is ext.AccountStatus.RATE_LIMITED
-    assert alice.reset_action == ext.ResetAction(enabled=True, disabled_reason=None, warning=ext.APPLY_WARNING)
+    assert alice.reset_action == ext.ResetAction(
+        enabled=True, disabled_reason=None, warning=ext.APPLY_WARNING, readiness=ext.ResetReadiness.EXHAUSTED
+    )
     assert alice.reset_credits is not None and alice.reset_credits.available_count == 2
     assert [c.id for c in alice.reset_credits.credits or []] == ["credit-alice-1", "credit-alice-2"]
     sim_alice = world.upstream.accounts["alice"]
@@ -215,7 +220,12 @@ async def test_a_broken_account_carries_its_own_error_and_never_fails_the_list(
         assert dave.error is None
     else:
         assert dave.error is not None and dave.error.code == error_code
-        assert dave.error.message.startswith("failed to fetch codex rate limits: ")
+        expected = (
+            "upstream no longer accepts this sign-in (401)"
+            if status is ext.AccountStatus.REAUTH_REQUIRED
+            else ("failed to fetch codex rate limits: ")
+        )
+        assert dave.error.message.startswith(expected)
     assert refused_data(refusal) == ext.ApplyRefusedData(account_id="dave", disabled_reason=reason)
     assert [r for r in backend.requests if r.method == "POST"] == []
     assert world.ledger_rows() == []
@@ -228,7 +238,9 @@ async def test_an_api_key_account_is_unsupported_without_any_call(world: World, 
         refusal = await apply_error(h, "keyed", "k-keyed")
     assert keyed.status is ext.AccountStatus.UNSUPPORTED
     assert keyed.reset_action.disabled_reason is ext.ResetDisabledReason.UNSUPPORTED
-    assert keyed.error is not None and keyed.error.message == "chatgpt authentication required to read rate limits"
+    assert keyed.error is not None and keyed.error.message.startswith(
+        "signed in with an API key: such accounts have no ChatGPT rate-limit windows"
+    )
     assert refused_data(refusal).disabled_reason is ext.ResetDisabledReason.UNSUPPORTED
     assert backend.requests == []
 
@@ -333,10 +345,15 @@ async def test_apply_forwards_the_credit_id(world: World) -> None:
     assert [c.id for c in remaining or []] == ["credit-alice-1"]
 
 
-async def test_apply_with_a_credit_id_that_is_not_available_is_refused(world: World) -> None:
+async def test_apply_with_an_unknown_credit_id_is_refused_with_the_ids_that_exist(world: World) -> None:
     async with running(world.settings()) as h:
         error = await apply_error(h, "alice", "key-bad-credit", credit_id="credit-nope")
-    assert refused_data(error).disabled_reason is ext.ResetDisabledReason.NO_CREDIT
+    assert refused_data(error) == ext.ApplyRefusedData(
+        account_id="alice",
+        disabled_reason=ext.ResetDisabledReason.UNKNOWN_CREDIT,
+        available_credit_ids=["credit-alice-1", "credit-alice-2"],
+    )
+    assert "credit-alice-1, credit-alice-2" in error.message
     assert world.upstream.consumes() == []
 
 
@@ -445,7 +462,7 @@ async def test_history_reflects_attempts(world: World, backend: MockBackend) -> 
         {
             USAGE_PATH: {"json": USAGE_OK},
             DETAILS_PATH: {"json": DETAILS_OK},
-            CONSUME_PATH: {"status": 500, "body": "upstream down"},
+            CONSUME_PATH: {"status": 409, "body": "upstream refused"},
         }
     )
     world.mock_account("dave", backend)
@@ -467,7 +484,7 @@ async def test_history_reflects_attempts(world: World, backend: MockBackend) -> 
         ("k2", "alice", ext.ApplyStatus.FINISHED, Outcome.NOTHING_TO_RESET),
         ("k1", "alice", ext.ApplyStatus.FINISHED, Outcome.RESET),
     ]
-    assert everything[0].error is not None and "500 Internal Server Error" in everything[0].error
+    assert everything[0].error is not None and "409 Conflict" in everything[0].error
     assert (everything[1].available_before, everything[1].available_after) == (1, 1)
     assert [e.idempotency_key for e in alice] == ["k2", "k1"]
     assert [e.idempotency_key for e in latest] == ["k3"]
@@ -478,7 +495,10 @@ async def test_history_reflects_attempts(world: World, backend: MockBackend) -> 
 @pytest.mark.parametrize(
     ("consume", "status", "refused_as", "pending_note"),
     [
-        pytest.param({"status": 500, "body": "down"}, ext.ApplyStatus.FAILED, None, False, id="500"),
+        pytest.param({"status": 500, "body": "down"}, ext.ApplyStatus.PENDING, None, True, id="500"),
+        pytest.param({"status": 502, "body": "bad gateway"}, ext.ApplyStatus.PENDING, None, True, id="502"),
+        pytest.param({"status": 504, "body": "gateway timeout"}, ext.ApplyStatus.PENDING, None, True, id="504"),
+        pytest.param({"status": 409, "body": "conflict"}, ext.ApplyStatus.FAILED, None, False, id="409"),
         pytest.param(
             {"status": 401, "body": "nope"},
             ext.ApplyStatus.FAILED,
@@ -617,7 +637,7 @@ async def test_concurrent_applies_on_one_account_run_one_at_a_time(world: World)
     results: dict[str, ext.AccountPoolApplyResponse] = {}
     world.upstream.hold(after=False)  # the first consume waits at upstream before anything is spent
     async with running(world.settings()) as h:
-        spend_lock = h.services.spend_lock(home)
+        spend_lock = h.services.registry.get(Path(home)).spend_lock
 
         async def run(key: str) -> None:
             results[key] = await apply(h, "alice", key)
@@ -648,12 +668,14 @@ async def test_a_second_pool_id_for_the_same_home_shares_the_apply_lock(
     import filelock
 
     from app_server.pool import pool as pool_module
+    from app_server.pool.pool import account_key
+    from app_server.store import local_guard
 
     monkeypatch.setattr(pool_module, "APPLY_LOCK_WAIT", 0.3)
     world.accounts.add("alice-again", world.homes["alice"], "Alice again")
     async with running(world.settings()) as h:
         pool = h.services.pool()
-        path = pool.lock_path(world.homes["alice"])
+        path = local_guard.lock_path(account_key(pool.registry.get(world.homes["alice"])))
         # Another process is applying on alice's home, under whichever pool id.
         with filelock.FileLock(str(path)).acquire(timeout=5):
             error = await apply_error(h, "alice-again", "key-alias")
@@ -672,7 +694,8 @@ async def test_a_key_claimed_for_another_account_meanwhile_is_refused(
 
     async def claimed_first(self: Ledger, key: str, *args: Any) -> None:
         if self is not other_process:
-            await original(other_process, key, "bob", None, 1_790_000_000, 0)
+            bob_home = world.homes["bob"]
+            await original(other_process, key, AccountKey(f"home:{bob_home}", bob_home), "bob", None, 1_790_000_000, 0)
         await original(self, key, *args)
 
     monkeypatch.setattr(Ledger, "start", claimed_first)

@@ -27,7 +27,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from app_server.pool.accounts import FILE_NAME, AccountsFile
 from app_server.rpc.client import Client, ServerClosed, spawn
 from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
-from app_server.store.sqlite import Ledger
+from app_server.store.sqlite import SqliteStore as Ledger
 from protocol import ext
 from protocol.jsonrpc import RpcError
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome

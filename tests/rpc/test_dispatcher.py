@@ -330,7 +330,7 @@ async def test_output_is_compact_utf8_in_member_order(settings: Settings, backen
 
 
 async def test_an_error_with_data_keeps_the_member_order(settings: Settings) -> None:
-    async def refuse(ctx: RequestContext, params: Any) -> BaseModel:
+    async def refuse(ctx: RequestContext[Any], params: Any) -> BaseModel:
         raise RpcError(INVALID_REQUEST, "nö", {"why": "ü", "n": 1})
 
     method = Method("t/refuse", v2.GetAccountRateLimitsParams, v1.InitializeResponse, params_required=False)
@@ -346,16 +346,16 @@ async def test_an_error_with_data_keeps_the_member_order(settings: Settings) -> 
 def boom_routes() -> dict[str, Route]:
     """Routes whose code fails in ways no handler should: the server must answer and carry on."""
 
-    def inline_boom(ctx: RequestContext, params: Any) -> BaseModel:
+    def inline_boom(ctx: RequestContext[Any], params: Any) -> BaseModel:
         raise ZeroDivisionError("inline")
 
     def precheck_boom(params: Any) -> None:
         raise KeyError("precheck")
 
-    async def handler_boom(ctx: RequestContext, params: Any) -> BaseModel:
+    async def handler_boom(ctx: RequestContext[Any], params: Any) -> BaseModel:
         raise ValueError("handler")
 
-    async def rpc_error(ctx: RequestContext, params: Any) -> BaseModel:
+    async def rpc_error(ctx: RequestContext[Any], params: Any) -> BaseModel:
         raise RpcError(-32603, "failed to fetch codex rate limits: nope")
 
     def method(name: str) -> Method:

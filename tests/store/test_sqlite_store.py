@@ -12,7 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app_server.store.sqlite import FILE_NAME, KeyInUse, Ledger
+from app_server.store.base import AccountKey, KeyInUse
+from app_server.store.sqlite import FILE_NAME
+from app_server.store.sqlite import SqliteStore as Ledger
 from protocol import ext
 from protocol.ext import AccountPoolApplyResponse, ApplyStatus
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
@@ -42,6 +44,23 @@ def response(account_id: str, outcome: Outcome, *, applied_at: int = 1_790_000_1
     )
 
 
+_homes: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def homes(tmp_path: Path) -> Iterator[None]:
+    _homes.append(tmp_path / "homes")
+    yield
+    _homes.pop()
+
+
+def acct(account_id: str) -> AccountKey:
+    """The upstream account behind pool id `account_id` (one Codex home each, in this test's directory)."""
+    home = _homes[-1] / account_id
+    home.mkdir(parents=True, exist_ok=True)
+    return AccountKey(f"test:{account_id}", home)
+
+
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "data" / FILE_NAME
@@ -63,9 +82,9 @@ def attempts(path: Path, key: str) -> int:
 async def test_start_records_a_pending_attempt(ledger: Ledger) -> None:
     with anyio.fail_after(WAIT):
         assert await ledger.get("k1") is None
-        await ledger.start("k1", "alice", "credit-1", 1_790_000_000, 2)
+        await ledger.start("k1", acct("alice"), "alice", "credit-1", 1_790_000_000, 2)
         attempt = await ledger.get("k1")
-        pending = await ledger.pending("alice")
+        pending = await ledger.pending(acct("alice"))
     assert attempt is not None and attempt.response is None
     assert attempt.record == ext.ApplyRecord(
         idempotency_key="k1",
@@ -81,10 +100,10 @@ async def test_start_records_a_pending_attempt(ledger: Ledger) -> None:
 async def test_finish_records_the_outcome_and_the_whole_response(ledger: Ledger) -> None:
     answer = response("alice", Outcome.RESET)
     with anyio.fail_after(WAIT):
-        await ledger.start("k1", "alice", None, 1_790_000_000, 2)
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_000, 2)
         await ledger.finish("k1", answer, 1)
         attempt = await ledger.get("k1")
-        pending = await ledger.pending("alice")
+        pending = await ledger.pending(acct("alice"))
     assert attempt is not None
     assert attempt.status is ApplyStatus.FINISHED
     assert attempt.response == answer
@@ -99,7 +118,7 @@ async def test_finish_records_the_outcome_and_the_whole_response(ledger: Ledger)
 
 async def test_an_unknown_outcome_stays_pending_with_the_reason(ledger: Ledger) -> None:
     with anyio.fail_after(WAIT):
-        await ledger.start("k1", "alice", None, 1_790_000_000, 1)
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_000, 1)
         await ledger.fail("k1", "consume timed out; outcome unknown", 1_790_000_010, keep_pending=True)
         attempt = await ledger.get("k1")
     assert attempt is not None
@@ -110,11 +129,11 @@ async def test_an_unknown_outcome_stays_pending_with_the_reason(ledger: Ledger) 
 
 async def test_a_definite_refusal_is_failed_and_a_retry_starts_it_again(ledger: Ledger, path: Path) -> None:
     with anyio.fail_after(WAIT):
-        await ledger.start("k1", "alice", None, 1_790_000_000, 1)
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_000, 1)
         await ledger.fail("k1", "POST … failed: 500", 1_790_000_010, keep_pending=False)
         failed = await ledger.get("k1")
-        assert await ledger.pending("alice") is None
-        await ledger.start("k1", "alice", None, 1_790_000_020, 1)
+        assert await ledger.pending(acct("alice")) is None
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_020, 1)
         retried = await ledger.get("k1")
     assert failed is not None and failed.status is ApplyStatus.FAILED
     assert failed.record.finished_at == 1_790_000_010
@@ -126,16 +145,16 @@ async def test_a_definite_refusal_is_failed_and_a_retry_starts_it_again(ledger: 
 
 async def test_a_pending_key_can_be_started_again(ledger: Ledger, path: Path) -> None:
     with anyio.fail_after(WAIT):
-        await ledger.start("k1", "alice", None, 1_790_000_000, 1)
-        await ledger.start("k1", "alice", None, 1_790_000_005, 0)
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_000, 1)
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_005, 0)
     assert attempts(path, "k1") == 2
 
 
 async def test_a_key_belongs_to_one_account(ledger: Ledger) -> None:
     with anyio.fail_after(WAIT):
-        await ledger.start("k1", "alice", None, 1_790_000_000, 1)
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_000, 1)
         with pytest.raises(KeyInUse) as raised:
-            await ledger.start("k1", "bob", None, 1_790_000_001, 0)
+            await ledger.start("k1", acct("bob"), "bob", None, 1_790_000_001, 0)
         attempt = await ledger.get("k1")
     assert (raised.value.account_id, raised.value.status) == ("alice", ApplyStatus.PENDING)
     assert attempt is not None and attempt.record.account_id == "alice"
@@ -144,10 +163,10 @@ async def test_a_key_belongs_to_one_account(ledger: Ledger) -> None:
 async def test_a_finished_key_is_never_started_failed_or_finished_again(ledger: Ledger) -> None:
     first = response("alice", Outcome.RESET)
     with anyio.fail_after(WAIT):
-        await ledger.start("k1", "alice", None, 1_790_000_000, 2)
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_000, 2)
         await ledger.finish("k1", first, 1)
         with pytest.raises(KeyInUse) as raised:
-            await ledger.start("k1", "alice", None, 1_790_000_001, 1)
+            await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_001, 1)
         await ledger.fail("k1", "late failure", 1_790_000_002, keep_pending=False)
         await ledger.finish("k1", response("alice", Outcome.ALREADY_REDEEMED, applied_at=1_790_000_003), 1)
         attempt = await ledger.get("k1")
@@ -160,14 +179,14 @@ async def test_a_finished_key_is_never_started_failed_or_finished_again(ledger: 
 
 async def test_pending_reports_the_latest_unknown_attempt_except_the_running_one(ledger: Ledger) -> None:
     with anyio.fail_after(WAIT):
-        await ledger.start("old", "alice", None, 1_790_000_000, 2)
-        await ledger.start("new", "alice", None, 1_790_000_000, 2)
-        await ledger.start("other", "bob", None, 1_790_000_050, 0)
-        latest = await ledger.pending("alice")
-        besides_new = await ledger.pending("alice", exclude="new")
-        besides_old = await ledger.pending("alice", exclude="old")
+        await ledger.start("old", acct("alice"), "alice", None, 1_790_000_000, 2)
+        await ledger.start("new", acct("alice"), "alice", None, 1_790_000_000, 2)
+        await ledger.start("other", acct("bob"), "bob", None, 1_790_000_050, 0)
+        latest = await ledger.pending(acct("alice"))
+        besides_new = await ledger.pending(acct("alice"), exclude="new")
+        besides_old = await ledger.pending(acct("alice"), exclude="old")
         await ledger.finish("old", response("alice", Outcome.RESET), 1)
-        only_running = await ledger.pending("alice", exclude="new")
+        only_running = await ledger.pending(acct("alice"), exclude="new")
     assert latest is not None and latest.idempotency_key == "new"  # same second: the later row wins
     assert besides_new is not None and besides_new.idempotency_key == "old"
     assert besides_old is not None and besides_old.idempotency_key == "new"
@@ -177,7 +196,7 @@ async def test_pending_reports_the_latest_unknown_attempt_except_the_running_one
 async def test_history_is_newest_first_filtered_and_limited(ledger: Ledger) -> None:
     with anyio.fail_after(WAIT):
         for i, account in enumerate(["alice", "bob", "alice", "carol", "alice"]):
-            await ledger.start(f"k{i}", account, None, 1_790_000_000 + i, None)
+            await ledger.start(f"k{i}", acct(account), account, None, 1_790_000_000 + i, None)
         everything = await ledger.history()
         alice = await ledger.history("alice")
         two = await ledger.history("alice", 2)
@@ -191,7 +210,7 @@ async def test_history_is_newest_first_filtered_and_limited(ledger: Ledger) -> N
 async def test_file_is_private_in_wal_mode_and_survives_reopening(ledger: Ledger, path: Path) -> None:
     answer = response("alice", Outcome.RESET)
     with anyio.fail_after(WAIT):
-        await ledger.start("k1", "alice", None, 1_790_000_000, 2)
+        await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_000, 2)
         await ledger.finish("k1", answer, 1)
         # SQLite's side files carry the database file's mode.
         for side in ("-wal", "-shm"):
@@ -216,10 +235,10 @@ async def test_two_handles_on_one_file_see_each_other_and_share_the_key_rule(pat
     first, second = Ledger(path), Ledger(path)
     try:
         with anyio.fail_after(WAIT):
-            await first.start("k1", "alice", None, 1_790_000_000, 1)
+            await first.start("k1", acct("alice"), "alice", None, 1_790_000_000, 1)
             seen = await second.get("k1")
             with pytest.raises(KeyInUse):
-                await second.start("k1", "bob", None, 1_790_000_001, 0)
+                await second.start("k1", acct("bob"), "bob", None, 1_790_000_001, 0)
             await second.finish("k1", response("alice", Outcome.RESET), 0)
             finished = await first.get("k1")
     finally:
@@ -236,7 +255,7 @@ async def test_concurrent_starts_of_one_key_for_two_accounts_let_exactly_one_win
 
     async def claim(handle: Ledger, account: str) -> None:
         try:
-            await handle.start("shared", account, None, 1_790_000_000, 1)
+            await handle.start("shared", acct(account), account, None, 1_790_000_000, 1)
         except KeyInUse:
             losers.append(account)
         else:
@@ -267,12 +286,15 @@ def test_handles_opening_a_new_ledger_at_the_same_moment_all_succeed(tmp_path: P
     for trial in range(60):
         path = tmp_path / f"ledger-{trial}.sqlite3"
         barrier = threading.Barrier(8)
+        account = acct("alice")
 
-        def open_and_write(n: int, path: Path = path, barrier: threading.Barrier = barrier) -> None:
+        def open_and_write(
+            n: int, path: Path = path, barrier: threading.Barrier = barrier, account: AccountKey = account
+        ) -> None:
             ledger = Ledger(path)
             try:
                 barrier.wait(timeout=WAIT)
-                ledger._start(f"key-{n}", "alice", None, 1_790_000_000, 1)
+                ledger._start(f"key-{n}", account, "alice", None, 1_790_000_000, 1)
             except BaseException as exc:
                 failures.append(exc)
             finally:

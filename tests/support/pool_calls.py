@@ -12,7 +12,8 @@ import anyio.to_thread
 import pytest
 
 from app_server.config import Settings
-from app_server.rpc.memory import Harness, serve_in_memory
+from app_server.rpc.memory import Harness
+from app_server.server import serve_in_memory
 from app_server.services import Services
 from protocol import ext
 from protocol.jsonrpc import INVALID_REQUEST, RpcError

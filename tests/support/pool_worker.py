@@ -17,8 +17,9 @@ from pathlib import Path
 import anyio
 
 from app_server.pool.accounts import FILE_NAME, AccountsFile
+from app_server.store.base import AccountKey
 from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
-from app_server.store.sqlite import Ledger
+from app_server.store.sqlite import SqliteStore as Ledger
 from protocol import ext
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 
@@ -63,7 +64,9 @@ async def run(data_dir: Path) -> None:
     while True:
         accounts.add(account_id(n), data_dir / "homes" / str(n), f"Account {n}")
         report(f"accounts {n + 1}")
-        await ledger.start(key(n), account_id(n), None, int(time.time()), 1)
+        home = data_dir / "homes" / str(n)
+        home.mkdir(parents=True, exist_ok=True)
+        await ledger.start(key(n), AccountKey(f"home:{home}", home), account_id(n), None, int(time.time()), 1)
         report(f"started {n}")
         await ledger.finish(key(n), response(n), 0)
         report(f"finished {n}")

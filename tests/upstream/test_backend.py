@@ -19,7 +19,7 @@ import pytest
 
 from app_server.config import Settings, Timeouts
 from app_server.rpc.memory import Harness
-from app_server.rpc.memory import initialized as server
+from app_server.server import initialized as server
 from app_server.services import Services
 from app_server.upstream.backend import Endpoints
 from app_server.upstream.payloads import DecodeError, decode_consume, decode_usage

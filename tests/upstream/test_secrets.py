@@ -22,7 +22,8 @@ import anyio
 import pytest
 
 from app_server.config import Settings, Timeouts
-from app_server.rpc.memory import Harness, serve_in_memory
+from app_server.rpc.memory import Harness
+from app_server.server import serve_in_memory
 from app_server.services import Services
 from app_server.upstream.auth import format_last_refresh
 from protocol.jsonrpc import RpcError

@@ -1,0 +1,184 @@
+"""Per-account state that protects money on one machine: the pending marker and the apply lock.
+
+Both live beside the Codex home, in `<CODEX_HOME>/codex-limits/`, named after the upstream account's
+identity (`AccountKey.digest`). Every process that can spend a credit of that account reaches the Codex
+home, whatever its data directory (`CODEX_LIMITS_HOME`) or pool id for it; a ledger can be deleted
+without losing the marker. The marker is written (and fsynced) before the consume call and removed
+only when the attempt's outcome is known.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import anyio
+import filelock
+
+from app_server.store.base import AccountKey, LockTimeout
+
+log = logging.getLogger(__name__)
+
+DIR_NAME: Final = "codex-limits"
+MAX_MARKER_BYTES: Final = 64 * 1024
+_POLL: Final = 0.05
+
+
+class GuardError(Exception):
+    """The marker directory beside the Codex home cannot be used (read-only, not a directory, ...)."""
+
+
+@dataclass(frozen=True)
+class Marker:
+    """An attempt whose outcome is unknown, as recorded beside the Codex home."""
+
+    idempotency_key: str
+    account_id: str
+    credit_id: str | None
+    started_at: int
+
+
+def guard_dir(home: Path) -> Path:
+    return home / DIR_NAME
+
+
+def _marker_path(account: AccountKey) -> Path:
+    return guard_dir(account.home) / f"pending-{account.digest}.json"
+
+
+def lock_path(account: AccountKey) -> Path:
+    """The file lock that one process at a time holds while applying on this upstream account."""
+    return guard_dir(account.home) / f"apply-{account.digest}.lock"
+
+
+def _ensure_dir(account: AccountKey) -> Path:
+    directory = guard_dir(account.home)
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise GuardError(f"cannot create {directory}: {exc.strerror or exc}") from None
+    if not directory.is_dir() or directory.is_symlink():
+        raise GuardError(f"{directory} is not a directory")
+    return directory
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_marker(account: AccountKey, marker: Marker) -> None:
+    """Durably record the pending attempt (atomic replace, fsync of file and directory)."""
+    directory = _ensure_dir(account)
+    data = json.dumps(
+        {
+            "identity": account.identity,
+            "idempotencyKey": marker.idempotency_key,
+            "accountId": marker.account_id,
+            "creditId": marker.credit_id,
+            "startedAt": marker.started_at,
+        },
+        ensure_ascii=False,
+    ).encode("utf-8")
+    path = _marker_path(account)
+    tmp = directory / f".pending-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        _fsync_dir(directory)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise GuardError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def read_marker(account: AccountKey) -> Marker | None:
+    """The pending attempt recorded for this account, if any. A marker that cannot be read or parsed
+    still counts as pending (money first), under a key that tells the operator to look."""
+    path = _marker_path(account)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return Marker(f"<unreadable marker {path}>", "", None, 0)
+    try:
+        raw = os.read(fd, MAX_MARKER_BYTES)
+    finally:
+        os.close(fd)
+    try:
+        data = json.loads(raw)
+        return Marker(
+            idempotency_key=str(data["idempotencyKey"]),
+            account_id=str(data["accountId"]),
+            credit_id=None if data.get("creditId") is None else str(data["creditId"]),
+            started_at=int(data["startedAt"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        log.warning("the pending marker %s is damaged; treating the account as pending", path)
+        return Marker(f"<damaged marker {path}>", "", None, 0)
+
+
+def clear_marker(account: AccountKey, idempotency_key: str) -> None:
+    """Remove the marker if it is the one of `idempotency_key` (a newer attempt's marker stays)."""
+    marker = read_marker(account)
+    if marker is None or marker.idempotency_key != idempotency_key:
+        return
+    path = _marker_path(account)
+    try:
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        log.warning("cannot remove %s: %s", path, exc)
+
+
+class LocalLocks:
+    """The apply lock of each upstream account on this machine: an in-process FIFO lock (so tasks of
+    one process queue fairly) around a file lock beside the Codex home (so processes exclude each
+    other; the kernel releases it when a holder dies)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, anyio.Lock] = {}
+
+    @asynccontextmanager
+    async def hold(self, account: AccountKey, *, wait: float) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(account.identity, anyio.Lock())
+        try:
+            with anyio.fail_after(wait):
+                await lock.acquire()
+        except TimeoutError:
+            raise LockTimeout(wait) from None
+        try:
+            _ensure_dir(account)
+            file_lock = filelock.FileLock(str(lock_path(account)), mode=0o600)
+            with anyio.move_on_after(wait) as scope:
+                while True:
+                    try:
+                        file_lock.acquire(blocking=False)
+                        break
+                    except filelock.Timeout:
+                        await anyio.sleep(_POLL)
+            if scope.cancelled_caught:
+                raise LockTimeout(wait)
+            try:
+                yield
+            finally:
+                file_lock.release()
+        finally:
+            lock.release()
