@@ -113,6 +113,10 @@ class _Target:
         host = str(params.get("host") or params.get("hostaddr") or "localhost")
         password = params.get("password")
         params.setdefault("connect_timeout", str(max(2, math.ceil(connect_timeout))))
+        try:
+            timeout = float(str(params["connect_timeout"]))
+        except ValueError:
+            raise StoreError(f"{_MALFORMED}: connect_timeout is not a number") from None
         params.setdefault("application_name", "codex-limits")
         # Notice a dead server on an idle connection (the lock's connection is idle while held).
         params.setdefault("keepalives", "1")
@@ -126,7 +130,7 @@ class _Target:
             user=user,
             database=str(params.get("dbname") or user),
             password=None if password is None else str(password),
-            connect_timeout=float(params["connect_timeout"]),
+            connect_timeout=timeout,
         )
 
     @property
@@ -318,8 +322,7 @@ class PostgresStore:
                 )
             else:
                 cur = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM applies WHERE account_id = %s ORDER BY started_at DESC, seq DESC "
-                    "LIMIT %s",
+                    f"SELECT {_COLUMNS} FROM applies WHERE account_id = %s ORDER BY started_at DESC, seq DESC LIMIT %s",
                     (account_id, max(0, limit)),
                 )
             rows = await cur.fetchall()
@@ -363,18 +366,32 @@ class PostgresStore:
     async def _apply_lock(self, account: AccountKey, wait: float) -> AsyncIterator[None]:
         key = _advisory_key("apply", account.identity)
         conn = await self._target.connect(autocommit=True)
+        pid = conn.info.backend_pid
         try:
             with self._target.errors():
                 await _acquire(conn, key, wait)
         except BaseException:
             with anyio.CancelScope(shield=True):
+                # Cancelled mid-wait, psycopg drops the connection, but a backend waiting for a lock does
+                # not read its socket: ask the server to end that wait, lest it take the lock for nobody.
+                abandoned = conn.closed or conn.broken
                 await conn.close()
+                if abandoned:
+                    await self._cancel_backend(pid)
             raise
         try:
             yield
         finally:
             with anyio.CancelScope(shield=True):
                 await self._release(conn, key, account)
+
+    async def _cancel_backend(self, pid: int) -> None:
+        with anyio.move_on_after(5):
+            try:
+                async with self._connection() as conn:
+                    await conn.execute("SELECT pg_cancel_backend(%s)", (pid,))
+            except (StoreError, psycopg.Error):
+                pass  # the server will drop the waiter at its lock_timeout, or when it fails to answer
 
     async def _release(self, conn: Connection, key: int, account: AccountKey) -> None:
         held: bool | None = None
@@ -464,7 +481,8 @@ async def _migrate(conn: Connection, target: _Target) -> None:
                 if migration.version > current:
                     await conn.execute(migration.sql.encode())
                     await conn.execute(
-                        "INSERT INTO schema_version (version, name) VALUES (%s, %s)", (migration.version, migration.name)
+                        "INSERT INTO schema_version (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
                     )
                     logger.info("PostgreSQL schema migrated to version %d (%s)", migration.version, migration.name)
     except psycopg.OperationalError as error:
@@ -482,6 +500,8 @@ async def _acquire(conn: Connection, key: int, wait: float) -> None:
         await conn.execute("SELECT set_config(%s, %s, false)", (name, value))
     if conn.info.server_version >= 140000:
         await conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
+        # A waiter whose client went away (cancelled, killed) leaves the lock's queue within a second.
+        await conn.execute("SELECT set_config('client_connection_check_interval', '1s', false)")
     if wait <= 0:
         cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
         row = await cur.fetchone()
