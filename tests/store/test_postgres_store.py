@@ -25,6 +25,7 @@ from app_server.store.postgres import PostgresStore
 from protocol import ext
 from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+from tests.support import postgres as support_postgres
 from tests.support.postgres import PostgresCluster, free_port
 
 pytestmark = pytest.mark.anyio
@@ -650,3 +651,11 @@ async def test_the_password_appears_in_no_message_log_or_repr(
     seen.append(caplog.text)
     assert any("was lost while held" in text for text in seen)
     assert not [text for text in seen if password in text]
+
+
+def test_missing_server_binaries_fail_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(support_postgres.glob, "glob", lambda pattern: [])
+    with pytest.raises(support_postgres.PostgresUnavailable) as raised:
+        support_postgres.PostgresCluster()
+    assert "/usr/lib/postgresql/*/bin/initdb" in str(raised.value)
+    assert ".ci/install-postgres.sh" in str(raised.value)

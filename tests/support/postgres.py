@@ -48,7 +48,9 @@ def find_bin_dir() -> Path:
             version = bin_dir.parent.name
             candidates.append((int(version) if version.isdigit() else 0, bin_dir))
     if not candidates:
-        raise PostgresUnavailable(f"PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): {INSTALL_HINT}")
+        raise PostgresUnavailable(
+            f"PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb): {INSTALL_HINT}"
+        )
     return max(candidates)[1]
 
 
