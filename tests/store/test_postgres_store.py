@@ -4,6 +4,7 @@ errors that are clear and never carry the password."""
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import subprocess
@@ -654,7 +655,7 @@ async def test_the_password_appears_in_no_message_log_or_repr(
 
 
 def test_missing_server_binaries_fail_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(support_postgres.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
     with pytest.raises(support_postgres.PostgresUnavailable) as raised:
         support_postgres.PostgresCluster()
     assert "/usr/lib/postgresql/*/bin/initdb" in str(raised.value)
