@@ -22,8 +22,11 @@ dies (at once for a dead process, whose kernel closes the socket; within about a
 machine, through the TCP keepalives set on that connection); a lease row would instead need a clock, a
 renewal task and fencing tokens checked on every write, for no gain here, because what guards the money
 is the pending attempt committed before the consume, which the next holder sees and refuses to spend
-past. The wait is PostgreSQL's own (`lock_timeout`), so a waiter is woken the moment the lock is released,
-without polling; `wait <= 0` tries once (`pg_try_advisory_lock`).
+past. The wait is PostgreSQL's own (`lock_timeout` on a blocking `pg_advisory_lock`) rather than a loop of
+`pg_try_advisory_lock`: a waiter is woken the moment the lock is released, and nothing polls the server;
+`wait <= 0` tries once. A waiter cancelled mid-wait is taken out of the lock's queue at once
+(`pg_cancel_backend` on its backend, and `client_connection_check_interval` on PostgreSQL 14+), so it never
+takes the lock for nobody.
 
 Errors: an unreachable server, a malformed URL, refused credentials and a schema newer than the code
 raise `StoreError`, naming host:port and never the password; so does a connection lost later on. The
@@ -80,10 +83,29 @@ def _advisory_key(namespace: str, name: str) -> int:
 
 _MIGRATION_LOCK: Final = _advisory_key("migrations", "schema")
 
-_COLUMNS: Final = (
+_RECORD_COLUMNS: Final = (
     "idempotency_key, account_id, credit_id, status, outcome, error, started_at, finished_at, "
-    "available_before, available_after, response_json, identity"
+    "available_before, available_after"
 )
+_COLUMNS: Final = f"{_RECORD_COLUMNS}, response_json, identity"
+_PENDING_QUERY: Final = f"""
+SELECT {_RECORD_COLUMNS} FROM (
+    SELECT {_RECORD_COLUMNS}, seq FROM applies
+    WHERE identity = %(i)s AND status = 'pending' AND idempotency_key IS DISTINCT FROM %(x)s
+  UNION ALL
+    SELECT {", ".join(f"a.{c.strip()}" for c in _RECORD_COLUMNS.split(","))}, a.seq
+    FROM pending_markers m JOIN applies a ON a.idempotency_key = m.idempotency_key
+    WHERE m.identity = %(i)s AND a.identity <> %(i)s AND a.status = 'pending'
+      AND m.idempotency_key IS DISTINCT FROM %(x)s
+  UNION ALL
+    SELECT m.idempotency_key, m.account_id, NULL, 'pending', NULL, NULL, m.started_at, NULL, NULL, NULL, NULL
+    FROM pending_markers m
+    WHERE m.identity = %(i)s AND m.idempotency_key IS DISTINCT FROM %(x)s
+      AND NOT EXISTS (SELECT 1 FROM applies a WHERE a.idempotency_key = m.idempotency_key)
+) candidates
+ORDER BY started_at DESC, seq DESC NULLS LAST
+LIMIT 1
+"""
 _MALFORMED: Final = "the PostgreSQL URL is malformed (expected postgresql://user:password@host:port/database)"
 
 
@@ -318,44 +340,25 @@ class PostgresStore:
         async with self._connection() as conn:
             if account_id is None:
                 cur = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM applies ORDER BY started_at DESC, seq DESC LIMIT %s", (max(0, limit),)
+                    f"SELECT {_RECORD_COLUMNS} FROM applies ORDER BY started_at DESC, seq DESC LIMIT %s",
+                    (max(0, limit),),
                 )
             else:
                 cur = await conn.execute(
-                    f"SELECT {_COLUMNS} FROM applies WHERE account_id = %s ORDER BY started_at DESC, seq DESC LIMIT %s",
+                    f"SELECT {_RECORD_COLUMNS} FROM applies WHERE account_id = %s "
+                    "ORDER BY started_at DESC, seq DESC LIMIT %s",
                     (account_id, max(0, limit)),
                 )
             rows = await cur.fetchall()
-        return [_attempt(row).record for row in rows]
+        return [_record(row) for row in rows]
 
     async def pending(self, account: AccountKey, *, exclude: str | None = None) -> ApplyRecord | None:
-        # A pending row charged to this identity, or named by its marker; else the marker alone (its row gone).
+        # One round trip: a pending row charged to this identity, a pending row its marker names (a retry
+        # from another identity), or the marker alone when its row is gone; the latest of them.
         async with self._connection() as conn:
-            cur = await conn.execute(
-                f"SELECT {_COLUMNS} FROM applies WHERE status = 'pending' AND idempotency_key IS DISTINCT FROM %(x)s "
-                "AND (identity = %(i)s OR idempotency_key IN "
-                "(SELECT idempotency_key FROM pending_markers WHERE identity = %(i)s)) "
-                "ORDER BY started_at DESC, seq DESC LIMIT 1",
-                {"i": account.identity, "x": exclude},
-            )
+            cur = await conn.execute(_PENDING_QUERY, {"i": account.identity, "x": exclude})
             row = await cur.fetchone()
-            if row is not None:
-                return _attempt(row).record
-            cur = await conn.execute(
-                "SELECT m.idempotency_key, m.account_id, m.started_at FROM pending_markers m "
-                "WHERE m.identity = %s AND m.idempotency_key IS DISTINCT FROM %s "
-                "AND NOT EXISTS (SELECT 1 FROM applies a WHERE a.idempotency_key = m.idempotency_key)",
-                (account.identity, exclude),
-            )
-            marker = await cur.fetchone()
-        if marker is None:
-            return None
-        return ApplyRecord(
-            idempotency_key=str(marker[0]),
-            account_id=str(marker[1]),
-            status=ApplyStatus.PENDING,
-            started_at=int(marker[2]),
-        )
+        return None if row is None else _record(row)
 
     # The apply lock.
 
@@ -430,7 +433,8 @@ class PostgresStore:
             )
 
     async def usage_history(self, account_id: str, *, since: int | None, limit: int) -> list[UsageSample]:
-        """The newest `limit` samples at or after `since`, oldest first."""
+        """The newest `limit` samples at or after `since`, oldest first. (A sample is keyed by account,
+        limit, window and second: recording one twice keeps the later values.)"""
         async with self._connection() as conn:
             cur = await conn.execute(
                 "SELECT account_id, limit_id, window_name, taken_at, used_percent, window_minutes, resets_at "
@@ -530,8 +534,14 @@ async def _clear_marker(conn: Connection, key: str) -> None:
 
 
 def _attempt(row: tuple[Any, ...]) -> Attempt:
-    (key, account_id, credit_id, status, outcome, error, started, finished, before, after, response, identity) = row
-    record = ApplyRecord(
+    response, identity = row[10], row[11]
+    parsed = None if response is None else AccountPoolApplyResponse.model_validate_json(str(response))
+    return Attempt(_record(row[:10]), parsed, None if identity is None else str(identity))
+
+
+def _record(row: tuple[Any, ...]) -> ApplyRecord:
+    (key, account_id, credit_id, status, outcome, error, started, finished, before, after) = row
+    return ApplyRecord(
         idempotency_key=str(key),
         account_id=str(account_id),
         credit_id=None if credit_id is None else str(credit_id),
@@ -543,5 +553,3 @@ def _attempt(row: tuple[Any, ...]) -> Attempt:
         available_before=None if before is None else int(before),
         available_after=None if after is None else int(after),
     )
-    parsed = None if response is None else AccountPoolApplyResponse.model_validate_json(str(response))
-    return Attempt(record, parsed, None if identity is None else str(identity))

@@ -267,6 +267,22 @@ async def test_pending_returns_the_latest_attempt_and_honours_exclude(store: Pos
     assert gone is None
 
 
+async def test_a_retry_under_another_identity_is_pending_for_both(store: PostgresStore, pg_url: str) -> None:
+    # The home of pool account "alice" was logged in to another upstream account between two attempts.
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
+        await store.fail("k1", "ambiguous", 1_790_000_010, keep_pending=True)
+        await store.start("k1", BOB, "alice", None, 1_790_000_020, 2)
+        for_alice = await store.pending(ALICE)
+        for_bob = await store.pending(BOB)
+        await store.finish("k1", response("alice"), 1)
+        after = [await store.pending(ALICE), await store.pending(BOB)]
+        marks = [await marker(pg_url, ALICE.identity), await marker(pg_url, BOB.identity)]
+    assert for_alice is not None and for_alice.idempotency_key == "k1"
+    assert for_bob is not None and for_bob.idempotency_key == "k1"
+    assert after == [None, None] and marks == [None, None]
+
+
 async def test_the_marker_alone_reports_a_pending_attempt(store: PostgresStore, pg_url: str) -> None:
     with anyio.fail_after(WAIT):
         await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)

@@ -16,6 +16,7 @@ Fixtures (import them into a conftest.py):
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import itertools
@@ -98,6 +99,7 @@ class PostgresCluster:
 
     def start(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="codex-limits-pg-"))
+        atexit.register(self.stop)  # a session ended without its fixture teardown leaves no server behind
         self.socket_dir.mkdir()
         password_file = self.root / "password"
         password_file.write_text(self.password + "\n")
