@@ -41,7 +41,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -113,11 +113,11 @@ _MALFORMED: Final = "the PostgreSQL URL is malformed (expected postgresql://user
 class _Target:
     """The parsed URL: the conninfo to connect with, and what may be shown of it."""
 
-    conninfo: str
+    conninfo: str = field(repr=False)  # carries the password
     where: str  # host:port
     user: str
     database: str
-    password: str | None
+    password: str | None = field(repr=False)
     connect_timeout: float
 
     @classmethod

@@ -643,6 +643,7 @@ async def test_the_password_appears_in_no_message_log_or_repr(
         store = await PostgresStore.open(pg_url)
         seen.append(repr(store))
         seen.append(str(store))
+        seen.append(repr(vars(store)))  # what a traceback with locals would show
         await store.start("k1", ALICE, "alice", None, 100, 1)
         await query(
             pg_url,
