@@ -1,0 +1,679 @@
+"""The PostgreSQL store against a real server: the ledger's rules, pending markers by upstream identity, the
+apply lock across "machines" (separate store instances and processes), usage history, migrations, and
+errors that are clear and never carry the password."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import psycopg
+import pytest
+
+from app_server.store.base import AccountKey, KeyInUse, LockTimeout, Store, StoreError, UsageSample
+from app_server.store.migrations_pg import LATEST, MIGRATIONS
+from app_server.store.postgres import PostgresStore
+from protocol import ext
+from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
+from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+from tests.support import postgres as support_postgres
+from tests.support.postgres import PostgresCluster, free_port
+
+pytestmark = pytest.mark.anyio
+
+WAIT = 20.0
+ROOT = Path(__file__).resolve().parents[2]
+
+ALICE = AccountKey("chatgpt:acct-a:user-a", Path("/homes/alice"))
+BOB = AccountKey("chatgpt:acct-b:user-b", Path("/homes/bob"))
+
+
+def summary(account_id: str, available: int | None) -> ext.AccountSummary:
+    return ext.AccountSummary(
+        account_id=account_id,
+        label=account_id,
+        codex_home=f"/homes/{account_id}",
+        status=ext.AccountStatus.ACTIVE,
+        reset_credits=None if available is None else ext.ResetCreditsOverview(available_count=available),
+        reset_action=ext.ResetAction(enabled=True, warning=ext.APPLY_WARNING),
+    )
+
+
+def response(
+    account_id: str, outcome: Outcome = Outcome.RESET, *, applied_at: int = 1_790_000_100
+) -> AccountPoolApplyResponse:
+    return AccountPoolApplyResponse(
+        outcome=outcome, before=summary(account_id, 2), after=summary(account_id, 1), applied_at=applied_at
+    )
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    with anyio.fail_after(WAIT):
+        opened = await PostgresStore.open(pg_url)
+    yield opened
+    with anyio.fail_after(WAIT):
+        await opened.aclose()
+
+
+async def query(url: str, sql: Any, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+    """One statement on a connection of its own (the test's view of the database)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(sql, params)
+        return await cur.fetchall() if cur.description else []
+
+
+async def marker(url: str, identity: str) -> tuple[Any, ...] | None:
+    rows = await query(
+        url, "SELECT idempotency_key, account_id, started_at FROM pending_markers WHERE identity = %s", (identity,)
+    )
+    return rows[0] if rows else None
+
+
+async def attempts(url: str, key: str) -> int:
+    rows = await query(url, "SELECT attempts FROM applies WHERE idempotency_key = %s", (key,))
+    return int(rows[0][0])
+
+
+def texts(error: BaseException) -> str:
+    return "\n".join((str(error), repr(error), "".join(traceback.format_exception(error))))
+
+
+# The ledger.
+
+
+async def test_it_is_a_store(store: PostgresStore) -> None:
+    typed: Store = store
+    assert typed is store
+    assert repr(store).startswith("PostgresStore('postgresql://postgres@127.0.0.1:")
+
+
+async def test_start_records_a_pending_attempt_and_the_marker(store: PostgresStore, pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        assert await store.get("k1") is None
+        assert await store.pending(ALICE) is None
+        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_000, 2)
+        attempt = await store.get("k1")
+        pending = await store.pending(ALICE)
+        mark = await marker(pg_url, ALICE.identity)
+    assert attempt is not None and attempt.response is None
+    assert attempt.identity == ALICE.identity
+    assert attempt.record == ApplyRecord(
+        idempotency_key="k1",
+        account_id="alice",
+        credit_id="credit-1",
+        status=ApplyStatus.PENDING,
+        started_at=1_790_000_000,
+        available_before=2,
+    )
+    assert pending == attempt.record
+    assert mark == ("k1", "alice", 1_790_000_000)
+
+
+async def test_finish_records_the_outcome_once_and_clears_the_marker(store: PostgresStore, pg_url: str) -> None:
+    first = response("alice", Outcome.RESET, applied_at=1_790_000_100)
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_000, 2)
+        await store.finish("k1", first, 1)
+        await store.finish("k1", response("alice", Outcome.NO_CREDIT, applied_at=1_790_000_200), 0)
+        await store.fail("k1", "late failure", 1_790_000_300, keep_pending=False)
+        attempt = await store.get("k1")
+        pending = await store.pending(ALICE)
+        mark = await marker(pg_url, ALICE.identity)
+    assert attempt is not None
+    assert attempt.status is ApplyStatus.FINISHED
+    assert attempt.response == first
+    assert attempt.record.outcome is Outcome.RESET
+    assert attempt.record.finished_at == 1_790_000_100
+    assert attempt.record.available_after == 1
+    assert attempt.record.error is None
+    assert pending is None and mark is None
+
+
+async def test_fail_keep_pending_keeps_the_attempt_and_the_marker(store: PostgresStore, pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
+        await store.fail("k1", "timed out reading the answer", 1_790_000_050, keep_pending=True)
+        attempt = await store.get("k1")
+        pending = await store.pending(ALICE)
+        mark = await marker(pg_url, ALICE.identity)
+    assert attempt is not None
+    assert attempt.status is ApplyStatus.PENDING
+    assert attempt.record.error == "timed out reading the answer"
+    assert attempt.record.finished_at is None
+    assert pending == attempt.record
+    assert mark == ("k1", "alice", 1_790_000_000)
+
+
+async def test_fail_proved_not_spent_clears_the_marker(store: PostgresStore, pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
+        await store.fail("k1", "401 from upstream", 1_790_000_050, keep_pending=False)
+        attempt = await store.get("k1")
+        pending = await store.pending(ALICE)
+        mark = await marker(pg_url, ALICE.identity)
+    assert attempt is not None
+    assert attempt.status is ApplyStatus.FAILED
+    assert attempt.record.error == "401 from upstream"
+    assert attempt.record.finished_at == 1_790_000_050
+    assert pending is None and mark is None
+
+
+async def test_a_retry_counts_attempts_and_keeps_the_first_start(store: PostgresStore, pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_000, 2)
+        await store.fail("k1", "ambiguous", 1_790_000_010, keep_pending=True)
+        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_020, 5)
+        assert await attempts(pg_url, "k1") == 2
+        await store.fail("k1", "refused", 1_790_000_030, keep_pending=False)
+        assert await marker(pg_url, ALICE.identity) is None
+        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_040, 7)
+        attempt = await store.get("k1")
+        count = await attempts(pg_url, "k1")
+        mark = await marker(pg_url, ALICE.identity)
+    assert count == 3
+    assert attempt is not None
+    assert attempt.status is ApplyStatus.PENDING
+    assert attempt.record.started_at == 1_790_000_000
+    assert attempt.record.available_before == 2
+    assert attempt.record.error is None and attempt.record.finished_at is None
+    assert mark == ("k1", "alice", 1_790_000_000)
+
+
+async def test_a_key_of_another_account_is_in_use(store: PostgresStore) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
+        with pytest.raises(KeyInUse) as raised:
+            await store.start("k1", BOB, "bob", None, 1_790_000_010, 2)
+        attempt = await store.get("k1")
+    assert (raised.value.key, raised.value.account_id, raised.value.status) == ("k1", "alice", ApplyStatus.PENDING)
+    assert attempt is not None and attempt.record.account_id == "alice"
+    assert await store.pending(BOB) is None
+
+
+async def test_a_finished_key_is_in_use(store: PostgresStore, pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
+        await store.finish("k1", response("alice"), 1)
+        with pytest.raises(KeyInUse) as raised:
+            await store.start("k1", ALICE, "alice", None, 1_790_000_010, 2)
+        count = await attempts(pg_url, "k1")
+        mark = await marker(pg_url, ALICE.identity)
+    assert raised.value.status is ApplyStatus.FINISHED
+    assert count == 1 and mark is None
+
+
+async def test_two_machines_racing_for_one_key_one_wins(pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        stores = [await PostgresStore.open(pg_url) for _ in range(2)]
+        outcomes: list[str] = []
+
+        async def claim(index: int) -> None:
+            account, name = (ALICE, "alice") if index == 0 else (BOB, "bob")
+            try:
+                await stores[index].start("k1", account, name, None, 1_790_000_000, 1)
+                outcomes.append("started")
+            except KeyInUse:
+                outcomes.append("in use")
+
+        async with anyio.create_task_group() as group:
+            for index in range(2):
+                group.start_soon(claim, index)
+        for opened in stores:
+            await opened.aclose()
+    assert sorted(outcomes) == ["in use", "started"]
+
+
+async def test_pending_is_found_by_identity_from_an_alias_account_id(store: PostgresStore) -> None:
+    alias = AccountKey(ALICE.identity, Path("/other/machine/home"))
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice-laptop", None, 1_790_000_000, 2)
+        found = await store.pending(alias)
+        excluded = await store.pending(alias, exclude="k1")
+        other = await store.pending(BOB)
+        by_pool_id = await store.history("alice-laptop", 10)
+    assert found is not None and found.idempotency_key == "k1" and found.account_id == "alice-laptop"
+    assert excluded is None
+    assert other is None
+    assert [record.idempotency_key for record in by_pool_id] == ["k1"]
+
+
+async def test_pending_returns_the_latest_attempt_and_honours_exclude(store: PostgresStore, pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("old", ALICE, "alice", None, 1_790_000_000, 2)
+        await store.start("new", ALICE, "alice-alias", None, 1_790_000_100, 2)
+        latest = await store.pending(ALICE)
+        other = await store.pending(ALICE, exclude="new")
+        await store.finish("new", response("alice-alias"), 1)
+        # The marker moves to the attempt still pending, as long as there is one.
+        mark = await marker(pg_url, ALICE.identity)
+        after = await store.pending(ALICE)
+        await store.fail("old", "refused", 1_790_000_200, keep_pending=False)
+        gone = await marker(pg_url, ALICE.identity)
+    assert latest is not None and latest.idempotency_key == "new"
+    assert other is not None and other.idempotency_key == "old"
+    assert mark == ("old", "alice", 1_790_000_000)
+    assert after is not None and after.idempotency_key == "old"
+    assert gone is None
+
+
+async def test_a_retry_under_another_identity_is_pending_for_both(store: PostgresStore, pg_url: str) -> None:
+    # The home of pool account "alice" was logged in to another upstream account between two attempts.
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
+        await store.fail("k1", "ambiguous", 1_790_000_010, keep_pending=True)
+        await store.start("k1", BOB, "alice", None, 1_790_000_020, 2)
+        for_alice = await store.pending(ALICE)
+        for_bob = await store.pending(BOB)
+        await store.finish("k1", response("alice"), 1)
+        after = [await store.pending(ALICE), await store.pending(BOB)]
+        marks = [await marker(pg_url, ALICE.identity), await marker(pg_url, BOB.identity)]
+    assert for_alice is not None and for_alice.idempotency_key == "k1"
+    assert for_bob is not None and for_bob.idempotency_key == "k1"
+    assert after == [None, None] and marks == [None, None]
+
+
+async def test_the_marker_alone_reports_a_pending_attempt(store: PostgresStore, pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
+        await store.fail("k1", "ambiguous", 1_790_000_010, keep_pending=True)
+        await query(pg_url, "DELETE FROM applies WHERE idempotency_key = 'k1'")
+        found = await store.pending(ALICE)
+        excluded = await store.pending(ALICE, exclude="k1")
+        await store.finish("k1", response("alice"), 1)
+        cleared = await store.pending(ALICE)
+    assert found == ApplyRecord(
+        idempotency_key="k1", account_id="alice", status=ApplyStatus.PENDING, started_at=1_790_000_000
+    )
+    assert excluded is None
+    assert cleared is None
+
+
+async def test_history_is_newest_first_filtered_and_limited(store: PostgresStore) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("a1", ALICE, "alice", None, 100, 3)
+        await store.start("b1", BOB, "bob", None, 200, 3)
+        await store.start("a2", ALICE, "alice", None, 300, 3)
+        await store.start("a3", ALICE, "alice", None, 300, 3)  # same second: the later write first
+        everything = await store.history(None, 100)
+        alice = await store.history("alice", 2)
+        nobody = await store.history("carol", 10)
+        none = await store.history(None, 0)
+    assert [r.idempotency_key for r in everything] == ["a3", "a2", "b1", "a1"]
+    assert [r.idempotency_key for r in alice] == ["a3", "a2"]
+    assert nobody == [] and none == []
+
+
+# The apply lock.
+
+
+async def advisory_locks(url: str, *, granted: bool) -> list[int]:
+    rows = await query(
+        url,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted = %s "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        (granted,),
+    )
+    return [int(row[0]) for row in rows]
+
+
+async def until(condition: Any) -> None:
+    """Poll a condition on the server (the caller bounds the wait with `fail_after`)."""
+    # The state polled (a backend queued on a lock) lives on the server: no event of ours can signal it.
+    while not await condition():  # noqa: ASYNC110
+        await anyio.sleep(0.02)
+
+
+async def test_the_lock_excludes_another_machine_until_released(pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        one, two = await PostgresStore.open(pg_url), await PostgresStore.open(pg_url)
+        release = anyio.Event()
+        held = anyio.Event()
+        acquired_by_two = anyio.Event()
+
+        async def hold() -> None:
+            async with one.apply_lock(ALICE, wait=5):
+                held.set()
+                await release.wait()
+
+        async def wait_for_it() -> None:
+            async with two.apply_lock(ALICE, wait=15):
+                acquired_by_two.set()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold)
+            await held.wait()
+            with pytest.raises(LockTimeout):
+                async with two.apply_lock(ALICE, wait=0.2):
+                    pass
+            with pytest.raises(LockTimeout):
+                async with two.apply_lock(ALICE, wait=0):
+                    pass
+            async with two.apply_lock(BOB, wait=0):  # another upstream account is free
+                pass
+            group.start_soon(wait_for_it)
+
+            async def waiting() -> bool:
+                return len(await advisory_locks(pg_url, granted=False)) == 1
+
+            await until(waiting)
+            assert not acquired_by_two.is_set()
+            release.set()
+            await acquired_by_two.wait()
+        assert await advisory_locks(pg_url, granted=True) == []
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_one_process_two_tasks_exclude_each_other(store: PostgresStore) -> None:
+    inside = 0
+    most = 0
+
+    async def apply() -> None:
+        nonlocal inside, most
+        async with store.apply_lock(ALICE, wait=15):
+            inside += 1
+            most = max(most, inside)
+            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
+            inside -= 1
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as group:
+            for _ in range(4):
+                group.start_soon(apply)
+    assert most == 1
+
+
+async def test_lock_timeout_names_the_wait(store: PostgresStore, pg_url: str) -> None:
+    other = await PostgresStore.open(pg_url)
+    try:
+        with anyio.fail_after(WAIT):
+            async with store.apply_lock(ALICE, wait=1):
+                started = time.monotonic()
+                with pytest.raises(LockTimeout) as raised:
+                    async with other.apply_lock(ALICE, wait=0.3):
+                        pass
+                elapsed = time.monotonic() - started
+                assert await advisory_locks(pg_url, granted=False) == []  # the waiter left
+    finally:
+        await other.aclose()
+    assert raised.value.waited == 0.3
+    assert str(raised.value) == "waited 0.3 s for the apply lock"
+    assert 0.25 <= elapsed < 5
+
+
+async def test_a_cancelled_waiter_leaves_no_lock_behind(store: PostgresStore, pg_url: str) -> None:
+    other = await PostgresStore.open(pg_url)
+    try:
+        with anyio.fail_after(WAIT):
+            async with store.apply_lock(ALICE, wait=1):
+                async with anyio.create_task_group() as group:
+
+                    async def wait_long() -> None:
+                        async with other.apply_lock(ALICE, wait=60):
+                            pytest.fail("acquired a held lock")
+
+                    group.start_soon(wait_long)
+
+                    async def waiting() -> bool:
+                        return len(await advisory_locks(pg_url, granted=False)) == 1
+
+                    await until(waiting)
+                    group.cancel_scope.cancel()
+
+                async def no_waiter() -> bool:
+                    return await advisory_locks(pg_url, granted=False) == []
+
+                await until(no_waiter)
+            async with other.apply_lock(ALICE, wait=5):
+                pass
+    finally:
+        await other.aclose()
+
+
+async def test_a_terminated_holder_connection_releases_the_lock(pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="app_server.store.postgres")
+    with anyio.fail_after(WAIT):
+        one, two = await PostgresStore.open(pg_url), await PostgresStore.open(pg_url)
+        held, release = anyio.Event(), anyio.Event()
+
+        async def hold() -> None:
+            async with one.apply_lock(ALICE, wait=5):
+                held.set()
+                await release.wait()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(hold)
+            await held.wait()
+            [holder] = await advisory_locks(pg_url, granted=True)
+            await query(pg_url, "SELECT pg_terminate_backend(%s)", (holder,))
+            async with two.apply_lock(ALICE, wait=10):
+                pass
+            release.set()
+        await one.aclose()
+        await two.aclose()
+    assert any("was lost while held" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_killed_holder_process_releases_the_lock(pg_url: str, store: PostgresStore) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with anyio.fail_after(WAIT + 10):
+        async with await anyio.open_process(
+            [sys.executable, "-m", "tests.store.lock_worker", ALICE.identity],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+            env=env,
+        ) as worker:
+            assert worker.stdin is not None and worker.stdout is not None
+            await worker.stdin.send(f"{pg_url}\n".encode())
+            said = b""
+            while b"\n" not in said:
+                said += await worker.stdout.receive()
+            assert said.strip() == b"locked"
+            with pytest.raises(LockTimeout):
+                async with store.apply_lock(ALICE, wait=0):
+                    pass
+            worker.kill()
+            assert await worker.wait() == -9
+            async with store.apply_lock(ALICE, wait=15):
+                pass
+
+
+# Usage history.
+
+
+def sample(
+    taken_at: int, used: int, *, account: str = "alice", limit_id: str = "codex", window: str = "primary"
+) -> UsageSample:
+    return UsageSample(account, limit_id, window, taken_at, used, 300, taken_at + 3600)
+
+
+async def test_usage_history_is_oldest_first(store: PostgresStore) -> None:
+    samples = [sample(100, 10), sample(100, 20, window="secondary"), sample(200, 15), sample(300, 30, account="bob")]
+    with anyio.fail_after(WAIT):
+        await store.record_usage(samples)
+        await store.record_usage([])
+        alice = await store.usage_history("alice", since=None, limit=100)
+        since = await store.usage_history("alice", since=200, limit=100)
+        newest = await store.usage_history("alice", since=None, limit=2)
+        bob = await store.usage_history("bob", since=None, limit=100)
+    assert alice == samples[:3]
+    assert since == [samples[2]]
+    assert newest == [samples[1], samples[2]]  # the newest two, still oldest first
+    assert bob == [samples[3]]
+
+
+async def test_usage_sample_recorded_twice_is_kept_once(store: PostgresStore) -> None:
+    with anyio.fail_after(WAIT):
+        await store.record_usage([sample(100, 10)])
+        await store.record_usage([sample(100, 11)])
+        history = await store.usage_history("alice", since=None, limit=10)
+    assert history == [sample(100, 11)]
+
+
+async def test_prune_usage_drops_older_samples(store: PostgresStore) -> None:
+    with anyio.fail_after(WAIT):
+        await store.record_usage([sample(100, 1), sample(200, 2), sample(300, 3, account="bob")])
+        dropped = await store.prune_usage(250)
+        again = await store.prune_usage(250)
+        left = await store.usage_history("alice", since=None, limit=10)
+    assert (dropped, again) == (2, 0)
+    assert left == []
+    assert await store.usage_history("bob", since=None, limit=10) == [sample(300, 3, account="bob")]
+
+
+# Migrations.
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert len(MIGRATIONS) == LATEST
+
+
+async def test_a_fresh_database_gets_every_migration_once(pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as group:  # several services starting at once
+            opened: list[PostgresStore] = []
+
+            async def open_one() -> None:
+                opened.append(await PostgresStore.open(pg_url))
+
+            for _ in range(4):
+                group.start_soon(open_one)
+        for one in opened:
+            await one.aclose()
+        again = await PostgresStore.open(pg_url)  # idempotent re-open
+        await again.aclose()
+        versions = await query(pg_url, "SELECT version FROM schema_version ORDER BY version")
+        tables = await query(
+            pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
+        )
+    assert [v for (v,) in versions] == [m.version for m in MIGRATIONS]
+    assert [t for (t,) in tables] == ["applies", "pending_markers", "schema_version", "usage_samples"]
+
+
+async def test_a_newer_schema_is_refused(pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        first = await PostgresStore.open(pg_url)
+        await first.aclose()
+        await query(pg_url, "INSERT INTO schema_version (version, name) VALUES (%s, 'from the future')", (LATEST + 1,))
+        with pytest.raises(StoreError) as raised:
+            await PostgresStore.open(pg_url)
+    assert str(raised.value) == (
+        f"the database schema is version {LATEST + 1}, newer than this codex-limits ({LATEST}); upgrade codex-limits"
+    )
+
+
+# Errors, and the password.
+
+
+async def test_a_lost_connection_is_replaced(store: PostgresStore, pg_url: str) -> None:
+    with anyio.fail_after(WAIT):
+        await store.start("k1", ALICE, "alice", None, 100, 1)
+        await query(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'codex-limits' AND pid <> pg_backend_pid()",
+        )
+        history = await store.history(None, 10)
+    assert [r.idempotency_key for r in history] == ["k1"]
+
+
+async def test_an_unreachable_server_is_a_clear_error_within_seconds(postgres_cluster: PostgresCluster) -> None:
+    port = free_port()
+    url = f"postgresql://postgres:{postgres_cluster.password}@127.0.0.1:{port}/postgres"
+    started = time.monotonic()
+    with anyio.fail_after(WAIT), pytest.raises(StoreError) as raised:
+        await PostgresStore.open(url, connect_timeout=3)
+    assert time.monotonic() - started < 5
+    assert str(raised.value).startswith(f"cannot reach PostgreSQL at 127.0.0.1:{port}: ")
+    assert postgres_cluster.password not in texts(raised.value)
+
+
+async def test_wrong_credentials_and_missing_database_are_clear_errors(postgres_cluster: PostgresCluster) -> None:
+    wrong = "wrong-" + postgres_cluster.password
+    with anyio.fail_after(WAIT):
+        with pytest.raises(StoreError) as refused:
+            await PostgresStore.open(postgres_cluster.url(password=wrong))
+        with pytest.raises(StoreError) as missing:
+            await PostgresStore.open(postgres_cluster.url("no_such_database"))
+    where = f"127.0.0.1:{postgres_cluster.port}"
+    assert str(refused.value) == f"PostgreSQL at {where} refused the credentials of user 'postgres'"
+    assert str(missing.value) == f'PostgreSQL at {where}: database "no_such_database" does not exist'
+    for error in (refused.value, missing.value):
+        assert wrong not in texts(error) and postgres_cluster.password not in texts(error)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:my secret@127.0.0.1:5432/db",
+        "postgresql://postgres:my%ZZsecret@127.0.0.1:5432/db",
+        "postgresql://postgres:mysecret@127.0.0.1:notaport/db",
+        "host=127.0.0.1 password=mysecret garbage",
+        "mysql://root:mysecret@127.0.0.1/db",
+    ],
+)
+async def test_a_malformed_url_is_a_clear_error_without_the_password(url: str) -> None:
+    with anyio.fail_after(WAIT), pytest.raises(StoreError) as raised:
+        await PostgresStore.open(url)
+    assert str(raised.value).startswith("the PostgreSQL URL is malformed")
+    assert "secret" not in texts(raised.value)
+
+
+async def test_the_password_appears_in_no_message_log_or_repr(
+    postgres_cluster: PostgresCluster, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    password = postgres_cluster.password
+    seen: list[str] = []
+    with anyio.fail_after(WAIT):
+        store = await PostgresStore.open(pg_url)
+        seen.append(repr(store))
+        seen.append(str(store))
+        seen.append(repr(vars(store)))  # what a traceback with locals would show
+        await store.start("k1", ALICE, "alice", None, 100, 1)
+        await query(
+            pg_url,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'codex-limits' AND pid <> pg_backend_pid()",
+        )
+        seen.append(repr(await store.history(None, 10)))
+        async with store.apply_lock(ALICE, wait=1):
+            [holder] = await advisory_locks(pg_url, granted=True)
+            await query(pg_url, "SELECT pg_terminate_backend(%s)", (holder,))
+        await store.aclose()
+        for url in (
+            postgres_cluster.url(password="x" + password),
+            f"postgresql://postgres:{password}@127.0.0.1:{free_port()}/postgres",
+            f"postgresql://postgres:{password} x@127.0.0.1:1/postgres",
+            postgres_cluster.url("missing_db"),
+        ):
+            with pytest.raises(StoreError) as raised:
+                await PostgresStore.open(url, connect_timeout=3)
+            seen.append(texts(raised.value))
+    seen.extend(record.getMessage() for record in caplog.records)
+    seen.extend(record.exc_text or "" for record in caplog.records)
+    seen.append(caplog.text)
+    assert any("was lost while held" in text for text in seen)
+    assert not [text for text in seen if password in text]
+
+
+def test_missing_server_binaries_fail_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    with pytest.raises(support_postgres.PostgresUnavailable) as raised:
+        support_postgres.PostgresCluster()
+    assert "/usr/lib/postgresql/*/bin/initdb" in str(raised.value)
+    assert ".ci/install-postgres.sh" in str(raised.value)
