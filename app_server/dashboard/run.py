@@ -68,6 +68,13 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
     return token, False
 
 
+def non_loopback_message(host: str) -> str:
+    return (
+        f"{host or '*'} is not a loopback address: serving the dashboard there needs --token-file FILE "
+        "(the admin token; created with mode 0600 if missing). The connection is plain HTTP."
+    )
+
+
 def _url_host(host: str) -> str:
     if host in WILDCARDS:
         return "127.0.0.1"
@@ -117,10 +124,7 @@ async def serve_dashboard(
     err = stderr or sys.stderr
     loopback = is_loopback(host)
     if not loopback and token_file is None:
-        raise DashboardError(
-            f"{host or '*'} is not a loopback address: serving the dashboard there needs --token-file FILE "
-            "(the admin token; created with mode 0600 if missing). The connection is plain HTTP."
-        )
+        raise DashboardError(non_loopback_message(host))
     if token_file is not None:
         token, created = read_or_create_token(token_file)
         if created:
@@ -198,6 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if not 0 <= args.port <= 65535:
         print("codex-limits: --port must be 0..65535", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and args.token_file is None:
+        print(f"codex-limits: {non_loopback_message(args.host)}", file=sys.stderr)
         return 2
     try:
         anyio.run(_main, args)

@@ -76,7 +76,9 @@
       case null: return "";
       case "noCredit": return "Cannot apply: no saved reset available.";
       case "reauthRequired":
-        return `Cannot apply: this account must sign in again (CODEX_HOME=${summary.codexHome} codex login).`;
+        return summary.error
+          ? "Cannot apply: this account must sign in again (see above)."
+          : `Cannot apply: this account must sign in again: run CODEX_HOME=${summary.codexHome} codex login`;
       case "unsupported": return "Cannot apply: upstream cannot apply resets for this account.";
       case "unavailable": return "Cannot apply: the account could not be read just now. Try Refresh.";
       case "pendingApply":
@@ -118,7 +120,8 @@
     list.replaceChildren();
     const rows = windowsOf(summary);
     if (rows.length === 0) {
-      list.append(el("li", { class: "muted", text: "No usage data." }));
+      list.append(el("li", { class: "muted", text: summary.status === "reauthRequired"
+        ? "No usage data until the account signs in again." : "No usage data." }));
       return;
     }
     for (const row of rows) {
