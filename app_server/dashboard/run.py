@@ -50,13 +50,15 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
             f.write(token + "\n")
         return token, True
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: opening a FIFO must not hang; O_NOFOLLOW: the token file is not a symlink.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError as exc:
         raise DashboardError(f"cannot read the token file {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise DashboardError(f"the token file {path} is not a regular file")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise DashboardError(f"the token file {path} is not a regular file")
         if info.st_mode & 0o077:
             raise DashboardError(f"the token file {path} is readable by others; run: chmod 600 {path}")
         data = f.read(TOKEN_FILE_MAX + 1)

@@ -256,6 +256,9 @@
   // -- history ----------------------------------------------------------------------------
 
   const HISTORY_RESULT = { pending: "Pending (outcome unknown)", failed: "Failed" };
+  const HISTORY_OUTCOME = {
+    reset: "Reset applied", nothingToReset: "Nothing to reset", noCredit: "No saved reset", alreadyRedeemed: "Already applied",
+  };
 
   function renderHistory(entries) {
     const body = $("#history tbody");
@@ -264,7 +267,9 @@
     $("#history-empty").hidden = entries.length > 0;
     for (const e of entries) {
       const label = state.accounts.get(e.accountId)?.label || e.accountId;
-      const result = e.status === "finished" ? (e.outcome || "finished") : HISTORY_RESULT[e.status] || e.status;
+      const result = e.status === "finished"
+        ? HISTORY_OUTCOME[e.outcome] || e.outcome || "Finished"
+        : HISTORY_RESULT[e.status] || e.status;
       const counts = e.availableBefore === null && e.availableAfter === null
         ? "—" : `${e.availableBefore ?? "?"} → ${e.availableAfter ?? "?"}`;
       body.append(el("tr", {},
@@ -485,6 +490,8 @@
       const match = afterWindows.find((x) => x.name === w.name);
       row(`${w.name} used`, `${w.used}%`, match ? `${match.used}%` : "unknown");
     }
+    const label = state.accounts.get(dialog.accountId)?.label || dialog.accountId;
+    $("#apply-title").textContent = result.outcome === "reset" ? `Saved reset applied to ${label}` : `Apply on ${label}: done`;
     $("#apply-confirm").hidden = true;
     $("#apply-result").hidden = false;
     dialog.busy = false;
