@@ -7,6 +7,7 @@ screenshots go to the test's temporary directory.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import anyio
@@ -46,6 +47,9 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
             await expect(anonymous.locator("#signed-out")).to_be_visible()
             await anonymous.close()
 
+            # alice's first saved reset expires in 2 days: the page highlights the nearest expiry.
+            p.upstream.accounts["alice"].credits[0].expires_at = int(time.time()) + 2 * 86400 + 3 * 3600 - 60
+
             login_code = handle.login_url.split("code=", 1)[1]
             await page.goto(handle.login_url)
             assert page.url == handle.url + "/"  # the code is gone from the address bar
@@ -55,6 +59,9 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
             await expect(alice.locator(".status")).to_have_text("Rate limited")
             await expect(alice.locator(".reset-count")).to_have_text("2 saved resets available")
             await expect(alice.locator(".credit")).to_have_count(2)
+            await expect(alice.locator(".credit.soon")).to_have_count(1)
+            await expect(alice.locator(".credit.soon")).to_contain_text("expires in 2 d 2 h")
+            await expect(alice.locator(".credit.soon")).to_contain_text("Expires soon")
             await expect(alice.locator(".window")).to_have_count(2)
             await expect(alice.locator(".window").first).to_contain_text("100% used")
             await expect(alice.locator(".apply")).to_be_enabled()
@@ -125,6 +132,14 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
             await expect(page.locator("#history tbody tr")).to_have_count(1)
             await expect(page.locator("#history tbody tr")).to_contain_text("Reset applied")
             await expect(page.locator("#history tbody tr")).to_contain_text("2 → 1")
+            assert consume_calls(p.upstream) == 1
+
+            # Her windows are empty now: a second apply would warn that nothing is exhausted.
+            await alice.locator(".apply").click()
+            await expect(dialog.locator("#apply-not-exhausted")).to_be_visible()
+            await expect(dialog.locator(".credit-option")).to_have_count(1)
+            await page.locator("#apply-cancel").click()
+            await expect(dialog).to_be_hidden()
             assert consume_calls(p.upstream) == 1
 
             # The second tab saw it through the event stream, without a reload.
