@@ -1,0 +1,21 @@
+"""The accounts dashboard and admin HTTP API: an HTTP edge that is a JSON-RPC client of the pool.
+
+Every pool operation is one of the `accountPool/*` methods, sent over an injected `RpcClient`
+(an initialized JSON-RPC session); the page and `GET /api/events` follow the session's
+`accountPool/accountUpdated` notifications.
+
+    app = create_app(rpc, token=token)                 # a Starlette application
+    await serve_dashboard(rpc, "127.0.0.1", 0)         # uvicorn on a free loopback port
+
+Modules: `app` (wiring), `api` (endpoints), `errors` (envelope and RpcError -> HTTP), `security`
+(token, login link, session cookie, CSRF, origin checks, headers), `events` (SSE fan-out),
+`openapi` (the document), `run` (listener and the `dashboard` command), `static/` (the page).
+"""
+
+from __future__ import annotations
+
+from ._rpc import RpcClient
+from .app import create_app
+from .run import DashboardError, DashboardServer, main, serve_dashboard
+
+__all__ = ["DashboardError", "DashboardServer", "RpcClient", "create_app", "main", "serve_dashboard"]

@@ -1,0 +1,98 @@
+"""The admin API's errors: the envelope, the stable codes, and the one RpcError -> HTTP table.
+
+Every error answer is `{"error": {"code": <stable code>, "message": <text for a person>}}`; a
+refused apply adds `accountId`, `disabledReason` and (with `pendingApply`) `pendingIdempotencyKey`.
+Clients branch on `code`, never on `message`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from starlette.responses import JSONResponse
+
+from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, SERVER_OVERLOADED, RpcError
+
+from ._rpc import ServerClosed
+
+# code -> (HTTP status, what it means); the OpenAPI document lists them from here.
+ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
+    "invalidRequest": (400, "the request is malformed (a parameter, the body, a header)"),
+    "invalidHost": (400, "the Host header names a host this dashboard does not serve"),
+    "idempotencyKeyRequired": (400, "an apply needs an `Idempotency-Key` header"),
+    "unauthorized": (401, "no valid bearer token or session cookie"),
+    "crossOrigin": (403, "a state-changing request that is not proven same-origin"),
+    "csrfTokenInvalid": (403, "a cookie-authenticated state-changing request without the session's CSRF token"),
+    "forbidden": (403, "this kind of credential cannot do this"),
+    "accountNotFound": (404, "no account with this id in the pool"),
+    "notFound": (404, "no such resource"),
+    "methodNotAllowed": (405, "the path exists, the method does not"),
+    "noCredit": (409, "apply refused: no saved reset available (or the named credit is not available)"),
+    "reauthRequired": (409, "apply refused: the account needs to sign in again"),
+    "unsupported": (409, "apply refused: upstream cannot apply resets for this account"),
+    "unavailable": (409, "apply refused: the account could not be read just now"),
+    "pendingApply": (409, "apply refused: an earlier apply's outcome is unknown; re-send its key"),
+    "applyRefused": (409, "apply refused for a reason this dashboard does not know yet (see disabledReason)"),
+    "idempotencyKeyConflict": (409, "this Idempotency-Key belongs to an apply on another account"),
+    "applyInProgress": (409, "another apply on this account is still running"),
+    "payloadTooLarge": (413, "the request body is too large"),
+    "unsupportedMediaType": (415, "the request body must be application/json"),
+    "upstreamError": (502, "the account's backend failed; for an apply the message says whether it stays pending"),
+    "serviceUnavailable": (503, "the pool service is not reachable, overloaded, or has too many event streams"),
+    "timeout": (504, "the pool service did not answer in time; re-send an apply with the same Idempotency-Key"),
+    "internalError": (500, "a bug in the dashboard"),
+}
+
+_REFUSAL_CODES: Final = frozenset({"noCredit", "reauthRequired", "unsupported", "unavailable", "pendingApply"})
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = ERROR_CODES[code][0]
+        self.message = message
+        self.extra = extra or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+
+
+def from_rpc(exc: RpcError) -> ApiError:
+    """The one table from a JSON-RPC error answer to an API error."""
+    data = exc.data if isinstance(exc.data, dict) else {}
+    if exc.code == INVALID_REQUEST:
+        reason = data.get("disabledReason")
+        if isinstance(reason, str):
+            extra = {
+                "accountId": data.get("accountId"),
+                "disabledReason": reason,
+                "pendingIdempotencyKey": data.get("pendingIdempotencyKey"),
+            }
+            return ApiError(reason if reason in _REFUSAL_CODES else "applyRefused", exc.message, extra)
+        # The pool's other -32600 answers carry no data yet: recognized by their fixed beginnings.
+        if exc.message.startswith("unknown account"):
+            return ApiError("accountNotFound", exc.message)
+        if exc.message.startswith("idempotencyKey") and "belongs to an apply on account" in exc.message:
+            return ApiError("idempotencyKeyConflict", exc.message)
+        if exc.message.startswith("another apply on account"):
+            return ApiError("applyInProgress", exc.message)
+        return ApiError("invalidRequest", exc.message)
+    if exc.code == INTERNAL_ERROR:
+        return ApiError("upstreamError", exc.message)
+    if exc.code == SERVER_OVERLOADED:
+        return ApiError("serviceUnavailable", exc.message)
+    return ApiError("serviceUnavailable", f"the pool service answered error {exc.code}: {exc.message}")
+
+
+def from_closed(exc: ServerClosed) -> ApiError:
+    return ApiError("serviceUnavailable", f"the pool service is not reachable ({exc})")
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """An error envelope as a response (for errors raised outside an endpoint too)."""
+    return JSONResponse(
+        {"error": {"code": code, "message": message}},
+        status_code=status,
+        headers={"cache-control": "no-store", **(headers or {})},
+    )

@@ -1,0 +1,228 @@
+"""Serving the dashboard: the HTTP listener (uvicorn), the admin token, and the `dashboard` command.
+
+`serve_dashboard(rpc, host, port, token_file)` serves until stopped (Ctrl-C, SIGTERM, or
+`DashboardServer.stop`) and prints the one-time login link on stderr. It listens on loopback
+unless told otherwise; any other address needs a token file, and says so.
+
+`main` is the `codex-limits dashboard` command: it spawns `codex-limits serve` (with
+`--simulate` when asked), initializes one JSON-RPC session, and serves the dashboard over it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import stat
+import sys
+import webbrowser
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+import anyio
+
+from .. import __version__
+from ._rpc import RpcClient, spawn
+from .app import create_app
+from .security import LOGIN_CODE_TTL, LOOPBACK_NAMES, is_loopback, new_secret
+
+TOKEN_FILE_MAX: Final = 4096
+START_TIMEOUT: Final = 30.0
+WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
+
+
+class DashboardError(Exception):
+    """A configuration the dashboard refuses to run with; the message says what to do."""
+
+
+def read_or_create_token(path: Path) -> tuple[str, bool]:
+    """The admin token in `path`, or a new one written there (mode 0600); True when it was created."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except FileExistsError:
+        pass
+    else:
+        token = new_secret()
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(token + "\n")
+        return token, True
+    try:
+        # O_NONBLOCK: opening a FIFO must not hang; O_NOFOLLOW: the token file is not a symlink.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:
+        raise DashboardError(f"cannot read the token file {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise DashboardError(f"the token file {path} is not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        if info.st_mode & 0o077:
+            raise DashboardError(f"the token file {path} is readable by others; run: chmod 600 {path}")
+        data = f.read(TOKEN_FILE_MAX + 1)
+    if len(data) > TOKEN_FILE_MAX:
+        raise DashboardError(f"the token file {path} is larger than {TOKEN_FILE_MAX} bytes")
+    token = data.decode("utf-8", "replace").strip()
+    if len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token):
+        raise DashboardError(f"the token in {path} must be one line of at least 16 visible characters")
+    return token, False
+
+
+def non_loopback_message(host: str) -> str:
+    return (
+        f"{host or '*'} is not a loopback address: serving the dashboard there needs --token-file FILE "
+        "(the admin token; created with mode 0600 if missing). The connection is plain HTTP."
+    )
+
+
+def _url_host(host: str) -> str:
+    if host in WILDCARDS:
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _served_hosts(host: str, given: Iterable[str] | None) -> frozenset[str] | None:
+    if given is not None:
+        return frozenset(given)
+    if is_loopback(host):
+        return LOOPBACK_NAMES
+    if host in WILDCARDS:
+        return None  # any name of this machine; the token and the session are the guard
+    return frozenset({host.lower(), _url_host(host).lower()})
+
+
+@dataclass
+class DashboardServer:
+    """A running listener: its address, a way to stop it, and a way to mint more login links."""
+
+    url: str
+    login_url: str
+    stop: Callable[[], None]
+    new_login_url: Callable[[], str]
+
+
+async def serve_dashboard(
+    rpc: RpcClient,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token_file: Path | None = None,
+    *,
+    allowed_hosts: Iterable[str] | None = None,
+    open_browser: bool = False,
+    on_ready: Callable[[DashboardServer], None] | None = None,
+    stderr: IO[str] | None = None,
+) -> None:
+    """Serve the dashboard over `rpc` on `host:port` (0: a free port) until stopped.
+
+    Without `token_file` the admin token is made up for this run and never shown: the page works
+    (through the login link) but scripts cannot call the API. With it, the token is read from the
+    file, or created there (mode 0600) when the file does not exist. A non-loopback `host` needs
+    `token_file`.
+    """
+    import uvicorn
+
+    err = stderr or sys.stderr
+    loopback = is_loopback(host)
+    if not loopback and token_file is None:
+        raise DashboardError(non_loopback_message(host))
+    if token_file is not None:
+        token, created = read_or_create_token(token_file)
+        if created:
+            print(f"codex-limits dashboard: wrote a new admin token to {token_file}", file=err)
+    else:
+        token = new_secret()
+    app = create_app(rpc, token=token, allowed_hosts=_served_hosts(host, allowed_hosts))
+    gate = app.state.dashboard.gate
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise DashboardError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound_port = sock.getsockname()[1]
+    url = f"http://{_url_host(host)}:{bound_port}"
+
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,  # the login link carries a one-time code: keep URLs out of the logs
+        lifespan="on",
+        server_header=False,
+        ws="none",
+        timeout_graceful_shutdown=3,
+    )
+    server = uvicorn.Server(config)
+
+    def stop() -> None:
+        server.should_exit = True
+
+    def new_login_url() -> str:
+        return f"{url}/login?code={gate.issue_login_code()}"
+
+    handle = DashboardServer(url=url, login_url=new_login_url(), stop=stop, new_login_url=new_login_url)
+    if not loopback:
+        print(f"codex-limits dashboard: listening on {host} (not loopback), plain HTTP", file=err)
+    print(
+        f"codex-limits dashboard: {url}\n"
+        f"  sign in (one-time link, valid {LOGIN_CODE_TTL / 60:g} minutes): {handle.login_url}",
+        file=err,
+        flush=True,
+    )
+    if open_browser:
+        with contextlib.suppress(Exception):
+            webbrowser.open(handle.login_url)
+    if on_ready is not None:
+        on_ready(handle)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
+
+
+# -- the `codex-limits dashboard` command ------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="codex-limits dashboard",
+        description="Serve the accounts dashboard and the admin HTTP API over a codex-limits service.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need a token)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--token-file", type=Path, help="the admin bearer token (created, mode 0600, if missing)")
+    p.add_argument("--simulate", action="store_true", help="against a simulated upstream (alice, bob, carol)")
+    p.add_argument("--open", action="store_true", help="open the login link in a browser")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        print("codex-limits: --port must be 0..65535", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and args.token_file is None:
+        print(f"codex-limits: {non_loopback_message(args.host)}", file=sys.stderr)
+        return 2
+    try:
+        anyio.run(_main, args)
+    except DashboardError as exc:
+        print(f"codex-limits: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+async def _main(args: argparse.Namespace) -> None:
+    server_args = ["--log-level", os.environ.get("CODEX_LIMITS_LOG") or "WARNING"]
+    if args.simulate:
+        server_args.append("--simulate")
+    async with spawn(server_args) as (client, _process):
+        with anyio.fail_after(START_TIMEOUT):
+            await client.initialize(name="codex-limits-dashboard", version=__version__)
+        await serve_dashboard(client, args.host, args.port, args.token_file, open_browser=args.open)

@@ -1,0 +1,572 @@
+// codex-limits accounts dashboard: vanilla JS, no build step.
+// Data comes from the admin API (same origin, session cookie); rows update from the
+// server-sent events of /api/events. Nothing here polls the server: the only timer
+// re-renders the countdown texts from data already on the page.
+"use strict";
+
+(() => {
+  const SOON_SECONDS = 3 * 86400;
+
+  const state = {
+    csrf: null,
+    accounts: new Map(), // accountId -> AccountSummary
+    order: [],
+    busy: new Set(), // accountIds with a refresh running
+    source: null,
+  };
+
+  const $ = (selector, root = document) => root.querySelector(selector);
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs)) {
+      if (value === null || value === undefined || value === false) continue;
+      if (key === "class") node.className = value;
+      else if (key === "text") node.textContent = value;
+      else node.setAttribute(key, value === true ? "" : String(value));
+    }
+    for (const child of children) {
+      if (child !== null && child !== undefined) node.append(child);
+    }
+    return node;
+  }
+
+  // -- formatting -------------------------------------------------------------------------
+
+  const now = () => Date.now() / 1000;
+
+  function duration(seconds) {
+    const s = Math.max(0, Math.round(seconds));
+    if (s < 60) return "under a minute";
+    const d = Math.floor(s / 86400);
+    const h = Math.floor((s % 86400) / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    if (d > 0) return h > 0 ? `${d} d ${h} h` : `${d} d`;
+    if (h > 0) return m > 0 ? `${h} h ${m} min` : `${h} h`;
+    return `${m} min`;
+  }
+
+  function absolute(ts) {
+    return new Date(ts * 1000).toLocaleString(undefined, {
+      weekday: "short", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
+    });
+  }
+
+  function windowName(mins) {
+    if (mins === 300) return "5-hour";
+    if (mins === 10080) return "Weekly";
+    if (mins === 1440) return "Daily";
+    if (mins === null || mins === undefined) return "Usage";
+    if (mins % 1440 === 0) return `${mins / 1440}-day`;
+    if (mins % 60 === 0) return `${mins / 60}-hour`;
+    return `${mins}-minute`;
+  }
+
+  const STATUS_TEXT = {
+    active: "Active",
+    rateLimited: "Rate limited",
+    reauthRequired: "Needs sign-in",
+    unsupported: "Resets not supported",
+    unavailable: "Unavailable",
+  };
+
+  function reasonText(summary) {
+    const reason = summary.resetAction.disabledReason;
+    switch (reason) {
+      case null: return "";
+      case "noCredit": return "Cannot apply: no saved reset available.";
+      case "reauthRequired":
+        return summary.error
+          ? "Cannot apply: this account must sign in again (see above)."
+          : `Cannot apply: this account must sign in again: run CODEX_HOME=${summary.codexHome} codex login`;
+      case "unsupported": return "Cannot apply: upstream cannot apply resets for this account.";
+      case "unavailable": return "Cannot apply: the account could not be read just now. Try Refresh.";
+      case "pendingApply":
+        return "Cannot apply: an earlier apply’s outcome is unknown. Settle it with `codex-limits apply` first.";
+      default: return `Cannot apply (${reason}).`;
+    }
+  }
+
+  const OUTCOME_TEXT = {
+    reset: "Reset applied: one saved reset was consumed and the usage windows were reset.",
+    nothingToReset: "Nothing to reset: upstream found no window eligible for a reset.",
+    noCredit: "No saved reset was available, so nothing was applied.",
+    alreadyRedeemed: "This apply had already completed earlier.",
+  };
+
+  // -- windows (usage bars) ---------------------------------------------------------------
+
+  function windowsOf(summary) {
+    const rows = [];
+    const main = summary.rateLimits;
+    const byId = summary.rateLimitsByLimitId || {};
+    const snapshots = [];
+    if (main) snapshots.push([main, null]);
+    for (const [limitId, snap] of Object.entries(byId)) {
+      if (main && limitId === main.limitId) continue;
+      snapshots.push([snap, snap.limitName || limitId]);
+    }
+    for (const [snap, prefix] of snapshots) {
+      for (const w of [snap.primary, snap.secondary]) {
+        if (!w) continue;
+        const name = windowName(w.windowDurationMins);
+        rows.push({ name: prefix ? `${prefix} · ${name}` : name, used: w.usedPercent, resetsAt: w.resetsAt });
+      }
+    }
+    return rows;
+  }
+
+  function renderWindows(list, summary) {
+    list.replaceChildren();
+    const rows = windowsOf(summary);
+    if (rows.length === 0) {
+      list.append(el("li", { class: "muted", text: summary.status === "reauthRequired"
+        ? "No usage data until the account signs in again." : "No usage data." }));
+      return;
+    }
+    for (const row of rows) {
+      const used = Math.max(0, Math.min(100, row.used));
+      const level = used >= 100 ? "full" : used >= 80 ? "high" : "ok";
+      const fill = el("span", { class: `fill ${level}` });
+      fill.style.width = `${used}%`; // CSSOM, allowed by the CSP (no inline style attribute)
+      const bar = el("div", {
+        class: "bar", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
+        "aria-valuenow": used, "aria-label": `${row.name} window used`,
+      }, fill);
+      const countdown = row.resetsAt
+        ? el("span", { class: "countdown", "data-reset-at": row.resetsAt, title: absolute(row.resetsAt) })
+        : el("span", { class: "countdown muted", text: "no reset time" });
+      list.append(el("li", { class: "window" },
+        el("div", { class: "window-head" },
+          el("span", { class: "window-name", text: row.name }),
+          el("span", { class: `percent ${level}`, text: `${row.used}% used` })),
+        bar,
+        countdown));
+    }
+    updateCountdowns(list);
+  }
+
+  function updateCountdowns(root = document) {
+    for (const node of root.querySelectorAll("[data-reset-at]")) {
+      const at = Number(node.dataset.resetAt);
+      node.textContent = at > now() ? `resets in ${duration(at - now())}` : "reset time passed; refresh";
+    }
+    for (const node of root.querySelectorAll("[data-expires-at]")) {
+      const at = Number(node.dataset.expiresAt);
+      node.textContent = at > now() ? `expires in ${duration(at - now())}` : "expired";
+    }
+  }
+
+  // -- account rows -----------------------------------------------------------------------
+
+  function rowId(accountId) {
+    return `account-${accountId.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  }
+
+  function renderCredits(node, summary) {
+    const count = $(".reset-count", node);
+    const list = $(".credits", node);
+    list.replaceChildren();
+    const rc = summary.resetCredits;
+    if (!rc) {
+      count.textContent = summary.status === "reauthRequired" ? "Unknown until the account signs in again." : "Unknown.";
+      count.className = "reset-count muted";
+      return;
+    }
+    count.textContent = rc.availableCount === 1 ? "1 saved reset available" : `${rc.availableCount} saved resets available`;
+    count.className = rc.availableCount > 0 ? "reset-count available" : "reset-count none";
+    for (const credit of rc.credits || []) {
+      if (credit.status !== "available") continue;
+      const nearest = credit.expiresAt !== null && credit.expiresAt === rc.nearestExpiresAt;
+      const soon = nearest && credit.expiresAt - now() < SOON_SECONDS;
+      const item = el("li", { class: soon ? "credit soon" : "credit" },
+        el("span", { class: "credit-title", text: credit.title || "Saved reset" }), " ");
+      if (credit.expiresAt === null) {
+        item.append(el("span", { class: "muted", text: "never expires" }));
+      } else {
+        item.append(el("span", { "data-expires-at": credit.expiresAt, title: absolute(credit.expiresAt) }));
+        if (soon) item.append(" ", el("strong", { class: "badge soon-badge", text: "Expires soon" }));
+      }
+      list.append(item);
+    }
+  }
+
+  function renderRow(summary) {
+    const id = rowId(summary.accountId);
+    let node = document.getElementById(id);
+    if (!node) {
+      node = $("#account-template").content.firstElementChild.cloneNode(true);
+      node.id = id;
+      node.dataset.accountId = summary.accountId;
+      $(".refresh", node).addEventListener("click", () => refreshAccount(summary.accountId));
+      $(".apply", node).addEventListener("click", () => openApply(summary.accountId));
+    }
+    $(".label", node).textContent = summary.label || summary.accountId;
+    $(".email", node).textContent = summary.email || "no email known";
+    $(".plan", node).textContent = summary.planType ? `Plan: ${summary.planType}` : "Plan unknown";
+    const status = $(".status", node);
+    status.textContent = STATUS_TEXT[summary.status] || summary.status;
+    status.className = `badge status status-${summary.status}`;
+    const error = $(".account-error", node);
+    error.textContent = summary.error ? summary.error.message : "";
+    error.hidden = !summary.error;
+    renderWindows($(".windows", node), summary);
+    renderCredits(node, summary);
+
+    const apply = $(".apply", node);
+    const reason = $(".reason", node);
+    const reasonId = `${id}-reason`;
+    reason.id = reasonId;
+    apply.disabled = !summary.resetAction.enabled;
+    reason.textContent = reasonText(summary);
+    reason.hidden = summary.resetAction.enabled;
+    if (summary.resetAction.enabled) apply.removeAttribute("aria-describedby");
+    else apply.setAttribute("aria-describedby", reasonId);
+    apply.setAttribute("aria-label", `Apply a saved reset to ${summary.label}`);
+    const refresh = $(".refresh", node);
+    refresh.setAttribute("aria-label", `Refresh ${summary.label}`);
+    refresh.disabled = state.busy.has(summary.accountId);
+    refresh.textContent = state.busy.has(summary.accountId) ? "Refreshing…" : "Refresh";
+    $(".updated", node).textContent = summary.refreshedAt ? `Read ${new Date(summary.refreshedAt * 1000).toLocaleTimeString()}` : "";
+    node.classList.toggle("needs-signin", summary.status === "reauthRequired");
+    updateCountdowns(node);
+    return node;
+  }
+
+  function upsert(summary) {
+    const known = state.accounts.get(summary.accountId);
+    state.accounts.set(summary.accountId, summary);
+    if (!state.order.includes(summary.accountId)) state.order.push(summary.accountId);
+    const node = renderRow(summary);
+    if (!node.isConnected) $("#accounts").append(node);
+    return known;
+  }
+
+  function renderAll(list) {
+    state.order = list.map((s) => s.accountId);
+    const ids = new Set(state.order);
+    for (const node of [...$("#accounts").children]) {
+      if (!ids.has(node.dataset.accountId)) node.remove();
+    }
+    for (const summary of list) upsert(summary);
+    for (const id of state.order) $("#accounts").append(document.getElementById(rowId(id)));
+    $("#accounts-loading").hidden = true;
+  }
+
+  // -- history ----------------------------------------------------------------------------
+
+  const HISTORY_RESULT = { pending: "Pending (outcome unknown)", failed: "Failed" };
+  const HISTORY_OUTCOME = {
+    reset: "Reset applied", nothingToReset: "Nothing to reset", noCredit: "No saved reset", alreadyRedeemed: "Already applied",
+  };
+
+  function renderHistory(entries) {
+    const body = $("#history tbody");
+    body.replaceChildren();
+    $("#history").hidden = entries.length === 0;
+    $("#history-empty").hidden = entries.length > 0;
+    for (const e of entries) {
+      const label = state.accounts.get(e.accountId)?.label || e.accountId;
+      const result = e.status === "finished"
+        ? HISTORY_OUTCOME[e.outcome] || e.outcome || "Finished"
+        : HISTORY_RESULT[e.status] || e.status;
+      const counts = e.availableBefore === null && e.availableAfter === null
+        ? "—" : `${e.availableBefore ?? "?"} → ${e.availableAfter ?? "?"}`;
+      body.append(el("tr", {},
+        el("td", { text: absolute(e.startedAt) }),
+        el("td", { text: label }),
+        el("td", { text: e.error ? `${result}: ${e.error}` : result }),
+        el("td", { text: counts }),
+        el("td", { class: "wide-only key", text: e.idempotencyKey })));
+    }
+  }
+
+  async function loadHistory() {
+    try {
+      const data = await api("GET", "/api/history?limit=50");
+      renderHistory(data.entries);
+    } catch (err) {
+      if (!(err instanceof SignedOut)) showAlert(`Could not load the history: ${err.message}`);
+    }
+  }
+
+  // -- the API ----------------------------------------------------------------------------
+
+  class ApiFailure extends Error {
+    constructor(status, code, message, details) {
+      super(message);
+      this.status = status;
+      this.code = code;
+      this.details = details;
+    }
+  }
+
+  class SignedOut extends Error {}
+
+  async function api(method, path, { body, headers } = {}) {
+    const init = { method, credentials: "same-origin", headers: { Accept: "application/json", ...(headers || {}) } };
+    if (method !== "GET") init.headers["X-CSRF-Token"] = state.csrf || "";
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (err) {
+      throw new ApiFailure(0, "network", "the dashboard is not reachable");
+    }
+    if (response.status === 401) {
+      showSignedOut();
+      throw new SignedOut("signed out");
+    }
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      const error = (data && data.error) || { code: "unknown", message: `HTTP ${response.status}` };
+      throw new ApiFailure(response.status, error.code, error.message, error);
+    }
+    return data;
+  }
+
+  function showAlert(text) {
+    const box = $("#alerts");
+    const item = el("p", { class: "alert" }, el("span", { text }));
+    const close = el("button", { type: "button", class: "link", text: "Dismiss" });
+    close.addEventListener("click", () => item.remove());
+    item.append(" ", close);
+    box.append(item);
+    while (box.children.length > 4) box.firstElementChild.remove();
+  }
+
+  function showSignedOut() {
+    $("#signed-out").hidden = false;
+    $("#accounts-section").hidden = true;
+    $("#history-section").hidden = true;
+    $("#refresh-all").disabled = true;
+    $("#connection").textContent = "Not signed in";
+    if (state.source) state.source.close();
+  }
+
+  async function loadAccounts(maxAge) {
+    const query = maxAge === undefined ? "" : `?maxAgeSeconds=${maxAge}`;
+    const data = await api("GET", `/api/accounts${query}`);
+    renderAll(data.accounts);
+  }
+
+  async function refreshAccount(accountId) {
+    state.busy.add(accountId);
+    const current = state.accounts.get(accountId);
+    if (current) renderRow(current);
+    try {
+      upsert(await api("POST", `/api/accounts/${encodeURIComponent(accountId)}/refresh`));
+    } catch (err) {
+      if (!(err instanceof SignedOut)) showAlert(`Refresh of ${current ? current.label : accountId} failed: ${err.message}`);
+    } finally {
+      state.busy.delete(accountId);
+      const latest = state.accounts.get(accountId);
+      if (latest) renderRow(latest);
+    }
+  }
+
+  async function refreshAll() {
+    const button = $("#refresh-all");
+    button.disabled = true;
+    button.textContent = "Refreshing…";
+    try {
+      await loadAccounts(); // no maxAgeSeconds: every account is read now (never spends anything)
+    } catch (err) {
+      if (!(err instanceof SignedOut)) showAlert(`Refresh failed: ${err.message}`);
+    } finally {
+      button.disabled = false;
+      button.textContent = "Refresh all";
+    }
+  }
+
+  // -- the apply dialog -------------------------------------------------------------------
+
+  const dialog = {
+    accountId: null,
+    key: null,
+    busy: false,
+  };
+
+  function openApply(accountId) {
+    const summary = state.accounts.get(accountId);
+    if (!summary || !summary.resetAction.enabled) return;
+    dialog.accountId = accountId;
+    dialog.key = crypto.randomUUID(); // one logical apply: a retry from this dialog re-sends the same key
+    dialog.busy = false;
+    $("#apply-title").textContent = `Apply a saved reset to ${summary.label}?`;
+    $("#apply-account").textContent =
+      `Account ${summary.accountId}${summary.email ? ` · ${summary.email}` : ""}${summary.planType ? ` · ${summary.planType}` : ""}`;
+
+    const options = $("#apply-credit-options");
+    options.replaceChildren();
+    const credits = ((summary.resetCredits && summary.resetCredits.credits) || []).filter((c) => c.status === "available");
+    $("#apply-credits").hidden = credits.length === 0;
+    credits.forEach((credit, index) => {
+      const id = `apply-credit-${index}`;
+      const input = el("input", { type: "radio", name: "credit", id, value: credit.id, checked: index === 0 });
+      const expiry = credit.expiresAt === null ? "never expires" : `expires ${absolute(credit.expiresAt)}`;
+      options.append(el("div", { class: "credit-option" }, input,
+        el("label", { for: id, text: `${credit.title || "Saved reset"} — ${expiry}` })));
+    });
+
+    renderWindows($("#apply-windows"), summary);
+    const exhausted = windowsOf(summary).some((w) => w.used >= 100);
+    $("#apply-not-exhausted").hidden = exhausted;
+    $("#apply-warning").textContent =
+      `Applying consumes one saved reset on ${summary.label} and cannot be undone.`;
+    $("#apply-error").textContent = "";
+    $("#apply-confirm").hidden = false;
+    $("#apply-result").hidden = true;
+    setSubmitBusy(false);
+    $("#apply-dialog").showModal();
+    $("#apply-cancel").focus();
+  }
+
+  function setSubmitBusy(busy) {
+    dialog.busy = busy;
+    const submit = $("#apply-submit");
+    submit.disabled = busy;
+    submit.textContent = busy ? "Applying…" : "Apply reset";
+    $("#apply-cancel").disabled = busy;
+  }
+
+  function selectedCredit() {
+    const checked = $("#apply-credit-options input[name=credit]:checked");
+    return checked ? checked.value : null;
+  }
+
+  async function submitApply() {
+    if (dialog.busy || !dialog.accountId) return;
+    const accountId = dialog.accountId;
+    setSubmitBusy(true);
+    $("#apply-error").textContent = "";
+    try {
+      const body = {};
+      const credit = selectedCredit();
+      if (credit) body.creditId = credit;
+      const result = await api("POST", `/api/accounts/${encodeURIComponent(accountId)}/usage-reset/apply`, {
+        body, headers: { "Idempotency-Key": dialog.key },
+      });
+      showResult(result);
+      if (result.after) upsert(result.after);
+      loadHistory();
+    } catch (err) {
+      if (err instanceof SignedOut) {
+        $("#apply-dialog").close();
+        return;
+      }
+      const retry = ["timeout", "serviceUnavailable", "network", "upstreamError"].includes(err.code);
+      $("#apply-error").textContent = retry
+        ? `${err.message}. You can press Apply reset again: it re-sends the same request and never spends twice.`
+        : err.message;
+      setSubmitBusy(false);
+      if (!retry) $("#apply-submit").disabled = true;
+      $("#apply-cancel").focus();
+    }
+  }
+
+  function countOf(summary) {
+    return summary && summary.resetCredits ? String(summary.resetCredits.availableCount) : "unknown";
+  }
+
+  function showResult(result) {
+    const before = result.before;
+    const after = result.after;
+    let text = OUTCOME_TEXT[result.outcome] || `Outcome: ${result.outcome}.`;
+    if (result.replayed) text += " (The recorded result of an earlier request with the same key.)";
+    if (!after) text += " The account could not be read afterwards; press Refresh on its row.";
+    $("#apply-outcome").textContent = text;
+    const body = $("#apply-before-after tbody");
+    body.replaceChildren();
+    const row = (name, a, b) => body.append(el("tr", {}, el("th", { scope: "row", text: name }),
+      el("td", { text: a }), el("td", { text: b })));
+    row("Saved resets", countOf(before), after ? countOf(after) : "unknown");
+    row("Status", STATUS_TEXT[before.status] || before.status, after ? STATUS_TEXT[after.status] || after.status : "unknown");
+    const afterWindows = after ? windowsOf(after) : [];
+    for (const w of windowsOf(before)) {
+      const match = afterWindows.find((x) => x.name === w.name);
+      row(`${w.name} used`, `${w.used}%`, match ? `${match.used}%` : "unknown");
+    }
+    const label = state.accounts.get(dialog.accountId)?.label || dialog.accountId;
+    $("#apply-title").textContent = result.outcome === "reset" ? `Saved reset applied to ${label}` : `Apply on ${label}: done`;
+    $("#apply-confirm").hidden = true;
+    $("#apply-result").hidden = false;
+    dialog.busy = false;
+    $("#apply-close").focus();
+  }
+
+  // -- live updates -----------------------------------------------------------------------
+
+  function connectEvents() {
+    const source = new EventSource("/api/events");
+    state.source = source;
+    source.addEventListener("ready", async () => {
+      $("#connection").textContent = "Live";
+      $("#connection").className = "connection live";
+      try {
+        await loadAccounts(60); // on every (re)connection: catch up on what was missed
+        $("#refresh-all").disabled = false;
+        await loadHistory();
+      } catch (err) {
+        if (!(err instanceof SignedOut)) showAlert(`Could not load the accounts: ${err.message}`);
+      }
+    });
+    source.addEventListener("account", (event) => {
+      const summary = JSON.parse(event.data);
+      const previous = upsert(summary);
+      const changed = !previous || countOf(previous) !== countOf(summary)
+        || JSON.stringify(previous.pendingApply) !== JSON.stringify(summary.pendingApply);
+      if (changed) loadHistory();
+    });
+    source.addEventListener("alert", (event) => {
+      const data = JSON.parse(event.data);
+      showAlert(data.message || JSON.stringify(data));
+    });
+    source.addEventListener("error", async () => {
+      $("#connection").textContent = "Reconnecting…";
+      $("#connection").className = "connection down";
+      if (source.readyState === EventSource.CLOSED) {
+        // A refused stream (signed out, or too many streams): find out which.
+        try {
+          await api("GET", "/api/session");
+          setTimeout(connectEvents, 3000);
+        } catch (err) {
+          if (!(err instanceof SignedOut)) setTimeout(connectEvents, 3000);
+        }
+      }
+    });
+  }
+
+  async function start() {
+    $("#refresh-all").addEventListener("click", refreshAll);
+    $("#apply-submit").addEventListener("click", submitApply);
+    $("#apply-dialog").addEventListener("cancel", (event) => {
+      if (dialog.busy) event.preventDefault(); // Escape does not abandon a running apply
+    });
+    $("#apply-dialog").addEventListener("close", () => {
+      const id = dialog.accountId;
+      dialog.accountId = null;
+      const row = id && document.getElementById(rowId(id));
+      const target = row && ($(".apply", row).disabled ? $(".refresh", row) : $(".apply", row));
+      if (target) target.focus();
+    });
+    try {
+      const session = await api("GET", "/api/session");
+      state.csrf = session.csrfToken;
+    } catch (err) {
+      if (!(err instanceof SignedOut)) {
+        $("#connection").textContent = `Cannot reach the dashboard: ${err.message}`;
+      }
+      return;
+    }
+    $("#accounts-section").hidden = false;
+    $("#history-section").hidden = false;
+    connectEvents();
+    setInterval(() => updateCountdowns(), 30000);
+  }
+
+  start();
+})();
