@@ -14,8 +14,8 @@ Modules: `app` (wiring), `api` (endpoints), `errors` (envelope and RpcError -> H
 
 from __future__ import annotations
 
-from ._rpc import RpcClient
-from .app import create_app
-from .run import DashboardError, DashboardServer, main, serve_dashboard
+from app_server.dashboard._rpc import RpcClient
+from app_server.dashboard.app import create_app
+from app_server.dashboard.run import DashboardError, DashboardServer, main, serve_dashboard
 
 __all__ = ["DashboardError", "DashboardServer", "RpcClient", "create_app", "main", "serve_dashboard"]

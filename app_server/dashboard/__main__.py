@@ -2,6 +2,6 @@
 
 import sys
 
-from .run import main
+from app_server.dashboard.run import main
 
 sys.exit(main())

@@ -22,15 +22,22 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from app_server.dashboard import openapi
+from app_server.dashboard._rpc import RpcClient, ServerClosed
+from app_server.dashboard.errors import ApiError, error_response, from_closed, from_rpc
+from app_server.dashboard.events import EventHub, TooManySubscribers
+from app_server.dashboard.security import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    Gate,
+    Principal,
+    cross_site,
+    proven_same_origin,
+    request_origin,
+)
 from protocol import ext
 from protocol.jsonrpc import RpcError
 from protocol.methods import POOL_APPLY, POOL_HISTORY, POOL_LIST, POOL_REFRESH
-
-from . import openapi
-from ._rpc import RpcClient, ServerClosed
-from .errors import ApiError, error_response, from_closed, from_rpc
-from .events import EventHub, TooManySubscribers
-from .security import CSRF_HEADER, SESSION_COOKIE, Gate, Principal, cross_site, proven_same_origin, request_origin
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 REQUEST_TIMEOUT: Final = 120.0

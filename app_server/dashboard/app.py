@@ -10,11 +10,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from ._rpc import RpcClient
-from .api import REQUEST_TIMEOUT, Dashboard, api_error, http_error, routes
-from .errors import ApiError
-from .events import EventHub
-from .security import LOOPBACK_NAMES, Gate, HostAndHeaders
+from app_server.dashboard._rpc import RpcClient
+from app_server.dashboard.api import REQUEST_TIMEOUT, Dashboard, api_error, http_error, routes
+from app_server.dashboard.errors import ApiError
+from app_server.dashboard.events import EventHub
+from app_server.dashboard.security import LOOPBACK_NAMES, Gate, HostAndHeaders
 
 
 def create_app(

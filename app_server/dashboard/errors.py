@@ -11,9 +11,8 @@ from typing import Any, Final
 
 from starlette.responses import JSONResponse
 
+from app_server.dashboard._rpc import ServerClosed
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, SERVER_OVERLOADED, RpcError
-
-from ._rpc import ServerClosed
 
 # code -> (HTTP status, what it means); the OpenAPI document lists them from here.
 ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
@@ -32,6 +31,7 @@ ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
     "unsupported": (409, "apply refused: upstream cannot apply resets for this account"),
     "unavailable": (409, "apply refused: the account could not be read just now"),
     "pendingApply": (409, "apply refused: an earlier apply's outcome is unknown; re-send its key"),
+    "unknownCredit": (409, "apply refused: the account has no saved reset with that creditId (see availableCreditIds)"),
     "applyRefused": (409, "apply refused for a reason this dashboard does not know yet (see disabledReason)"),
     "idempotencyKeyConflict": (409, "this Idempotency-Key belongs to an apply on another account"),
     "applyInProgress": (409, "another apply on this account is still running"),
@@ -43,7 +43,9 @@ ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
     "internalError": (500, "a bug in the dashboard"),
 }
 
-_REFUSAL_CODES: Final = frozenset({"noCredit", "reauthRequired", "unsupported", "unavailable", "pendingApply"})
+_REFUSAL_CODES: Final = frozenset(
+    {"noCredit", "reauthRequired", "unsupported", "unavailable", "pendingApply", "unknownCredit"}
+)
 
 
 class ApiError(Exception):
@@ -68,6 +70,7 @@ def from_rpc(exc: RpcError) -> ApiError:
                 "accountId": data.get("accountId"),
                 "disabledReason": reason,
                 "pendingIdempotencyKey": data.get("pendingIdempotencyKey"),
+                "availableCreditIds": data.get("availableCreditIds"),
             }
             return ApiError(reason if reason in _REFUSAL_CODES else "applyRefused", exc.message, extra)
         # The pool's other -32600 answers carry no data yet: recognized by their fixed beginnings.

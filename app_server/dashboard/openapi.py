@@ -12,10 +12,9 @@ from typing import Any, Final
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from app_server import __version__
+from app_server.dashboard.errors import ERROR_CODES
 from protocol import ext
-
-from .. import __version__
-from .errors import ERROR_CODES
 
 _REF: Final = "#/components/schemas/{model}"
 _MODELS: Final[tuple[type[BaseModel], ...]] = (

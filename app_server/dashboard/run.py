@@ -24,10 +24,10 @@ from typing import IO, Final
 
 import anyio
 
-from .. import __version__
-from ._rpc import RpcClient, spawn
-from .app import create_app
-from .security import LOGIN_CODE_TTL, LOOPBACK_NAMES, is_loopback, new_secret
+from app_server import __version__
+from app_server.dashboard._rpc import RpcClient, spawn
+from app_server.dashboard.app import create_app
+from app_server.dashboard.security import LOGIN_CODE_TTL, LOOPBACK_NAMES, is_loopback, new_secret
 
 TOKEN_FILE_MAX: Final = 4096
 START_TIMEOUT: Final = 30.0

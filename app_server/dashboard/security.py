@@ -33,7 +33,7 @@ from typing import Final, Literal
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import error_response
+from app_server.dashboard.errors import error_response
 
 SESSION_COOKIE: Final = "codex_limits_session"
 CSRF_HEADER: Final = "x-csrf-token"

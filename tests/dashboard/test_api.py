@@ -13,7 +13,7 @@ from app_server.dashboard import create_app
 from app_server.dashboard._rpc import ServerClosed
 from app_server.dashboard.errors import ERROR_CODES
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
-from tests.dashboard.support import BASE, BEARER, TOKEN, api, auth_secrets, consume_calls
+from tests.support.dashboard import BASE, BEARER, TOKEN, api, auth_secrets, consume_calls
 
 pytestmark = pytest.mark.anyio
 
@@ -45,6 +45,7 @@ async def test_list_get_refresh_and_history() -> None:
                 "enabled": True,
                 "disabledReason": None,
                 "warning": states["alice"]["resetAction"]["warning"],
+                "readiness": "exhausted",
             }
             assert states["bob"]["resetAction"]["disabledReason"] == "noCredit"
             assert states["carol"]["status"] == "reauthRequired"
@@ -147,7 +148,8 @@ async def test_apply_request_validation() -> None:
             huge = await a.http.post(path, headers=key(), json={"creditId": "x" * 70_000})
             assert huge.status_code == 413 and error_of(huge)["code"] == "payloadTooLarge"
             unknown_credit = await a.http.post(path, headers=key(), json={"creditId": "credit-nope"})
-            assert unknown_credit.status_code == 409 and error_of(unknown_credit)["code"] == "noCredit"
+            assert unknown_credit.status_code == 409 and error_of(unknown_credit)["code"] == "unknownCredit"
+            assert error_of(unknown_credit)["availableCreditIds"] == ["credit-alice-1", "credit-alice-2"]
             wrong_method = await a.http.get(path, headers=BEARER)
             assert wrong_method.status_code == 405 and error_of(wrong_method)["code"] == "methodNotAllowed"
             assert consume_calls(a.upstream) == 0
@@ -350,7 +352,8 @@ def refused(reason: str, pending: str | None = None) -> RpcError:
         (refused("unsupported"), 409, "unsupported"),
         (refused("unavailable"), 409, "unavailable"),
         (refused("pendingApply", "earlier-key"), 409, "pendingApply"),
-        (refused("unknownCredit"), 409, "applyRefused"),
+        (refused("unknownCredit"), 409, "unknownCredit"),
+        (refused("somethingNew"), 409, "applyRefused"),
         (RpcError(INVALID_REQUEST, "unknown account 'alice' (pool: bob)"), 404, "accountNotFound"),
         (RpcError(INVALID_REQUEST, "another apply on account 'alice' is still running (waited 30 s)"), 409, None),
         (RpcError(INVALID_REQUEST, "idempotencyKey must not be empty"), 400, "invalidRequest"),

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.dashboard.support import auth_secrets, consume_calls, pool, served
 from tests.support.browser import chromium
+from tests.support.dashboard import auth_secrets, consume_calls, pool, served
 
 pytestmark = pytest.mark.anyio
 

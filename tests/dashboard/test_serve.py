@@ -16,7 +16,7 @@ import pytest
 from app_server.dashboard import DashboardError, serve_dashboard
 from app_server.dashboard.events import EventHub
 from app_server.dashboard.run import main, read_or_create_token
-from tests.dashboard.support import auth_secrets, pool, served
+from tests.support.dashboard import auth_secrets, pool, served
 
 pytestmark = pytest.mark.anyio
 

@@ -16,9 +16,10 @@ from starlette.applications import Starlette
 
 from app_server.dashboard import DashboardServer, create_app, serve_dashboard
 from app_server.dashboard.security import Gate
+from app_server.rpc.memory import Harness
 from app_server.sandbox import simulated_world
-from app_server.simulate import SimulatedUpstream
-from tests.support.inmemory import Harness, initialized
+from app_server.server import initialized
+from app_server.sim.upstream import SimulatedUpstream
 
 TOKEN: Final = "test-admin-token-0123456789abcdef"
 BASE: Final = "http://127.0.0.1:8000"
