@@ -99,7 +99,8 @@ async def test_list_within_max_age_serves_the_cache_without_calling_upstream(wor
         assert len(world.upstream.arrivals) == calls
         assert drain_updates(h) == []  # nothing was refreshed, so nothing is announced
         fresh = await pool_list(h)
-        assert len(world.upstream.arrivals) > calls
+        # Every readable account was read again: one usage call each for alice and bob (carol must sign in).
+        assert usage_reads(world, since=calls) == {"acct-sim-alice": 1, "acct-sim-bob": 1}
         assert {a.account_id for a in drain_updates(h)} == {"alice", "bob", "carol"}
     assert cached == first
     assert fresh["alice"].reset_credits == first["alice"].reset_credits
@@ -110,7 +111,17 @@ async def test_max_age_zero_reads_again(world: World) -> None:
         await pool_list(h)
         calls = len(world.upstream.arrivals)
         await pool_list(h, max_age=0)
-    assert len(world.upstream.arrivals) > calls
+    assert usage_reads(world, since=calls) == {"acct-sim-alice": 1, "acct-sim-bob": 1}
+
+
+def usage_reads(world: World, *, since: int) -> dict[str, int]:
+    """Usage calls upstream received after the first `since` requests, by ChatGPT account id."""
+    reads: dict[str, int] = {}
+    for request in world.upstream.arrivals[since:]:
+        if request.method == "GET" and request.path.endswith("/usage"):
+            account = request.headers.get("chatgpt-account-id", "?")
+            reads[account] = reads.get(account, 0) + 1
+    return reads
 
 
 async def test_the_cache_reflects_an_apply(world: World) -> None:

@@ -698,16 +698,25 @@ async def test_stop_reading_while_idle_ends_the_connection(settings: Settings) -
 
 
 async def test_a_closed_output_ends_the_connection(settings: Settings, backend: MockBackend) -> None:
+    gone = anyio.Event()
+
     class Gone:
+        """The client goes away once the read below has reached upstream: the first write fails then."""
+
         async def send(self, data: bytes) -> None:
+            await gone.wait()
             raise anyio.BrokenResourceError
 
     signed_in(settings, backend, delay=60)
     async with open_services(settings) as services, connect(services, sink=Gone()) as conn:
-        conn.send(INIT, {"id": 1, "method": READ})
+        conn.send(INIT, {"id": 1, "method": READ, "params": {"excludeResetCreditDetails": True}})
+        await backend_requests(backend, 1)  # the read is in flight at upstream
+        assert not conn.finished.is_set()
+        gone.set()
         with anyio.fail_after(WAIT):
-            await conn.finished.wait()  # without end of input, and with a read in flight
+            await conn.finished.wait()  # without end of input, and with the read still in flight
         assert conn.dispatcher.outbox.broken.is_set()
+    assert [r.path for r in backend.recorded()] == ["/api/codex/usage"]
 
 
 # -- every dropped line is logged once, in one line ------------------------------------------------------------

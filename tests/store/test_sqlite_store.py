@@ -146,8 +146,14 @@ async def test_a_definite_refusal_is_failed_and_a_retry_starts_it_again(ledger: 
 async def test_a_pending_key_can_be_started_again(ledger: Ledger, path: Path) -> None:
     with anyio.fail_after(WAIT):
         await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_000, 1)
+        await ledger.fail("k1", "timed out", 1_790_000_003, keep_pending=True)
         await ledger.start("k1", acct("alice"), "alice", None, 1_790_000_005, 0)
+        attempt = await ledger.get("k1")
     assert attempts(path, "k1") == 2
+    assert attempt is not None
+    # The retry is the same attempt: still pending, with its first start time and its first count.
+    assert attempt.status is ApplyStatus.PENDING
+    assert (attempt.record.started_at, attempt.record.available_before) == (1_790_000_000, 1)
 
 
 async def test_a_key_belongs_to_one_account(ledger: Ledger) -> None:

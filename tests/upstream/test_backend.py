@@ -8,6 +8,8 @@ ones the contract's timeouts imply ("within the timeout plus a second"); orderin
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -179,6 +181,36 @@ async def test_consume_connection_refused_is_not_retried(tmp_path: Path) -> None
         error = await error_of(harness, CONSUME, {"idempotencyKey": "k"}, TIMEOUTS.consume + 1)
     url = Endpoints.for_base(base).consume
     assert error.message == f"failed to consume rate limit reset: error sending request for url ({url})"
+
+
+async def test_a_consume_whose_connection_drops_is_sent_once(tmp_path: Path) -> None:
+    """Counted at the socket: a connection that is accepted and then dropped is never tried again."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.settimeout(0.1)
+        accepted: list[int] = []
+        stop = threading.Event()
+
+        def accept_and_drop() -> None:
+            while not stop.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                accepted.append(1)
+                conn.recv(65536)
+                conn.close()
+
+        thread = threading.Thread(target=accept_and_drop, daemon=True)
+        thread.start()
+        base = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        try:
+            async with server(settings_for(tmp_path, base)) as harness:
+                error = await error_of(harness, CONSUME, {"idempotencyKey": "k"}, TIMEOUTS.consume + 1)
+        finally:
+            stop.set()
+            thread.join(5)
+    assert error.message.startswith("failed to consume rate limit reset: ")
+    assert len(accepted) == 1
 
 
 async def test_consume_timeout_message_and_no_retry(backend: MockBackend, tmp_path: Path) -> None:
