@@ -146,7 +146,7 @@ class Pool:
                 ext.ResetDisabledReason.UNAVAILABLE,
                 error=ext.AccountError(code=INTERNAL_ERROR, message="internal error while reading this account"),
             )
-        pending = await self.store.pending(account_key(member.account), exclude=running)
+        pending = await self.store.pending(account_key(member.account), exclude=running, account_id=member.entry.id)
         if pending is not None:
             action = summary.reset_action
             if action.disabled_reason in (None, ext.ResetDisabledReason.NO_CREDIT):
@@ -292,7 +292,7 @@ class Pool:
         if recorded is not None:
             return recorded
         # Only a pending key may have spent its credit already: it is the one attempt that may be re-sent.
-        pending = await self.store.pending(account)
+        pending = await self.store.pending(account, account_id=account_id)
         retrying = pending is not None and pending.idempotency_key == key
         before = await self._refresh(member, identity, notify, running=key if retrying else None)
         reason = before.reset_action.disabled_reason

@@ -113,9 +113,12 @@ class Store(Protocol):
         """Newest first."""
         ...
 
-    async def pending(self, account: AccountKey, *, exclude: str | None = None) -> ApplyRecord | None:
+    async def pending(
+        self, account: AccountKey, *, exclude: str | None = None, account_id: str | None = None
+    ) -> ApplyRecord | None:
         """The attempt on this upstream account whose outcome is unknown, other than `exclude`. Found
-        through the marker even when the ledger row is gone (a deleted ledger loses no pending attempt)."""
+        through the marker even when the ledger row is gone (a deleted ledger loses no pending attempt).
+        `account_id` also finds rows written before attempts carried an identity (by pool id)."""
         ...
 
     def apply_lock(self, account: AccountKey, *, wait: float) -> AbstractAsyncContextManager[None]:

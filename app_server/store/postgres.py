@@ -352,7 +352,10 @@ class PostgresStore:
             rows = await cur.fetchall()
         return [_record(row) for row in rows]
 
-    async def pending(self, account: AccountKey, *, exclude: str | None = None) -> ApplyRecord | None:
+    async def pending(
+        self, account: AccountKey, *, exclude: str | None = None, account_id: str | None = None
+    ) -> ApplyRecord | None:
+        # `account_id` is not needed: every row of a shared store carries its identity (no legacy rows).
         # One round trip: a pending row charged to this identity, a pending row its marker names (a retry
         # from another identity), or the marker alone when its row is gone; the latest of them.
         async with self._connection() as conn:

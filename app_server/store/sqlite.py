@@ -200,7 +200,7 @@ class SqliteStore:
             rows = self._connect().execute(query, (*args, limit)).fetchall()
         return [_attempt(row).record for row in rows]
 
-    def _pending(self, account: AccountKey, exclude: str | None) -> ApplyRecord | None:
+    def _pending(self, account: AccountKey, exclude: str | None, account_id: str | None) -> ApplyRecord | None:
         marker = local_guard.read_marker(account)
         if marker is not None and marker.idempotency_key != exclude:
             attempt = self._get(marker.idempotency_key)
@@ -226,9 +226,10 @@ class SqliteStore:
             row = (
                 self._connect()
                 .execute(
-                    f"SELECT {_COLUMNS} FROM applies WHERE identity = ? AND status = 'pending' "
-                    "AND idempotency_key IS NOT ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
-                    (account.identity, exclude),
+                    # Rows of the first release carry no identity: found by pool id.
+                    f"SELECT {_COLUMNS} FROM applies WHERE (identity = ? OR (identity IS NULL AND account_id = ?)) "
+                    "AND status = 'pending' AND idempotency_key IS NOT ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
+                    (account.identity, account_id, exclude),
                 )
                 .fetchone()
             )
@@ -304,8 +305,10 @@ class SqliteStore:
     async def history(self, account_id: str | None = None, limit: int = 100) -> list[ApplyRecord]:
         return await anyio.to_thread.run_sync(self._history, account_id, limit)
 
-    async def pending(self, account: AccountKey, *, exclude: str | None = None) -> ApplyRecord | None:
-        return await anyio.to_thread.run_sync(self._pending, account, exclude)
+    async def pending(
+        self, account: AccountKey, *, exclude: str | None = None, account_id: str | None = None
+    ) -> ApplyRecord | None:
+        return await anyio.to_thread.run_sync(self._pending, account, exclude, account_id)
 
     @asynccontextmanager
     async def apply_lock(self, account: AccountKey, *, wait: float) -> AsyncIterator[None]:
