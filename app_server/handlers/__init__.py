@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_server.handlers import account, pool
+from app_server.handlers import account, pool, usage
 from app_server.rpc.dispatcher import Route
 from protocol import methods
 
@@ -16,5 +16,6 @@ def routes() -> dict[str, Route]:
         Route(methods.POOL_REFRESH, handler=pool.refresh_account),
         Route(methods.POOL_APPLY, handler=pool.apply_reset_credit, precheck=pool.check_apply),
         Route(methods.POOL_HISTORY, handler=pool.history),
+        Route(methods.POOL_USAGE_HISTORY, handler=usage.usage_history),
     ]
     return {route.method.name: route for route in table}
