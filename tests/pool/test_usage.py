@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import anyio
 import pytest
 
 from app_server.pool.usage import (
@@ -15,7 +16,10 @@ from app_server.pool.usage import (
     usage_history,
 )
 from protocol import ext, v2
+from protocol.jsonrpc import INVALID_REQUEST, RpcError
 from tests.support.live import WEEK, MemoryUsageStore, sample, summary, window
+from tests.support.pool_calls import WAIT, running
+from tests.support.pool_world import World
 
 pytestmark = pytest.mark.anyio
 
@@ -182,3 +186,34 @@ async def test_a_failing_store_is_logged_and_the_read_goes_on(caplog: pytest.Log
     with caplog.at_level(logging.ERROR):
         await recorder.record(summary(primary=window(10, T0 + HOUR), refreshed_at=T0))
     assert "recording usage of account 'alice' failed" in caplog.text
+
+
+# -- over the protocol -----------------------------------------------------------------------------------------
+
+
+async def test_usage_history_over_the_protocol(world: World) -> None:
+    async with running(world.settings()) as h:
+        resets = T0 + 5 * HOUR
+        store = MemoryUsageStore([sample(T0 + HOUR, 10, resets), sample(T0 + 2 * HOUR, 30, resets)])
+        setattr(h.services.pool(), "store", store)  # noqa: B010  (the lead's Pool.store; SQLite has no usage yet)
+        with anyio.fail_after(WAIT):
+            raw = await h.client.request("accountPool/usageHistory", {"accountId": "alice"})
+            with pytest.raises(RpcError) as unknown:
+                await h.client.request("accountPool/usageHistory", {"accountId": "zoe"})
+    assert raw == {
+        "accountId": "alice",
+        "windows": [
+            {
+                "limitId": "codex",
+                "window": "primary",
+                "windowMinutes": 300,
+                "samples": [
+                    {"takenAt": T0 + HOUR, "usedPercent": 10, "resetsAt": resets},
+                    {"takenAt": T0 + 2 * HOUR, "usedPercent": 30, "resetsAt": resets},
+                ],
+                "burnRatePerHour": 15.0,
+                "runsOutAt": None,
+            }
+        ],
+    }
+    assert unknown.value.code == INVALID_REQUEST and "unknown account 'zoe'" in unknown.value.message
