@@ -151,7 +151,7 @@ class AlertRules:
             ):
                 continue
             state.expiring[credit.id] = at
-            what = credit.title or f"saved reset {credit.id}"
+            what = f"saved reset “{credit.title}”" if credit.title else "a saved reset"
             alerts.append(
                 ext.AccountPoolAlert(
                     kind=ext.AlertKind.CREDIT_EXPIRING,

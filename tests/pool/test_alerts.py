@@ -92,7 +92,7 @@ def test_a_saved_reset_expiring_soon_is_reported_once() -> None:
         soon,
         ext.AlertSeverity.WARNING,
     )
-    assert alert.message == "alice: saved reset c-soon expires in 2d and has not been used"
+    assert alert.message == "alice: a saved reset expires in 2d and has not been used"
     assert rules.evaluate(summary(credits=credits), T0 + HOUR) == []
     # a week on, the other one comes within three days: its own alert, once
     (second,) = rules.evaluate(summary(credits=credits[1:]), T0 + 8 * DAY)
