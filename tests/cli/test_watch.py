@@ -266,7 +266,8 @@ def test_watch_asks_the_spawned_server_to_refresh(monkeypatch: pytest.MonkeyPatc
         raise CommandFailed(Exit.SERVER, "stop here")
         yield  # pragma: no cover
 
-    monkeypatch.delenv(module.REFRESH_ENV, raising=False)
+    monkeypatch.setenv(module.REFRESH_ENV, "")  # so that teardown removes what watch sets
+    monkeypatch.delenv(module.REFRESH_ENV)
     monkeypatch.setattr(module, "connect", fake_connect)
     screen, _ = ui(as_json=True)
     with pytest.raises(CommandFailed):
