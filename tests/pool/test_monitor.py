@@ -14,6 +14,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from app_server.config import REFRESH_FLOOR, LiveSettings
 from app_server.pool.alerts import AlertRules
 from app_server.pool.monitor import LiveUpdates, PoolSource, RefreshScheduler, server_identity
 from app_server.pool.usage import UsageRecorder
@@ -332,3 +333,23 @@ async def test_background_refresh_reads_the_pool_without_spending_and_announces_
     assert world.upstream.consumes() == []
     agents = {r.headers["user-agent"] for r in world.upstream.recorded_requests() if "/usage" in r.path}
     assert agents and all(a.startswith("codex-limits/") for a in agents)
+
+
+# -- settings --------------------------------------------------------------------------------------------------
+
+
+def test_background_refresh_is_opt_in_and_never_below_the_floor() -> None:
+    assert LiveSettings.from_env({}).refresh_interval is None
+    assert LiveSettings.from_env({"CODEX_LIMITS_REFRESH_INTERVAL": "120"}).refresh_interval == 120
+    assert LiveSettings.from_env({"CODEX_LIMITS_REFRESH_INTERVAL": "2"}).refresh_interval == REFRESH_FLOOR
+    assert LiveSettings.from_env({"CODEX_LIMITS_REFRESH_INTERVAL": "0"}).refresh_interval is None
+    assert LiveSettings.from_env({"CODEX_LIMITS_REFRESH_INTERVAL": "often"}).refresh_interval is None
+
+
+def test_alert_settings_come_from_the_environment() -> None:
+    live_settings = LiveSettings.from_env(
+        {"CODEX_LIMITS_ALERT_THRESHOLDS": "95, 50,75", "CODEX_LIMITS_CREDIT_EXPIRY_DAYS": "7"}
+    )
+    assert (live_settings.alert_thresholds, live_settings.credit_expiry_days) == ((50, 75, 95), 7.0)
+    for bad in ("80,x", "0,50", "150"):
+        assert LiveSettings.from_env({"CODEX_LIMITS_ALERT_THRESHOLDS": bad}).alert_thresholds == (80, 90, 100)
