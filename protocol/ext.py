@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from ._model import Int64, WireModel
+from ._model import Int32, Int64, WireModel
 from .v2 import (
     ConsumeAccountRateLimitResetCreditOutcome,
     PlanType,
@@ -188,3 +188,89 @@ class ApplyRefusedData(WireModel):
     available_credit_ids: list[str] | None = Field(
         default=None, description="With `unknownCredit`: the ids of the credits that can be applied."
     )
+
+
+# -- live updates: alerts and usage history (issue #12) ----------------------------------------
+
+
+class UsageWindow(StrEnum):
+    """Which window of a rate limit: upstream's `primary` (the short one) or `secondary`."""
+
+    PRIMARY = "primary"
+    SECONDARY = "secondary"
+
+
+class AlertKind(StrEnum):
+    WINDOW_RESET = "windowReset"
+    USAGE_THRESHOLD = "usageThreshold"
+    CREDIT_EXPIRING = "creditExpiring"
+    REAUTH_REQUIRED = "reauthRequired"
+
+
+class AlertSeverity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AccountPoolAlert(WireModel):
+    """Something an operator may want to act on, sent once per occurrence (once per crossing of a
+    threshold, once per expiring saved reset, once until an account that must sign in recovers)."""
+
+    kind: AlertKind
+    account_id: str
+    message: str = Field(description="One line for a person, naming the account.")
+    severity: AlertSeverity
+    limit_id: str | None = Field(
+        default=None, description="The rate limit (`codex`, or an additional limit's id) of `window`."
+    )
+    window: UsageWindow | None = None
+    window_minutes: Int64 | None = None
+    threshold: Int32 | None = Field(default=None, description="With `usageThreshold`: the percentage crossed.")
+    used_percent: Int32 | None = None
+    resets_at: Int64 | None = Field(default=None, description="Unix seconds when `window` resets next.")
+    credit_id: str | None = Field(default=None, description="With `creditExpiring`: the saved reset that expires.")
+    expires_at: Int64 | None = Field(default=None, description="With `creditExpiring`: Unix seconds of its expiry.")
+    emitted_at: Int64 = Field(description="Unix seconds when the alert was raised.")
+
+
+class AccountPoolAlertNotification(WireModel):
+    alert: AccountPoolAlert
+
+
+class AccountPoolUsageHistoryParams(WireModel):
+    account_id: str
+    since_seconds: Int64 | None = Field(
+        default=None, description="Only samples taken in the last this many seconds; omitted or null: all kept."
+    )
+    limit: Int64 | None = Field(
+        default=None, description="At most this many samples in all, the newest ones (default 5000)."
+    )
+
+
+class UsagePoint(WireModel):
+    taken_at: Int64 = Field(description="Unix seconds of the read.")
+    used_percent: Int32
+    resets_at: Int64 | None = None
+
+
+class UsageWindowHistory(WireModel):
+    limit_id: str
+    window: UsageWindow
+    window_minutes: Int64 | None = None
+    samples: list[UsagePoint] = Field(description="Oldest first.")
+    burn_rate_per_hour: float | None = Field(
+        default=None,
+        description="Percentage points used per hour in the current window, since its last reset; null when "
+        "the samples cannot tell.",
+    )
+    runs_out_at: Int64 | None = Field(
+        default=None,
+        description="Unix seconds when the window reaches 100 % at that rate (when it did, if it is used up); "
+        "null when it resets first or usage is not growing.",
+    )
+
+
+class AccountPoolUsageHistoryResponse(WireModel):
+    account_id: str
+    windows: list[UsageWindowHistory]

@@ -59,14 +59,33 @@ POOL_HISTORY: Final = Method(
     params_required=False,
     extension=True,
 )
+POOL_USAGE_HISTORY: Final = Method(
+    "accountPool/usageHistory",
+    ext.AccountPoolUsageHistoryParams,
+    ext.AccountPoolUsageHistoryResponse,
+    params_required=True,
+    extension=True,
+)
 
 METHODS: Final[dict[str, Method]] = {
     m.name: m
-    for m in (INITIALIZE, RATE_LIMITS_READ, RESET_CREDIT_CONSUME, POOL_LIST, POOL_REFRESH, POOL_APPLY, POOL_HISTORY)
+    for m in (
+        INITIALIZE,
+        RATE_LIMITS_READ,
+        RESET_CREDIT_CONSUME,
+        POOL_LIST,
+        POOL_REFRESH,
+        POOL_APPLY,
+        POOL_HISTORY,
+        POOL_USAGE_HISTORY,
+    )
 }
 
 RATE_LIMITS_UPDATED: Final = Notification("account/rateLimits/updated", v2.AccountRateLimitsUpdatedNotification)
 POOL_ACCOUNT_UPDATED: Final = Notification("accountPool/accountUpdated", ext.AccountUpdatedNotification, extension=True)
-SERVER_NOTIFICATIONS: Final[dict[str, Notification]] = {n.name: n for n in (RATE_LIMITS_UPDATED, POOL_ACCOUNT_UPDATED)}
+POOL_ALERT: Final = Notification("accountPool/alert", ext.AccountPoolAlertNotification, extension=True)
+SERVER_NOTIFICATIONS: Final[dict[str, Notification]] = {
+    n.name: n for n in (RATE_LIMITS_UPDATED, POOL_ACCOUNT_UPDATED, POOL_ALERT)
+}
 
 CLIENT_NOTIFICATIONS: Final[frozenset[str]] = frozenset({"initialized"})

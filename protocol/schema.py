@@ -163,6 +163,9 @@ def _method_files() -> Iterator[tuple[str, Schema]]:
         ext.AccountPoolHistoryResponse,
         ext.AccountUpdatedNotification,
         ext.ApplyRefusedData,
+        ext.AccountPoolAlertNotification,
+        ext.AccountPoolUsageHistoryParams,
+        ext.AccountPoolUsageHistoryResponse,
     )
     for model in extension:
         yield f"ext/{model.__name__}.json", model_schema(model)

@@ -100,9 +100,59 @@ def _refresh(args: argparse.Namespace) -> int:
 def _history(args: argparse.Namespace) -> int:
     from app_server.cli import commands as operator
 
+    if args.usage or args.csv or args.since is not None:
+        return _usage_history(args)
     return _run_async(
         args, lambda ui, _: operator.history(ui, account=args.account, limit=args.limit, simulate=args.simulate)
     )
+
+
+def _usage_history(args: argparse.Namespace) -> int:
+    from app_server.cli import commands as operator
+    from app_server.cli.usage import usage_history
+
+    if args.account is None:
+        return operator.fail(operator.CommandFailed(Exit.USAGE, "history --usage needs an ACCOUNT"))
+    return _run_async(
+        args,
+        lambda ui, _: usage_history(
+            ui, account=args.account, since=args.since, limit=args.limit, as_csv=args.csv, simulate=args.simulate
+        ),
+    )
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from app_server.cli.watch import watch
+
+    def make(ui: UI, interrupt: Interrupt) -> Awaitable[Exit]:
+        interrupt.code, interrupt.message = Exit.OK, ""
+        return watch(
+            ui,
+            simulate=args.simulate,
+            commands=args.exec or [],
+            exec_timeout=args.exec_timeout,
+            refresh_interval=args.refresh_interval,
+        )
+
+    return _run_async(args, make)
+
+
+def _command(text: str) -> list[str]:
+    from app_server.cli.watch import parse_command
+
+    try:
+        return parse_command(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _duration(text: str) -> int:
+    from app_server.cli.usage import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -205,8 +255,43 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("account", metavar="ACCOUNT", nargs="?", help="only this account")
     history.add_argument("--limit", type=_positive, metavar="N", help="at most N entries (default 100)")
     json_flag(history, "the ledger entries")
+    history.add_argument("--usage", action="store_true", help="ACCOUNT's usage windows over time, burn rate, run-out")
+    history.add_argument("--since", type=_duration, metavar="DURATION", help="with --usage: only the last 24h, 7d, ...")
+    history.add_argument("--csv", action="store_true", help="with --usage: one CSV row per sample on stdout")
     simulate_flag(history)
     history.set_defaults(run=_history)
+
+    watch = sub.add_parser(
+        "watch",
+        help="show alerts as they arrive (resets, usage thresholds, expiring saved resets, sign-in needed)",
+        description="Print each alert of the service as it arrives; with --exec, also run a command per alert "
+        "with the alert as JSON on its stdin (no shell: write `sh -c '...'` for one). A slow or failing command "
+        "is logged and never holds up later alerts.",
+    )
+    json_flag(watch, "each alert (one object per line)")
+    watch.add_argument(
+        "--exec",
+        type=_command,
+        action="append",
+        metavar="COMMAND",
+        help="run COMMAND for each alert, e.g. --exec 'notify-send codex-limits' (repeatable)",
+    )
+    watch.add_argument(
+        "--exec-timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="kill a command still running after this long (default 30)",
+    )
+    watch.add_argument(
+        "--refresh-interval",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="how often the server watch starts reads each account (default 60; at least 15)",
+    )
+    simulate_flag(watch)
+    watch.set_defaults(run=_watch)
 
     accounts = sub.add_parser("accounts", help="edit the pool (accounts.toml in $CODEX_LIMITS_HOME)")
     actions = accounts.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -153,7 +153,7 @@ def test_bundle_holds_every_method_and_notification() -> None:
     requests = {b["properties"]["method"]["const"] for b in bundle["definitions"]["ClientRequest"]["oneOf"]}
     assert {"initialize", "account/rateLimits/read", "accountPool/resetCredit/apply"} <= requests
     notes = {b["properties"]["method"]["const"] for b in bundle["definitions"]["ServerNotification"]["oneOf"]}
-    assert notes == {"account/rateLimits/updated", "accountPool/accountUpdated"}
+    assert notes == {"account/rateLimits/updated", "accountPool/accountUpdated", "accountPool/alert"}
     validator = jsonschema.Draft7Validator({**bundle, "$ref": "#/definitions/GetAccountRateLimitsResponse"})
     read = next(s.payload for s in RECORDED if s.kind == "account/rateLimits/read")
     assert not list(validator.iter_errors(read))

@@ -34,6 +34,7 @@ OUR_METHODS: Final = (
     "accountPool/refresh",
     "accountPool/resetCredit/apply",
     "accountPool/history",
+    "accountPool/usageHistory",
 )
 MAX_LINE: Final = 16 * 1024 * 1024
 
