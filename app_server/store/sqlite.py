@@ -78,7 +78,7 @@ class Ledger:
             os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
             # Switching a new database to WAL answers "database is locked" at once, without waiting, when
             # another process is creating it at the same moment: one process sets it up at a time.
-            with filelock.FileLock(f"{self.path}.setup.lock", timeout=30):
+            with filelock.FileLock(f"{self.path}.setup.lock", timeout=30, mode=0o600):
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(_SCHEMA)
