@@ -15,6 +15,7 @@ import http.cookiejar
 import json
 import logging
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -163,6 +164,10 @@ def _shown_location(location: str) -> str:
     return location if len(location) <= QUOTED_CHARS else location[:QUOTED_CHARS] + "…"
 
 
+async def _whole(content: bytes) -> AsyncIterator[bytes]:
+    yield content
+
+
 @dataclass(frozen=True)
 class _Answer:
     status: int
@@ -239,8 +244,13 @@ class Backend:
                         )
                     content_type = response.headers.get("content-type", "")
                     encodings = response.headers.get_list("content-encoding")
+                    if response.is_stream_consumed:
+                        # Built whole in memory (a MockTransport answer): httpx already holds it, decoded.
+                        chunks, encodings = _whole(response.content), []
+                    else:
+                        chunks = response.aiter_raw()
                     try:
-                        answer = await read_body(response.aiter_raw(), encodings, cap)
+                        answer = await read_body(chunks, encodings, cap)
                     except BodyDecodeError as exc:
                         raise BackendError("decode", str(exc), status) from None
                     return _Answer(status, content_type, answer.data, answer.overflowed)
