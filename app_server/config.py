@@ -1,34 +1,42 @@
 """Where things are and how long calls may take: environment, `$CODEX_HOME/config.toml`, defaults.
 
-Read once at startup. Nothing here performs network I/O.
+Read once at startup (config.toml: when its account is first used). Nothing here performs network I/O.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
+
+from app_server.files import FileRefused, read_regular
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL: Final = "https://chatgpt.com/backend-api/"
 DEFAULT_REFRESH_URL: Final = "https://auth.openai.com/oauth/token"
 REFRESH_URL_ENV: Final = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"
+MAX_BODY_ENV: Final = "CODEX_LIMITS_MAX_BODY_BYTES"
+DEFAULT_MAX_BODY_BYTES: Final = 4 << 20
+"""Usage, details and consume answers are a few KiB; 4 MiB (decoded) leaves room and bounds memory."""
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    """Per-call limits in seconds. Upstream: details 5 s, consume 10 s, usage none (defect D3);
-    ours bounds usage at 30 s. The environment can shorten them for tests."""
+    """Per-call limits. Seconds: upstream's details 5 s and consume 10 s, usage none (defect D3); ours
+    bounds usage at 30 s. Each deadline covers the whole exchange, the response body included.
+    `max_body_bytes` caps a response body after decoding. The environment can change them (tests shorten)."""
 
     usage: float = 30.0
     details: float = 5.0
     consume: float = 10.0
     refresh: float = 30.0
     connect: float = 10.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Timeouts:
@@ -40,7 +48,16 @@ class Timeouts:
                     values[name] = float(raw)
                 except ValueError:
                     log.warning("ignoring CODEX_LIMITS_%s_TIMEOUT=%r: not a number", name.upper(), raw)
-        return cls(**values)
+        max_body = DEFAULT_MAX_BODY_BYTES
+        if raw := env.get(MAX_BODY_ENV):
+            try:
+                max_body = int(raw)
+                if max_body < 1:
+                    raise ValueError
+            except ValueError:
+                log.warning("ignoring %s=%r: not a positive integer", MAX_BODY_ENV, raw)
+                max_body = DEFAULT_MAX_BODY_BYTES
+        return cls(**values, max_body_bytes=max_body)
 
 
 REFRESH_FLOOR: Final = 15.0
@@ -114,21 +131,95 @@ def data_home(env: Mapping[str, str]) -> Path:
     return path.absolute()
 
 
-def read_base_url(home: Path) -> str:
-    """`chatgpt_base_url` from `<home>/config.toml`, or the ChatGPT default when absent or unreadable."""
+@dataclass(frozen=True)
+class BaseUrl:
+    """The backend base URL of one Codex home, or why `config.toml` gives none we may use.
+
+    A refused value is never replaced by the default: calls fail with `problem` (which never quotes the
+    value, so a password inside it stays out of answers and logs)."""
+
+    url: str
+    problem: str | None = None
+
+
+# DNS labels (plus `_`, which container networks use) or an IPv4 address; IPv6 goes through ipaddress.
+_HOST_NAME: Final = re.compile(
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*\.?"
+)
+
+
+def base_url_problem(value: str) -> str | None:
+    """Why `value` is not a usable `chatgpt_base_url`, or None. The reason never repeats the value."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not value:
+        return "it is empty"
+    if any(ch < " " or ch == "\x7f" for ch in value):
+        return "it contains a control character"
+    if any(ch.isspace() for ch in value):
+        return "it contains whitespace"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        return "it is not a valid URL (bad port or brackets)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "the scheme must be http or https"
+    if "@" in parts.netloc:
+        return "it must not carry credentials (user:password@)"
+    host = parts.hostname or ""
+    if not host:
+        return "it has no host"
+    if parts.netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "it has an invalid host"
+    else:
+        try:
+            ascii_host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return "it has an invalid host"
+        if not _HOST_NAME.fullmatch(ascii_host):
+            return "it has an invalid host"
+    if port == 0:
+        return "it has an invalid port"
+    if parts.query or parts.fragment or value.endswith(("?", "#")):
+        return "it must not have a query or fragment"
+    return None
+
+
+def read_base_url(home: Path) -> BaseUrl:
+    """`chatgpt_base_url` from `<home>/config.toml`; the ChatGPT default when the file or the key is absent.
+
+    A config.toml that is not a regular file, too large, unreadable or not TOML, and a value that is not an
+    http(s) URL with a plain host, are refused with the reason (logged once here, answered on every call)."""
     import tomllib
 
     path = home / "config.toml"
+    problem: str | None
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(read_regular(path).decode("utf-8"))
     except FileNotFoundError:
-        return DEFAULT_BASE_URL
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        log.warning("could not read %s (%s); using the default backend", path, exc)
-        return DEFAULT_BASE_URL
-    value = data.get("chatgpt_base_url")
-    return value if isinstance(value, str) and value else DEFAULT_BASE_URL
+        return BaseUrl(DEFAULT_BASE_URL)
+    except OSError as exc:
+        reason = exc.reason if isinstance(exc, FileRefused) else exc.strerror or type(exc).__name__
+        problem = f"cannot use {path}: {reason}"
+    except UnicodeDecodeError:
+        problem = f"cannot use {path}: it is not UTF-8"
+    except tomllib.TOMLDecodeError as exc:
+        problem = f"cannot use {path}: invalid TOML ({exc})"
+    else:
+        value = data.get("chatgpt_base_url")
+        if value is None:
+            return BaseUrl(DEFAULT_BASE_URL)
+        why = base_url_problem(value) if isinstance(value, str) else "it must be a string"
+        if why is None:
+            return BaseUrl(value)
+        problem = f"invalid chatgpt_base_url in {path}: {why}"
+    log.warning("%s", problem)
+    return BaseUrl(DEFAULT_BASE_URL, problem)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ from .v2 import (
 )
 
 APPLY_WARNING = "Applying consumes one saved rate-limit reset on this account and cannot be undone."
+KEY_MAX_LENGTH = 256
+"""The longest `idempotencyKey` and `creditId` an apply accepts (characters); longer ones get -32600. The key
+is stored in the ledger and shown in summaries; upstream's own consume keeps upstream's (unbounded) rule."""
 
 
 class AccountStatus(StrEnum):
@@ -132,10 +135,15 @@ class AccountPoolRefreshParams(WireModel):
 class AccountPoolApplyParams(WireModel):
     account_id: str
     idempotency_key: str = Field(
-        description="Identifies one logical apply. A UUID is recommended; re-send the same value to retry it."
+        description="Identifies one logical apply. A UUID is recommended; re-send the same value to retry it. "
+        f"At most {KEY_MAX_LENGTH} characters.",
+        json_schema_extra={"maxLength": KEY_MAX_LENGTH},
     )
     credit_id: str | None = Field(
-        default=None, description="Saved reset to spend; omitted lets the backend pick the next available one."
+        default=None,
+        description="Saved reset to spend; omitted lets the backend pick the next available one. "
+        f"At most {KEY_MAX_LENGTH} characters.",
+        json_schema_extra={"maxLength": KEY_MAX_LENGTH},
     )
 
 

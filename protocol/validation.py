@@ -14,7 +14,7 @@ from typing import Any, Final, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from .jsonrpc import RpcError, invalid_request
+from .jsonrpc import INVALID_REQUEST, RpcError, invalid_request
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -136,3 +136,9 @@ def _bind_positional(model: type[BaseModel], values: list[Any]) -> dict[str, Any
     if len(values) > len(fields) or len(values) < required:
         raise invalid_request(f"invalid length {len(values)}, expected {_struct(model)} with {len(fields)} elements")
     return {(field.alias or name): value for (name, field), value in zip(fields, values, strict=False)}
+
+
+def check_key_length(name: str, value: str | None, limit: int) -> None:
+    """-32600 `<name> must be at most <limit> characters` for a key past its documented limit."""
+    if value is not None and len(value) > limit:
+        raise RpcError(INVALID_REQUEST, f"{name} must be at most {limit} characters (got {len(value)})")

@@ -8,6 +8,7 @@ from app_server.handlers.account import check_keys, client_user_agent, originato
 from app_server.handlers.context import Context
 from protocol import ext
 from protocol.methods import POOL_ACCOUNT_UPDATED
+from protocol.validation import check_key_length
 
 if TYPE_CHECKING:  # the pool (sqlite3, tomli_w, auth, httpx) loads on the first pool request
     from app_server.pool.pool import Identity
@@ -33,6 +34,8 @@ async def refresh_account(ctx: Context, params: ext.AccountPoolRefreshParams) ->
 
 def check_apply(params: ext.AccountPoolApplyParams) -> None:
     check_keys(params.idempotency_key, params.credit_id)
+    check_key_length("idempotencyKey", params.idempotency_key, ext.KEY_MAX_LENGTH)
+    check_key_length("creditId", params.credit_id, ext.KEY_MAX_LENGTH)
 
 
 async def apply_reset_credit(ctx: Context, params: ext.AccountPoolApplyParams) -> ext.AccountPoolApplyResponse:

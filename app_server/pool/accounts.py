@@ -14,9 +14,7 @@ directory of accounts.toml (not to whatever directory the server was started in)
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +25,7 @@ from typing import Any, Final
 import filelock
 import tomli_w
 
+from app_server.files import FileRefused, lock_file, read_regular, remove_stale_temp_files, write_atomic
 from app_server.pool.errors import AccountsFileError
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class AccountsFile:
 
     @property
     def lock(self) -> filelock.FileLock:
-        return filelock.FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
+        return lock_file(str(self.path) + ".lock", timeout=LOCK_TIMEOUT)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -68,11 +67,18 @@ class AccountsFile:
             ) from None
 
     def _read(self) -> dict[str, Any]:
+        """The parsed file; {} when absent. Only a regular file of at most 1 MiB is read (a FIFO or
+        /dev/zero put there is refused at once), and anything unusable is an AccountsFileError."""
         try:
-            with self.path.open("rb") as f:
-                return tomllib.load(f)
+            return tomllib.loads(read_regular(self.path).decode("utf-8"))
         except FileNotFoundError:
             return {}
+        except FileRefused as exc:
+            raise AccountsFileError(f"{self.path}: {exc.reason}") from None
+        except OSError as exc:
+            raise AccountsFileError(f"{self.path}: cannot read it ({exc.strerror or type(exc).__name__})") from None
+        except UnicodeDecodeError:
+            raise AccountsFileError(f"{self.path}: not UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise AccountsFileError(f"{self.path}: {exc}") from None
 
@@ -154,21 +160,5 @@ class AccountsFile:
 
         Called under the lock, so any temp file already there was left by a writer that died."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for stale in self.path.parent.glob(f"{_TMP_PREFIX}*{_TMP_SUFFIX}"):
-            stale.unlink(missing_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, suffix=_TMP_SUFFIX, dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                tomli_w.dump(data, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        remove_stale_temp_files(self.path.parent, tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
+        write_atomic(self.path, tomli_w.dumps(data).encode("utf-8"), tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)

@@ -366,10 +366,13 @@ class Pool:
         return response
 
     async def _consume_failed(self, account_id: str, key: str, exc: BackendError) -> Exception:
-        """Record the failure and say what it means. Only an answer that proves upstream did not act (a
-        3xx or 4xx status) finishes the attempt as failed; a 5xx (a gateway's 502/503/504 in particular),
-        a timeout, a dropped connection or an unreadable 2xx may come after upstream acted: pending."""
-        definite = exc.kind == "status" and exc.status is not None and 300 <= exc.status < 500
+        """Record the failure and say what it means. Only what proves upstream did not act finishes the
+        attempt as failed: a 4xx, a redirect (not followed), a config.toml that stopped the call before it
+        was sent. A 5xx (a gateway's 502/503/504 in particular), a timeout, a dropped connection, an
+        oversized or unreadable 2xx may come after upstream acted: the attempt stays pending."""
+        definite = exc.kind in ("redirect", "config") or (
+            exc.kind == "status" and exc.status is not None and 300 <= exc.status < 500
+        )
         if not definite:
             message = "consume timed out; outcome unknown" if exc.kind == "timeout" else exc.detail
             await self.store.fail(key, message, self._now(), keep_pending=True)

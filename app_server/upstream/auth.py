@@ -9,9 +9,7 @@ import base64
 import binascii
 import json
 import logging
-import os
 import re
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import filelock
+
+from app_server.files import (
+    FileRefused,
+    acquire_polled,
+    lock_file,
+    read_regular,
+    remove_stale_temp_files,
+    write_atomic,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -47,7 +53,6 @@ LOCK_FILE = "auth.json.lock"
 _AUTH_CLAIM = "https://api.openai.com/auth"
 _EXPIRY_MARGIN = 300.0  # §8.4: a JWT expiring within 5 minutes is refreshed
 _SCHEDULED_AGE = 8 * 86400.0  # §8.4: an opaque token is refreshed after about 8 days
-_LOCK_POLL = 0.02
 _PERMANENT_CODES = frozenset({"refresh_token_expired", "refresh_token_reused", "refresh_token_invalidated"})
 # Error codes worth naming in a log line; anything else is shown as "other" (a server could echo a token).
 _LOGGED_CODES = _PERMANENT_CODES | {"invalid_grant", "invalid_request", "invalid_client", "unauthorized_client"}
@@ -213,9 +218,13 @@ def _parse_document(raw: object) -> _Document:
 
 
 def _read_document(path: Path) -> _Document:
+    """auth.json parsed; no auth when it is absent, unreadable, not a regular file, over 1 MiB or not JSON."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path)
     except FileNotFoundError:
+        return _NO_AUTH
+    except FileRefused as exc:
+        logger.warning("cannot read %s: %s", path, exc.reason)
         return _NO_AUTH
     except OSError as exc:
         logger.warning("cannot read %s: %s", path, type(exc).__name__)
@@ -260,43 +269,6 @@ def _render_document(raw: Mapping[str, Any], new_tokens: Mapping[str, str], last
 
 
 # -- writing -------------------------------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data`, mode 0600: a reader, or a crash at any point, sees the old or new file."""
-    directory = path.parent
-    tmp = directory / f"{_TMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # the umask can only remove bits; this also documents the intent
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _remove_stale_temp_files(directory: Path) -> None:
-    """Temp files left by a writer that was killed; only call while holding the auth lock."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return
-    for name in names:
-        if name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX):
-            (directory / name).unlink(missing_ok=True)
 
 
 # -- the refresh call ----------------------------------------------------------------------------------------
@@ -414,7 +386,7 @@ class AuthStore:
         self._state: AuthState | None = None
         self._attempts = 0
         self._local_lock: anyio.Lock | None = None
-        self._file_lock = filelock.FileLock(self._home / LOCK_FILE, mode=0o600, thread_local=False)
+        self._file_lock = lock_file(self._home / LOCK_FILE)
 
     def __repr__(self) -> str:
         kind = self._doc.kind.value if self._doc is not None else "unread"
@@ -469,20 +441,9 @@ class AuthStore:
         assert self._doc is not None
         return _refresh_reason(self._doc, self._clock())
 
-    async def _acquire_file_lock(self) -> bool:
-        # flock is polled from the event loop: a non-blocking attempt costs microseconds and needs no thread.
-        with anyio.move_on_after(self._lock_timeout):
-            while True:
-                try:
-                    self._file_lock.acquire(blocking=False)
-                    return True
-                except filelock.Timeout:
-                    await anyio.sleep(_LOCK_POLL)
-        return False
-
     async def _refresh_under_file_lock(self, user_agent: str, originator: str) -> None:
         try:
-            acquired = await self._acquire_file_lock()
+            acquired = await acquire_polled(self._file_lock, self._lock_timeout)
         except OSError as exc:
             self._fail(RefreshFailure.TRANSIENT, f"cannot take {LOCK_FILE}: {type(exc).__name__}")
             return
@@ -546,5 +507,5 @@ class AuthStore:
         logger.info("access token refreshed; %s rewritten", self.path)
 
     def _write(self, data: bytes) -> None:
-        _remove_stale_temp_files(self._home)
-        _write_atomic(self.path, data)
+        remove_stale_temp_files(self._home, tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
+        write_atomic(self.path, data, tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)

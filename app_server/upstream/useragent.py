@@ -10,6 +10,8 @@ from functools import cache
 from app_server import __version__
 
 PRODUCT = "codex-limits"
+DAEMON_CLIENT = "codex_app_server_daemon"
+"""The client name for which upstream adds no `(<name>; <version>)` suffix (its own app-server daemon)."""
 
 
 def is_header_value(text: str) -> bool:
@@ -86,9 +88,10 @@ def user_agent(
     builds it (CONTRACT §2.3): `<name>; <version>` trimmed of surrounding whitespace (an empty
     name and version give `(;)`), left out when nothing remains, and when the whole string is not
     a valid header value every character outside printable ASCII becomes `_` (`1\n0` -> `1_0`).
+    Upstream's own daemon client (`codex_app_server_daemon`) gets no suffix, as upstream gives it none.
     """
     base = f"{PRODUCT}/{__version__} ({os_description()}) {terminal(os.environ if env is None else env)}"
-    if client_name is None:
+    if client_name is None or client_name == DAEMON_CLIENT:
         return base
     suffix = _rust_trim(f"{client_name}; {client_version or ''}")
     candidate = f"{base} ({suffix})" if suffix else base

@@ -7,7 +7,7 @@ follows it). Client lines are sent in the transcript's causal order (see ``repla
 * every stdout line, exactly, after the normalisation below;
 * every backend request: method, path, exact body bytes, and the headers that matter (user-agent,
   authorization, chatgpt-account-id, x-openai-fedramp, x-openai-codex-luna-reserve, originator, content-type,
-  accept) in their order among themselves;
+  accept, accept-encoding) in their order among themselves;
 * lines upstream dropped with a log record (``server_log``, CONTRACT §1.3) get one from us too;
 * auth.json afterwards (content and mode) when the transcript records it, and the exit status.
 
@@ -58,6 +58,12 @@ Normalisation table: OUR deliberate deviations, nothing else
 (j) 21a–21c: their ``setup.config_toml`` holds the generic base URL; the base each run used is in the
     scenario ``description`` (``chatgpt_base_url = …``), which is what the recorded request paths show. The
     replay writes that one. (Transcript data, not a deviation.)
+(k) 0.171.0 behaviour (CONTRACT-0.171.md): every usage, details and consume request carries
+    ``accept-encoding: zstd,gzip`` (0.169.0 sent none); it is expected right after ``accept``. The token
+    refresh is unchanged.
+(l) Redirects are never followed (DESIGN: the bearer token would go with them): 18's read 17, answered 301 to
+    another path, fails with ``GET <url> failed: 301 Moved Permanently; redirect to <location> not followed``,
+    and the request to the target is not made.
 
 Orders the contract promises inside one chunk (``ORDERS``): 22 "fast" is answered before "slow"; 31 the read
 R1 is answered while consume A is still pending, A (timed out) before B before C (FIFO), and BAD before A (D6).
@@ -213,6 +219,37 @@ def d3_usage_timeout(steps: list[rs.Step], port: int) -> list[rs.Step]:
     return [*steps, rs.ExpectServer(rs.normalise_line(line, ours=False))]
 
 
+def k_accept_encoding(steps: list[rs.Step]) -> list[rs.Step]:
+    """(k): 0.171.0's accept-encoding after accept on the usage, details and consume calls."""
+    out: list[rs.Step] = []
+    for step in steps:
+        if isinstance(step, rs.ExpectBackend) and step.call.path != rs.REFRESH_PATH:
+            call = step.call
+            headers: list[tuple[str, str]] = []
+            for name, value in call.headers:
+                headers.append((name, value))
+                if name == "accept":
+                    headers.append(("accept-encoding", "zstd,gzip"))
+            assert ("accept-encoding", "zstd,gzip") in headers, f"no accept header in {call.show()}"
+            step = rs.ExpectBackend(rs.BackendCall(call.method, call.path, tuple(headers), call.body))
+        out.append(step)
+    return out
+
+
+def l_redirect_not_followed(steps: list[rs.Step], port: int) -> list[rs.Step]:
+    """(l): 18's read 17 gets a 301; we report it instead of fetching the target."""
+    index = answer_index(steps, 17)
+    url = f"http://127.0.0.1:{port}/api/codex/usage"
+    detail = f"GET {url} failed: 301 Moved Permanently; redirect to /api/codex/usage2 not followed"
+    steps[index] = rs.ExpectServer(
+        rs.normalise_line(error_line(17, -32603, "failed to fetch codex rate limits: " + detail), ours=False)
+    )
+    targets = [i for i, s in enumerate(steps) if isinstance(s, rs.ExpectBackend) and s.call.path == "/api/codex/usage2"]
+    assert len(targets) == 1, "18 follows exactly one redirect"
+    del steps[targets[0]]
+    return steps
+
+
 def standard_read_answer(request_id: int) -> str:
     """03's answer to a details-excluded read of the standard usage body (the body 61 serves too)."""
     t03 = transcripts.load("03_request_id_types")
@@ -347,6 +384,9 @@ def build_plan(t: transcripts.Transcript, port: int, codex_home: Path) -> rs.Pla
         steps = h_model_turns(steps)
     elif name.startswith("41"):
         steps = f_lazy_refresh(t, steps)
+    elif name == "18_read_usage_errors":
+        steps = l_redirect_not_followed(steps, port)
+    steps = k_accept_encoding(steps)
     steps = i_hooks(t, steps)
     return rs.Plan(name=name, steps=steps, order=ORDERS.get(name, []))
 

@@ -98,7 +98,7 @@ class World:
     def accounts(self) -> AccountsFile:
         return AccountsFile(self.data_home / FILE_NAME, self.codex_home)
 
-    def settings(self, **timeouts: float) -> Settings:
+    def settings(self, **timeouts: Any) -> Settings:
         return Settings(
             codex_home=self.codex_home,
             data_home=self.data_home,

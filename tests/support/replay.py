@@ -78,6 +78,7 @@ HEADERS_THAT_MATTER: Final = (
     "originator",
     "content-type",
     "accept",
+    "accept-encoding",
 )
 
 

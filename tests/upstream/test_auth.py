@@ -573,10 +573,10 @@ async def test_write_failure_keeps_the_new_tokens_in_memory(
     write_auth(tmp_path, chatgpt_auth(jwt({"exp": 1})))
     original = (tmp_path / "auth.json").read_bytes()
 
-    def disk_full(path: Path, data: bytes) -> None:
+    def disk_full(path: Path, data: bytes, **names: str) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(auth_module, "_write_atomic", disk_full)
+    monkeypatch.setattr(auth_module, "write_atomic", disk_full)
     store = make_store(tmp_path, server)
     state = await fresh(store)
     assert state.refresh_failure is None
