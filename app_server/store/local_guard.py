@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,15 +19,14 @@ from pathlib import Path
 from typing import Final
 
 import anyio
-import filelock
 
+from app_server.files import acquire_polled, lock_file, read_regular, write_atomic
 from app_server.store.base import AccountKey, LockTimeout
 
 log = logging.getLogger(__name__)
 
 DIR_NAME: Final = "codex-limits"
 MAX_MARKER_BYTES: Final = 64 * 1024
-_POLL: Final = 0.05
 
 
 class GuardError(Exception):
@@ -79,7 +77,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def write_marker(account: AccountKey, marker: Marker) -> None:
     """Durably record the pending attempt (atomic replace, fsync of file and directory)."""
-    directory = _ensure_dir(account)
+    _ensure_dir(account)
     data = json.dumps(
         {
             "identity": account.identity,
@@ -91,19 +89,9 @@ def write_marker(account: AccountKey, marker: Marker) -> None:
         ensure_ascii=False,
     ).encode("utf-8")
     path = _marker_path(account)
-    tmp = directory / f".pending-{os.getpid()}-{secrets.token_hex(4)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(directory)
+        write_atomic(path, data, tmp_prefix=".pending.")
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise GuardError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
@@ -112,16 +100,12 @@ def read_marker(account: AccountKey) -> Marker | None:
     still counts as pending (money first), under a key that tells the operator to look."""
     path = _marker_path(account)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        raw = read_regular(path, MAX_MARKER_BYTES)
     except FileNotFoundError:
         return None
     except OSError as exc:
         log.warning("cannot read %s: %s", path, exc)
         return Marker(f"<unreadable marker {path}>", "", None, 0)
-    try:
-        raw = os.read(fd, MAX_MARKER_BYTES)
-    finally:
-        os.close(fd)
     try:
         data = json.loads(raw)
         return Marker(
@@ -166,15 +150,12 @@ class LocalLocks:
             raise LockTimeout(wait) from None
         try:
             _ensure_dir(account)
-            file_lock = filelock.FileLock(str(lock_path(account)), mode=0o600)
-            with anyio.move_on_after(wait) as scope:
-                while True:
-                    try:
-                        file_lock.acquire(blocking=False)
-                        break
-                    except filelock.Timeout:
-                        await anyio.sleep(_POLL)
-            if scope.cancelled_caught:
+            file_lock = lock_file(lock_path(account))
+            try:
+                acquired = await acquire_polled(file_lock, wait)
+            except OSError as exc:
+                raise GuardError(f"cannot lock {lock_path(account)}: {exc.strerror or exc}") from None
+            if not acquired:
                 raise LockTimeout(wait)
             try:
                 yield
