@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+__all__ = [
+    "I64_MAX",
+    "I64_MIN",
+    "Int32",
+    "Int64",
+    "WireModel",
+]
+
 # Bounded like the Rust types upstream uses, so an out-of-range value is a params error, not a crash later.
-Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1), WithJsonSchema({"format": "int64", "type": "integer"})]
+I64_MIN: Final = -(2**63)
+I64_MAX: Final = 2**63 - 1
+
+Int64 = Annotated[int, Field(ge=I64_MIN, le=I64_MAX), WithJsonSchema({"format": "int64", "type": "integer"})]
 Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1), WithJsonSchema({"format": "int32", "type": "integer"})]
 
 

@@ -19,6 +19,39 @@ from .v2 import (
     RateLimitSnapshot,
 )
 
+__all__ = [
+    "APPLY_WARNING",
+    "KEY_MAX_LENGTH",
+    "AccountError",
+    "AccountPoolAlert",
+    "AccountPoolAlertNotification",
+    "AccountPoolApplyParams",
+    "AccountPoolApplyResponse",
+    "AccountPoolHistoryParams",
+    "AccountPoolHistoryResponse",
+    "AccountPoolListParams",
+    "AccountPoolListResponse",
+    "AccountPoolRefreshParams",
+    "AccountPoolUsageHistoryParams",
+    "AccountPoolUsageHistoryResponse",
+    "AccountStatus",
+    "AccountSummary",
+    "AccountUpdatedNotification",
+    "AlertKind",
+    "AlertSeverity",
+    "ApplyRecord",
+    "ApplyRefusedData",
+    "ApplyStatus",
+    "PendingApply",
+    "ResetAction",
+    "ResetCreditsOverview",
+    "ResetDisabledReason",
+    "ResetReadiness",
+    "UsagePoint",
+    "UsageWindow",
+    "UsageWindowHistory",
+]
+
 APPLY_WARNING = "Applying consumes one saved rate-limit reset on this account and cannot be undone."
 KEY_MAX_LENGTH = 256
 """The longest `idempotencyKey` and `creditId` an apply accepts (characters); longer ones get -32600. The key

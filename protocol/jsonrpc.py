@@ -10,14 +10,31 @@ from typing import Annotated, Any, Final
 
 from pydantic import Field, RootModel, StrictInt, StrictStr, WithJsonSchema
 
-from ._model import Int64, WireModel
+from ._model import I64_MAX, I64_MIN, Int64, WireModel
+
+__all__ = [
+    "I64_MAX",
+    "I64_MIN",
+    "INTERNAL_ERROR",
+    "INVALID_REQUEST",
+    "SERVER_OVERLOADED",
+    "JSONRPCError",
+    "JSONRPCErrorError",
+    "JSONRPCNotification",
+    "JSONRPCRequest",
+    "JSONRPCResponse",
+    "RequestId",
+    "RequestIdValue",
+    "RpcError",
+    "W3cTraceContext",
+    "invalid_request",
+    "is_request_id",
+]
 
 INVALID_REQUEST: Final = -32600
 INTERNAL_ERROR: Final = -32603
 SERVER_OVERLOADED: Final = -32001
 
-I64_MIN: Final = -(2**63)
-I64_MAX: Final = 2**63 - 1
 
 _I64 = Annotated[StrictInt, Field(ge=I64_MIN, le=I64_MAX), WithJsonSchema({"format": "int64", "type": "integer"})]
 RequestIdValue = StrictStr | _I64

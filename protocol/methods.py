@@ -12,6 +12,25 @@ from pydantic import BaseModel
 
 from . import ext, v1, v2
 
+__all__ = [
+    "CLIENT_NOTIFICATIONS",
+    "INITIALIZE",
+    "METHODS",
+    "POOL_ACCOUNT_UPDATED",
+    "POOL_ALERT",
+    "POOL_APPLY",
+    "POOL_HISTORY",
+    "POOL_LIST",
+    "POOL_REFRESH",
+    "POOL_USAGE_HISTORY",
+    "RATE_LIMITS_READ",
+    "RATE_LIMITS_UPDATED",
+    "RESET_CREDIT_CONSUME",
+    "SERVER_NOTIFICATIONS",
+    "Method",
+    "Notification",
+]
+
 
 @dataclass(frozen=True)
 class Method:

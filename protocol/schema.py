@@ -17,6 +17,21 @@ from pydantic.json_schema import GenerateJsonSchema
 
 from . import ext, jsonrpc, methods, v1, v2
 
+__all__ = [
+    "ERROR_DATA",
+    "ANY_JSON",
+    "BUNDLE_NAME",
+    "BUNDLE_TITLE",
+    "DRAFT_07",
+    "Schema",
+    "check",
+    "generate",
+    "model_schema",
+    "nullable_schema",
+    "render",
+    "write",
+]
+
 DRAFT_07: Final = "http://json-schema.org/draft-07/schema#"
 BUNDLE_NAME: Final = "codex_app_server_protocol.schemas.json"
 BUNDLE_TITLE: Final = "CodexLimitsAppServerProtocol"
@@ -137,38 +152,35 @@ def _client_notification() -> Schema:
     }
 
 
+ERROR_DATA: Final = (ext.ApplyRefusedData,)
+"""Models that travel as `error.data` rather than as a method's params or result."""
+
+_FOLDERS: Final = {v1.__name__: "v1", v2.__name__: "v2", ext.__name__: "ext"}
+
+
 def _method_files() -> Iterator[tuple[str, Schema]]:
-    yield "v1/InitializeParams.json", model_schema(v1.InitializeParams)
-    yield "v1/InitializeResponse.json", model_schema(v1.InitializeResponse)
-    yield (
-        "v2/NullableGetAccountRateLimitsParams.json",
-        nullable_schema(v2.GetAccountRateLimitsParams, "Nullable_GetAccountRateLimitsParams"),
-    )
-    upstream: tuple[type[BaseModel], ...] = (
-        v2.GetAccountRateLimitsResponse,
-        v2.ConsumeAccountRateLimitResetCreditParams,
-        v2.ConsumeAccountRateLimitResetCreditResponse,
-        v2.AccountRateLimitsUpdatedNotification,
-    )
-    for model in upstream:
-        yield f"v2/{model.__name__}.json", model_schema(model)
-    extension: tuple[type[BaseModel], ...] = (
-        ext.AccountPoolListParams,
-        ext.AccountPoolListResponse,
-        ext.AccountPoolRefreshParams,
-        ext.AccountSummary,
-        ext.AccountPoolApplyParams,
-        ext.AccountPoolApplyResponse,
-        ext.AccountPoolHistoryParams,
-        ext.AccountPoolHistoryResponse,
-        ext.AccountUpdatedNotification,
-        ext.ApplyRefusedData,
-        ext.AccountPoolAlertNotification,
-        ext.AccountPoolUsageHistoryParams,
-        ext.AccountPoolUsageHistoryResponse,
-    )
-    for model in extension:
-        yield f"ext/{model.__name__}.json", model_schema(model)
+    """One file per params, result and notification model of the method table, plus `ERROR_DATA`.
+
+    Upstream exports optional params of its own methods as `Nullable<Name>` (the params may be null)."""
+    seen: set[type[BaseModel]] = set()
+
+    def one(model: type[BaseModel], *, nullable: bool = False) -> Iterator[tuple[str, Schema]]:
+        if model in seen:
+            return
+        seen.add(model)
+        folder = _FOLDERS[model.__module__]
+        if nullable:
+            yield f"{folder}/Nullable{model.__name__}.json", nullable_schema(model, f"Nullable_{model.__name__}")
+        else:
+            yield f"{folder}/{model.__name__}.json", model_schema(model)
+
+    for method in methods.METHODS.values():
+        yield from one(method.params, nullable=not method.params_required and not method.extension)
+        yield from one(method.result)
+    for notification in methods.SERVER_NOTIFICATIONS.values():
+        yield from one(notification.params)
+    for model in ERROR_DATA:
+        yield from one(model)
 
 
 def _bundle(files: dict[str, Schema]) -> Schema:

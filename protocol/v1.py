@@ -8,6 +8,13 @@ from pydantic import Field
 
 from ._model import WireModel
 
+__all__ = [
+    "ClientInfo",
+    "InitializeCapabilities",
+    "InitializeParams",
+    "InitializeResponse",
+]
+
 
 class ClientInfo(WireModel):
     name: str

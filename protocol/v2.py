@@ -15,6 +15,26 @@ from pydantic_core import CoreSchema
 
 from ._model import Int32, Int64, WireModel
 
+__all__ = [
+    "OUTCOME_DESCRIPTIONS",
+    "AccountRateLimitsUpdatedNotification",
+    "ConsumeAccountRateLimitResetCreditOutcome",
+    "ConsumeAccountRateLimitResetCreditParams",
+    "ConsumeAccountRateLimitResetCreditResponse",
+    "CreditsSnapshot",
+    "GetAccountRateLimitsParams",
+    "GetAccountRateLimitsResponse",
+    "PlanType",
+    "RateLimitReachedType",
+    "RateLimitResetCredit",
+    "RateLimitResetCreditStatus",
+    "RateLimitResetCreditsSummary",
+    "RateLimitResetType",
+    "RateLimitSnapshot",
+    "RateLimitWindow",
+    "SpendControlLimitSnapshot",
+]
+
 
 class PlanType(StrEnum):
     FREE = "free"

@@ -16,6 +16,15 @@ from pydantic_core import ErrorDetails
 
 from .jsonrpc import INVALID_REQUEST, RpcError, invalid_request
 
+__all__ = [
+    "MISSING",
+    "M",
+    "check_key_length",
+    "describe",
+    "parse_params",
+    "validation_error",
+]
+
 M = TypeVar("M", bound=BaseModel)
 
 MISSING: Final[Any] = object()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
 import anyio
 
@@ -17,7 +16,7 @@ from app_server.upstream.auth import AuthKind, AuthState, AuthStore
 from app_server.upstream.backend import Backend, BackendError, Caller, HttpPool
 from app_server.upstream.errors import AuthRequired, Purpose
 from app_server.upstream.mapping import rate_limits_response
-from app_server.upstream.payloads import ResetCreditDetails, Usage
+from app_server.upstream.payloads import CONSUME_OUTCOMES, ResetCreditDetails, Usage
 from protocol import v2
 
 log = logging.getLogger(__name__)
@@ -28,14 +27,6 @@ class Fetched:
     usage: Usage
     details: ResetCreditDetails | None
     details_error: BackendError | None
-
-
-OUTCOMES: Final = {
-    "reset": v2.ConsumeAccountRateLimitResetCreditOutcome.RESET,
-    "nothing_to_reset": v2.ConsumeAccountRateLimitResetCreditOutcome.NOTHING_TO_RESET,
-    "no_credit": v2.ConsumeAccountRateLimitResetCreditOutcome.NO_CREDIT,
-    "already_redeemed": v2.ConsumeAccountRateLimitResetCreditOutcome.ALREADY_REDEEMED,
-}
 
 
 def auth_error(state: AuthState, purpose: Purpose) -> AuthRequired | None:
@@ -119,7 +110,7 @@ class CodexAccount:
     async def consume(
         self, caller: Caller, idempotency_key: str, credit_id: str | None
     ) -> v2.ConsumeAccountRateLimitResetCreditOutcome:
-        return OUTCOMES[await self.backend.consume(caller, idempotency_key, credit_id)]
+        return CONSUME_OUTCOMES[await self.backend.consume(caller, idempotency_key, credit_id)]
 
 
 class AccountRegistry:

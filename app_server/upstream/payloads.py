@@ -16,10 +16,13 @@ from typing import Annotated, Any, Final
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
+from protocol import v2
+from protocol._model import I64_MAX, I64_MIN
+from protocol.strict_json import DECODER, NonFiniteNumber
 from protocol.validation import describe
 
 I32 = Annotated[StrictInt, Field(ge=-(2**31), le=2**31 - 1)]
-I64 = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
+I64 = Annotated[StrictInt, Field(ge=I64_MIN, le=I64_MAX)]
 
 
 class DecodeError(ValueError):
@@ -146,7 +149,14 @@ class ConsumeAnswer(_Payload):
         return value
 
 
-CONSUME_CODES: Final = ("reset", "nothing_to_reset", "no_credit", "already_redeemed")
+CONSUME_OUTCOMES: Final = {
+    "reset": v2.ConsumeAccountRateLimitResetCreditOutcome.RESET,
+    "nothing_to_reset": v2.ConsumeAccountRateLimitResetCreditOutcome.NOTHING_TO_RESET,
+    "no_credit": v2.ConsumeAccountRateLimitResetCreditOutcome.NO_CREDIT,
+    "already_redeemed": v2.ConsumeAccountRateLimitResetCreditOutcome.ALREADY_REDEEMED,
+}
+"""The consume codes the backend answers, and the wire outcome of each (CONTRACT §5)."""
+CONSUME_CODES: Final = tuple(CONSUME_OUTCOMES)
 
 _RFC3339: Final = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d+)?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
@@ -221,17 +231,6 @@ def _model_name(loc: tuple[int | str, ...]) -> str:
     return "RateLimitStatusWithResetCredits"
 
 
-class _NotJson(ValueError):
-    """`NaN`, `Infinity` or `-Infinity`: Python's json accepts them, serde (and JSON) does not."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise _NotJson(name)
-
-
-_decoder: Final = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 def _decode(model: type[_Payload], body: bytes, struct: str, buffered: frozenset[str] = frozenset()) -> Any:
     try:
         text = body.decode("utf-8")
@@ -240,10 +239,10 @@ def _decode(model: type[_Payload], body: bytes, struct: str, buffered: frozenset
         line = body.count(b"\n", 0, line_start) + 1
         raise DecodeError(f"invalid unicode code point at line {line} column {exc.start - line_start + 1}") from None
     try:
-        data = _decoder.decode(text)
+        data = DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise DecodeError(_position(text, *_syntax_error(text, exc))) from None
-    except _NotJson:
+    except NonFiniteNumber:
         raise DecodeError(_position(text, "expected value", _constant_index(text))) from None
     if "\\u" in text and (surrogate := _lone_surrogate(text)) is not None:
         raise DecodeError(_position(text, *surrogate)) from None
