@@ -36,6 +36,20 @@ LOCK_TIMEOUT: Final = 10.0
 _TMP_PREFIX: Final = ".accounts."
 _TMP_SUFFIX: Final = ".tmp"
 _ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FILE_KEYS: Final = frozenset({"include_default", "accounts"})
+_ENTRY_KEYS: Final = frozenset({"id", "label", "codex_home"})
+
+
+def _unknown(table: dict[str, Any], known: frozenset[str]) -> str | None:
+    """The first key not in `known` (a typo such as `codex-home` must not be silently ignored)."""
+    return next((k for k in table if k not in known), None)
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b
 
 
 class AccountsFileError(Exception):
@@ -82,6 +96,9 @@ class AccountsFile:
         return self._parse(self._read())
 
     def _parse(self, data: dict[str, Any]) -> list[AccountEntry]:
+        unknown = _unknown(data, _FILE_KEYS)
+        if unknown is not None:
+            raise AccountsFileError(f"{self.path}: unknown key {unknown!r} (known: {', '.join(sorted(_FILE_KEYS))})")
         include_default = data.get("include_default", True)
         if not isinstance(include_default, bool):
             raise AccountsFileError(f"{self.path}: include_default must be true or false")
@@ -102,6 +119,9 @@ class AccountsFile:
         where = f"{self.path}: accounts[{index}]"
         if not isinstance(item, dict):
             raise AccountsFileError(f"{where} is not a table")
+        unknown = _unknown(item, _ENTRY_KEYS)
+        if unknown is not None:
+            raise AccountsFileError(f"{where}: unknown key {unknown!r} (known: {', '.join(sorted(_ENTRY_KEYS))})")
         account_id = item.get("id")
         home = item.get("codex_home")
         if not isinstance(account_id, str) or not _ID_PATTERN.match(account_id):
@@ -132,6 +152,11 @@ class AccountsFile:
                 raise AccountsFileError(
                     f"account {account_id!r} is already in the pool as the $CODEX_HOME account; "
                     "remove it first to use the id for another home"
+                )
+            same = next((e for e in current if _same_dir(e.codex_home, home)), None)
+            if same is not None:
+                raise AccountsFileError(
+                    f"{home} is already in the pool as account {same.id!r}: one Codex home is one account"
                 )
             entry = {"id": account_id, "label": label or account_id, "codex_home": str(home)}
             data["accounts"] = [*accounts, entry]
