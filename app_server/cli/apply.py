@@ -17,7 +17,7 @@ from rich.text import Text
 from app_server.cli import render
 from app_server.cli.exits import Exit
 from app_server.cli.prompt import confirm, stdin_is_terminal
-from app_server.cli.session import UI, CommandFailed, Interrupt, Server, connect, rpc_failure
+from app_server.cli.session import UI, CommandFailed, Interrupt, Server, connect, never_signed_in, rpc_failure
 from protocol import ext
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
@@ -65,7 +65,8 @@ async def apply_on(
     except RpcError as exc:
         raise rpc_failure(exc) from None
     now = time.time()
-    ui.show(render.account_detail(summary, now=now, width=ui.width(), simulated=simulated))
+    unsigned = bool(never_signed_in([summary], simulated=simulated))
+    ui.show(render.account_detail(summary, now=now, width=ui.width(), simulated=simulated, never_signed_in=unsigned))
     pending = summary.pending_apply
     if pending is not None:
         key, chosen = pending.idempotency_key, pending.credit_id
@@ -87,7 +88,8 @@ async def apply_on(
         if not summary.reset_action.enabled and not yes:
             reason = summary.reset_action.disabled_reason
             words = render.reason_words(reason, long=True)
-            raise _refusal(account, str(reason), f"cannot apply on {account}: {words}")
+            step = render.next_step(summary, simulated=simulated, never_signed_in=unsigned)
+            raise _refusal(account, str(reason), f"cannot apply on {account}: {words}" + (f" ({step})" if step else ""))
         spend = render.credit_to_spend(summary, credit_id)
         # Spend exactly the credit the prompt names, so what was confirmed is what the ledger records.
         chosen = spend.id if spend is not None else credit_id

@@ -24,6 +24,7 @@ from app_server.cli.session import (
     Server,
     connect,
     fail,
+    never_signed_in,
     rpc_failure,
     run,
     run_local,
@@ -70,11 +71,16 @@ async def refresh(ui: UI, *, account: str, simulate: bool) -> Exit:
     summary = ext.AccountSummary.model_validate(raw)
     if ui.as_json:
         ui.emit_json(with_readiness(raw))
-    else:
-        ui.show(render.account_detail(summary, now=time.time(), width=ui.width(), simulated=simulate))
+    unsigned = bool(never_signed_in([summary], simulated=simulate))
+    if not ui.as_json:
+        ui.show(
+            render.account_detail(
+                summary, now=time.time(), width=ui.width(), simulated=simulate, never_signed_in=unsigned
+            )
+        )
     if summary.error is not None:
         code = Exit.REFUSED if summary.status in NOTHING_DONE else Exit.UPSTREAM
-        step = render.next_step(summary, simulated=simulate)
+        step = render.next_step(summary, simulated=simulate, never_signed_in=unsigned)
         raise CommandFailed(code, f"{account}: {summary.error.message}" + (f"; {step}" if step else ""))
     return Exit.OK
 

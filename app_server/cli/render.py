@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -120,11 +120,18 @@ def usage_words(summary: AccountSummary) -> str:
     return ", ".join(parts) if parts else "no usage windows"
 
 
-def next_step(summary: AccountSummary, *, simulated: bool = False) -> str | None:
-    """What the operator can do about the account's problem, when the message does not say it already."""
+def next_step(summary: AccountSummary, *, simulated: bool = False, never_signed_in: bool = False) -> str | None:
+    """What the operator can do about the account's problem, when the message does not say it already.
+
+    `never_signed_in`: the account's Codex home has no auth.json at all (the caller looked)."""
     home = summary.codex_home
     status = summary.status
     if status is AccountStatus.REAUTH_REQUIRED:
+        if never_signed_in and not simulated:
+            return (
+                f"never signed in here: run `CODEX_HOME={home} codex login`, or try `codex-limits demo` "
+                "to see the tool without an account"
+            )
         if simulated:
             return "simulated: expired on purpose, nothing to fix"
         message = summary.error.message if summary.error is not None else ""
@@ -328,7 +335,13 @@ Row = AccountSummary | Waiting
 
 
 def status_table(
-    rows: Sequence[Row], *, now: float, width: int, simulated: bool = False, spinner: RenderableType | None = None
+    rows: Sequence[Row],
+    *,
+    now: float,
+    width: int,
+    simulated: bool = False,
+    spinner: RenderableType | None = None,
+    never_signed_in: Collection[str] = (),
 ) -> RenderableType:
     """The pool at a glance: one row per account (one stacked block each below `NARROW` columns).
 
@@ -340,7 +353,7 @@ def status_table(
     if width < NARROW:
         body: RenderableType = _status_blocks(rows, now=now, width=width, spinner=spinner)
         caption: list[RenderableType] = [Text(_caption(rows, now), style="dim")]
-        notes = _notes(summaries, simulated=simulated)
+        notes = _notes(summaries, simulated=simulated, never_signed_in=never_signed_in)
         return Group(body, *caption, *notes)
     wide = is_wide(width)
     terse = width < CRAMPED
@@ -398,7 +411,7 @@ def status_table(
             lead = [account]
         table.add_row(*lead, *windows, saved_cell(summary, now=now, absolute=wide), apply_cell(summary))
         table.add_section()
-    notes = _notes(summaries, simulated=simulated)
+    notes = _notes(summaries, simulated=simulated, never_signed_in=never_signed_in)
     return Group(table, *notes) if notes else table
 
 
@@ -472,7 +485,9 @@ def _caption(rows: Sequence[Row], now: float) -> str:
     return f"{count} · read {ago(oldest, now)} ({time.strftime('%H:%M:%S', time.localtime(oldest))})"
 
 
-def _notes(summaries: Sequence[AccountSummary], *, simulated: bool = False) -> list[Text]:
+def _notes(
+    summaries: Sequence[AccountSummary], *, simulated: bool = False, never_signed_in: Collection[str] = ()
+) -> list[Text]:
     notes: list[Text] = []
     for s in summaries:
         if s.pending_apply is not None:
@@ -486,7 +501,7 @@ def _notes(summaries: Sequence[AccountSummary], *, simulated: bool = False) -> l
             )
         if s.error is not None:
             note = Text.assemble((f"{s.account_id}: ", "bold"), (s.error.message, "yellow"))
-            step = next_step(s, simulated=simulated)
+            step = next_step(s, simulated=simulated, never_signed_in=s.account_id in never_signed_in)
             if step:
                 note.append(f" → {step}")
             notes.append(note)
@@ -504,7 +519,9 @@ def _notes(summaries: Sequence[AccountSummary], *, simulated: bool = False) -> l
 # -- one account -----------------------------------------------------------------------------
 
 
-def account_detail(summary: AccountSummary, *, now: float, width: int, simulated: bool = False) -> RenderableType:
+def account_detail(
+    summary: AccountSummary, *, now: float, width: int, simulated: bool = False, never_signed_in: bool = False
+) -> RenderableType:
     """Everything about one account: windows, saved resets one by one, whether apply is possible."""
     wide = is_wide(width)
     grid = Table.grid(padding=(0, 2))
@@ -530,7 +547,7 @@ def account_detail(summary: AccountSummary, *, now: float, width: int, simulated
     grid.add_row("Apply", Text(apply_possible(summary), style=style))
     if summary.error is not None:
         grid.add_row("Problem", Text(summary.error.message, style="yellow"))
-        step = next_step(summary, simulated=simulated)
+        step = next_step(summary, simulated=simulated, never_signed_in=never_signed_in)
         if step:
             grid.add_row("Next", Text(step))
     return grid

@@ -198,9 +198,23 @@ def run(command: Callable[[], Awaitable[Exit]], interrupt: Interrupt, ui: UI | N
         return fail(_output_closed(), ui)
     except BaseExceptionGroup as group:
         failure = _expected(group)
-        if failure is None:
-            raise
-        return fail(failure, ui)
+        return fail(failure if failure is not None else _bug(group), ui)
+    except Exception as exc:
+        return fail(_bug(exc), ui)
+
+
+def _bug(exc: BaseException) -> CommandFailed:
+    """An unexpected error: one line and exit 5, the traceback only when asked for with -v."""
+    import logging
+    import traceback
+
+    if OPTIONS.log_level in ("DEBUG", "INFO"):
+        traceback.print_exception(exc)
+    logging.getLogger(__name__).debug("unexpected error", exc_info=exc)
+    return CommandFailed(
+        Exit.SERVER,
+        f"internal error: {type(exc).__name__}: {exc} (a bug in codex-limits; run with -v for the traceback)",
+    )
 
 
 def run_local(command: Callable[[], Exit], ui: UI | None = None) -> int:
@@ -213,6 +227,8 @@ def run_local(command: Callable[[], Exit], ui: UI | None = None) -> int:
         return fail(exc, ui)
     except BrokenPipeError:
         return fail(_output_closed(), ui)
+    except Exception as exc:
+        return fail(_bug(exc), ui)
 
 
 def fail(failure: CommandFailed, ui: UI | None = None) -> int:
@@ -356,6 +372,21 @@ class Server:
         result = await self.request("accountPool/history", {"accountId": account_id, "limit": limit})
         entries: list[dict[str, Any]] = result["entries"]
         return entries
+
+
+def never_signed_in(summaries: list[Any], *, simulated: bool) -> set[str]:
+    """Ids of accounts needing sign-in whose Codex home has no auth.json at all (never signed in there)."""
+    from pathlib import Path
+
+    if simulated:
+        return set()
+    return {
+        s.account_id
+        for s in summaries
+        if str(getattr(s, "status", "")) == "reauthRequired"
+        and s.codex_home
+        and not (Path(s.codex_home) / "auth.json").exists()
+    }
 
 
 def server_args(simulate: bool) -> list[str]:

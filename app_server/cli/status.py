@@ -23,7 +23,7 @@ from rich.text import Text
 
 from app_server.cli import render
 from app_server.cli.exits import Exit
-from app_server.cli.session import UI, CommandFailed, Server, connect, rpc_failure
+from app_server.cli.session import UI, CommandFailed, Server, connect, never_signed_in, rpc_failure
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
@@ -187,7 +187,10 @@ async def status(
     elif compact:
         ui.out.print(Text(compact_line(summaries(raw))), soft_wrap=True)
     else:
-        ui.show(render.status_table(rows, now=time.time(), width=ui.width(), simulated=simulate))
+        unsigned = never_signed_in([r for r in rows if isinstance(r, ext.AccountSummary)], simulated=simulate)
+        ui.show(
+            render.status_table(rows, now=time.time(), width=ui.width(), simulated=simulate, never_signed_in=unsigned)
+        )
     if fail_above is not None:
         over = above(summaries(raw), fail_above)
         if over:
@@ -259,6 +262,13 @@ def compact_line(rows: Sequence[ext.AccountSummary]) -> str:
 # -- --watch ---------------------------------------------------------------------------------
 
 
+def next_wait(previous: float, interval: float, *, error: bool) -> float:
+    """The pause before the next `--watch` read: the interval, doubled after each erroring read (capped)."""
+    if not error:
+        return interval
+    return min(MAX_BACKOFF, max(previous * 2, interval * 2))
+
+
 def _had_error(reading: Reading | None) -> bool:
     """A failed list, or an account whose read failed (a sign-in problem is not worth backing off for)."""
     if reading is None:
@@ -292,7 +302,7 @@ async def _watch(
                 if failure.code in (Exit.USAGE, Exit.SERVER):
                     raise
                 reading, problem = None, failure.message
-            wait = interval if not _had_error(reading) else min(MAX_BACKOFF, max(wait * 2, interval))
+            wait = next_wait(wait, interval, error=_had_error(reading))
             stamp = time.strftime("%H:%M:%S")
             if ui.as_json:
                 ui.emit_json(reading.result() if reading else {"error": problem, "at": int(time.time())}, compact=True)
