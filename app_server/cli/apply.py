@@ -61,7 +61,7 @@ async def apply_on(
     interrupt.code, interrupt.message = Exit.REFUSED, f"cancelled; {NOTHING_SPENT}"
     simulated = server.sandbox is not None
     try:
-        summary = ext.AccountSummary.model_validate(await server.refresh(account))
+        summary = render.Summary.model_validate(await server.refresh(account))
     except RpcError as exc:
         raise rpc_failure(exc) from None
     now = time.time()

@@ -68,7 +68,7 @@ async def refresh(ui: UI, *, account: str, simulate: bool) -> Exit:
             raw = await server.refresh(account)
         except RpcError as exc:
             raise rpc_failure(exc) from None
-    summary = ext.AccountSummary.model_validate(raw)
+    summary = render.Summary.model_validate(raw)
     if ui.as_json:
         ui.emit_json(with_readiness(raw))
     unsigned = bool(never_signed_in([summary], simulated=simulate))
@@ -223,7 +223,7 @@ async def demo(ui: UI, interrupt: Interrupt) -> Exit:
             "again with `codex login`. `codex-limits refresh carol` shows it:",
             step=5,
         )
-        carol = ext.AccountSummary.model_validate(await server.refresh("carol"))
+        carol = render.Summary.model_validate(await server.refresh("carol"))
         ui.show(render.account_detail(carol, now=time.time(), width=ui.width()))
 
         say(

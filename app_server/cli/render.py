@@ -27,6 +27,7 @@ from protocol.ext import (
     AccountSummary,
     ApplyRecord,
     ApplyStatus,
+    ResetAction,
     ResetDisabledReason,
 )
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
@@ -74,6 +75,17 @@ REASON_LONG: Final[dict[str, str]] = {
         "an earlier apply has an unknown outcome; `codex-limits apply` re-sends that one first (it cannot spend twice)"
     ),
 }
+
+
+class _Action(ResetAction):
+    readiness: str | None = None
+
+
+class Summary(AccountSummary):
+    """`AccountSummary` as the CLI reads it: `resetAction.readiness` is kept when a newer server sends it
+    (`exhausted`, `available` or null); when absent, `readiness()` works it out from the windows."""
+
+    reset_action: _Action
 
 
 def reason_words(reason: str | None, *, long: bool) -> str:

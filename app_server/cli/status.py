@@ -37,7 +37,7 @@ COMPACT_MAX_AGE: Final = 60
 
 
 def summaries(raw: Sequence[dict[str, Any]]) -> list[ext.AccountSummary]:
-    return [ext.AccountSummary.model_validate(item) for item in raw]
+    return [render.Summary.model_validate(item) for item in raw]
 
 
 def with_readiness(raw: dict[str, Any]) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def with_readiness(raw: dict[str, Any]) -> dict[str, Any]:
     action = raw.get("resetAction")
     if not isinstance(action, dict) or "readiness" in action:
         return raw
-    value = render.readiness(ext.AccountSummary.model_validate(raw))
+    value = render.readiness(render.Summary.model_validate(raw))
     return {**raw, "resetAction": {**action, "readiness": value}}
 
 
@@ -106,7 +106,7 @@ class Reading:
         if self.final is not None:
             return list(summaries(self.final))
         return [
-            ext.AccountSummary.model_validate(self.raw[i]) if i in self.raw else render.Waiting(i, self.timed_out)
+            render.Summary.model_validate(self.raw[i]) if i in self.raw else render.Waiting(i, self.timed_out)
             for i in self.order
         ]
 
