@@ -154,7 +154,8 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
                 ("warning: ", "yellow bold"),
                 f"{entry.codex_home} {what}, so the account cannot be read until it signs in: "
                 f"run `CODEX_HOME={entry.codex_home} codex login`.",
-            )
+            ),
+            soft_wrap=True,  # a path broken across lines cannot be pasted
         )
     return Exit.OK
 

@@ -150,7 +150,11 @@ def next_step(summary: AccountSummary, *, simulated: bool = False, never_signed_
         step = "" if "codex login" in message else f"sign in with `CODEX_HOME={home} codex login`, then "
         return step + f"check with `codex-limits refresh {summary.account_id}`"
     if status is AccountStatus.UNAVAILABLE:
-        return f"try again with `codex-limits refresh {summary.account_id}`"
+        again = f"try again with `codex-limits refresh {summary.account_id}`"
+        message = summary.error.message if summary.error is not None else ""
+        if "sending request" in message or "connect" in message:  # the backend address could not be reached
+            return f"check `chatgpt_base_url` in {home}/config.toml (if set) and the network, then {again}"
+        return again
     return None
 
 

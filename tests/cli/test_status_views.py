@@ -7,12 +7,9 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli_w
 from rich.console import Console
 
 from app_server.cli import render, status
@@ -20,45 +17,14 @@ from app_server.cli.exits import Exit
 from protocol import ext
 from tests.support.cli import (
     CLI,
-    DETAILS,
     NOW,
-    USAGE,
     WAIT,
     assert_fits,
     cli,
-    details_body,
     flat,
     read_line,
     run_with_terminal_stdout,
-    sign_in,
-    usage_body,
 )
-from tests.support.mock_backend import MockBackend
-
-
-@pytest.fixture
-def fast_and_stalled(homes: dict[str, str], tmp_path: Path, backend: MockBackend) -> Iterator[dict[str, str]]:
-    """A pool of `fast` (answers at once) and `stalled` (its upstream never answers while the test runs)."""
-    backend.set_routes({f"GET {USAGE}": {"json": usage_body(50, 1)}, f"GET {DETAILS}": {"json": details_body(1)}})
-    slow = MockBackend()
-    slow.start()
-    slow.set_routes(
-        {
-            f"GET {USAGE}": {"json": usage_body(50, 1), "delay": 600},
-            f"GET {DETAILS}": {"json": details_body(1), "delay": 600},
-        }
-    )
-    sign_in(tmp_path / "fast", backend)
-    sign_in(tmp_path / "stalled", slow)
-    data = Path(homes["CODEX_LIMITS_HOME"])
-    data.mkdir()
-    accounts = [
-        {"id": "fast", "label": "Fast", "codex_home": str(tmp_path / "fast")},
-        {"id": "stalled", "label": "Stalled", "codex_home": str(tmp_path / "stalled")},
-    ]
-    (data / "accounts.toml").write_text(tomli_w.dumps({"include_default": False, "accounts": accounts}))
-    yield {**homes, "CODEX_REFRESH_TOKEN_URL_OVERRIDE": f"{backend.base_url}/oauth/token"}
-    slow.stop()
 
 
 @pytest.mark.subprocess
