@@ -143,6 +143,11 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
     pool = _accounts_file()
     home = Path(codex_home).expanduser().absolute()
     try:
+        same = next((e for e in pool.entries() if _same_dir(e.codex_home, home)), None)
+        if same is not None and same.id != account:
+            raise CommandFailed(
+                Exit.USAGE, f"{home} is already in the pool as account {same.id!r}: one Codex home is one account"
+            )
         entry = pool.add(account, home, label)
     except AccountsFileError as exc:
         raise CommandFailed(Exit.USAGE, str(exc)) from None
@@ -158,6 +163,13 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
             soft_wrap=True,  # a path broken across lines cannot be pasted
         )
     return Exit.OK
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b
 
 
 def accounts_remove(ui: UI, *, account: str) -> Exit:

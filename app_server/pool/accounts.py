@@ -45,13 +45,6 @@ def _unknown(table: dict[str, Any], known: frozenset[str]) -> str | None:
     return next((k for k in table if k not in known), None)
 
 
-def _same_dir(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:
-        return a == b
-
-
 class AccountsFileError(Exception):
     """accounts.toml cannot be used as written; the message says where and why."""
 
@@ -152,11 +145,6 @@ class AccountsFile:
                 raise AccountsFileError(
                     f"account {account_id!r} is already in the pool as the $CODEX_HOME account; "
                     "remove it first to use the id for another home"
-                )
-            same = next((e for e in current if _same_dir(e.codex_home, home)), None)
-            if same is not None:
-                raise AccountsFileError(
-                    f"{home} is already in the pool as account {same.id!r}: one Codex home is one account"
                 )
             entry = {"id": account_id, "label": label or account_id, "codex_home": str(home)}
             data["accounts"] = [*accounts, entry]
