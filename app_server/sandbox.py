@@ -1,15 +1,22 @@
-"""`--simulate`: a complete throwaway world (simulated upstream, three Codex homes, a pool, a ledger).
+"""`--simulate`: a complete throwaway world (simulated upstream, four Codex homes, a pool, a seeded ledger).
 
 Everything lives in a temporary directory that is removed on exit; nothing touches the
 operator's real `~/.codex` or `~/.codex-limits`, and no request leaves 127.0.0.1.
+
+The accounts: alice (windows used up, two saved resets: applying helps), bob (no saved reset),
+carol (her saved sign-in expired on purpose), dave (a saved reset but nothing used up: applying
+would spend it early). The ledger starts with a short history, so `history --simulate` has
+something to show.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Final
 
 import tomli_w
 
@@ -18,26 +25,98 @@ from app_server.pool.accounts import FILE_NAME
 from app_server.sim.upstream import SimulatedUpstream
 
 FIRST_ACCOUNT = "alice"
+_HOUR: Final = 3_600
+_DAY: Final = 86_400
+
+
+class _ExpectedInSimulation(logging.Filter):
+    """carol's refresh token is dead by design: her failed refresh is news at INFO, not a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and "refresh_token_expired" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+        return True
 
 
 @contextmanager
 def simulated_world(timeouts: Timeouts | None = None) -> Iterator[tuple[SimulatedUpstream, Settings]]:
-    with tempfile.TemporaryDirectory(prefix="codex-limits-sim-") as tmp, SimulatedUpstream() as upstream:
-        root = Path(tmp)
-        homes = upstream.write_codex_homes(root / "homes")
-        data_home = root / "data"
-        data_home.mkdir(mode=0o700)
-        accounts = [
-            {"id": key, "label": upstream.accounts[key].label, "codex_home": str(home)} for key, home in homes.items()
-        ]
-        with (data_home / FILE_NAME).open("wb") as f:
-            tomli_w.dump({"include_default": False, "accounts": accounts}, f)
-        yield (
-            upstream,
-            Settings(
-                codex_home=homes[FIRST_ACCOUNT],
-                data_home=data_home,
-                refresh_url=upstream.refresh_url,
-                timeouts=timeouts or Timeouts(),
-            ),
+    quiet = _ExpectedInSimulation()
+    auth_log = logging.getLogger("app_server.upstream.auth")
+    auth_log.addFilter(quiet)
+    try:
+        with tempfile.TemporaryDirectory(prefix="codex-limits-sim-") as tmp, SimulatedUpstream() as upstream:
+            root = Path(tmp)
+            upstream.add_account(
+                "dave", "Dave (Pro)", "pro", primary=(30, 4 * _HOUR), secondary=(10, 6 * _DAY), credit_days=[12]
+            )
+            homes = upstream.write_codex_homes(root / "homes")
+            data_home = root / "data"
+            data_home.mkdir(mode=0o700)
+            accounts = [
+                {"id": key, "label": upstream.accounts[key].label, "codex_home": str(home)}
+                for key, home in homes.items()
+            ]
+            with (data_home / FILE_NAME).open("wb") as f:
+                tomli_w.dump({"include_default": False, "accounts": accounts}, f)
+            _seed_ledger(data_home, homes)
+            yield (
+                upstream,
+                Settings(
+                    codex_home=homes[FIRST_ACCOUNT],
+                    data_home=data_home,
+                    refresh_url=upstream.refresh_url,
+                    timeouts=timeouts or Timeouts(),
+                ),
+            )
+    finally:
+        auth_log.removeFilter(quiet)
+
+
+def _seed_ledger(data_home: Path, homes: dict[str, Path]) -> None:
+    """A few finished attempts from the past days (none pending, so nothing blocks an apply)."""
+    import time
+
+    import anyio
+
+    from app_server.store.base import AccountKey
+    from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
+    from app_server.store.sqlite import SqliteStore
+    from protocol import ext
+    from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+
+    now = int(time.time())
+
+    def summary(account_id: str, label: str, available: int) -> ext.AccountSummary:
+        return ext.AccountSummary(
+            account_id=account_id,
+            label=label,
+            codex_home="",
+            status=ext.AccountStatus.ACTIVE,
+            reset_credits=ext.ResetCreditsOverview(available_count=available),
+            reset_action=ext.ResetAction(enabled=available > 0, warning=ext.APPLY_WARNING),
         )
+
+    seeds = [
+        ("seed-alice-reset", "alice", "Alice (Pro)", "credit-alice-0", Outcome.RESET, 3 * _DAY + 2 * _HOUR, 3, 2),
+        ("seed-dave-early", "dave", "Dave (Pro)", "credit-dave-1", Outcome.NOTHING_TO_RESET, _DAY + 5 * _HOUR, 1, 1),
+    ]
+
+    async def seed() -> None:
+        ledger = SqliteStore(data_home / LEDGER_FILE)
+        try:
+            for key, account_id, label, credit, outcome, age, before, after in seeds:
+                started = now - age
+                home = homes[account_id]
+                await ledger.start(key, AccountKey(f"home:{home}", home), account_id, credit, started, before)
+                response = ext.AccountPoolApplyResponse(
+                    outcome=outcome,
+                    before=summary(account_id, label, before),
+                    after=summary(account_id, label, after),
+                    applied_at=started + 2,
+                )
+                await ledger.finish(key, response, after)
+        finally:
+            ledger.close()
+
+    anyio.run(seed)

@@ -18,11 +18,11 @@ from pydantic.json_schema import GenerateJsonSchema
 from . import ext, jsonrpc, methods, v1, v2
 
 __all__ = [
-    "ERROR_DATA",
     "ANY_JSON",
     "BUNDLE_NAME",
     "BUNDLE_TITLE",
     "DRAFT_07",
+    "ERROR_DATA",
     "Schema",
     "check",
     "generate",

@@ -1,361 +1,65 @@
-"""The operator commands: status, apply, refresh, history, accounts and the demo.
+"""The operator commands that need little of their own: refresh, history, accounts and the demo.
 
-Each command that needs the pool spawns `codex-limits serve` (with `--simulate` when asked),
-talks to it through one `Client` connection and renders with `render`. The child's stderr goes
-to a temporary file (shown only when the server fails) unless `CODEX_LIMITS_LOG` asks to see it.
-
-Failures the operator can expect leave as `CommandFailed(exit code, one line)`; `run` prints that
-line on stderr and turns it into the exit status, so no traceback reaches the terminal. The exit
-codes are the `Exit` enum of `cli`.
+Connecting, the terminal and expected failures live in `session`; `status` and `apply` have their
+own modules. The names below `session` are re-exported, so `commands.connect`, `commands.UI` and
+friends keep working for code written against the older single module.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import json
-import os
-import sys
-import tempfile
-import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any
 
-import anyio
-import anyio.abc
-import pydantic
-from rich.console import Console, RenderableType
 from rich.text import Text
 
 from app_server.cli import render
+from app_server.cli.apply import apply, apply_on
 from app_server.cli.exits import Exit
-from app_server.rpc.client import Client, ServerClosed, spawn
+from app_server.cli.session import (
+    UI,
+    CommandFailed,
+    Interrupt,
+    Server,
+    connect,
+    fail,
+    never_signed_in,
+    rpc_failure,
+    run,
+    run_local,
+)
+from app_server.cli.status import status, summaries, with_readiness
 from protocol import ext
-from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
-from protocol.methods import POOL_ACCOUNT_UPDATED, RATE_LIMITS_UPDATED
-from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
-
-START_TIMEOUT: Final = 30.0
-"""Seconds the spawned server has to answer `initialize`."""
-REQUEST_TIMEOUT: Final = 120.0
-"""Seconds any other request may take (the server bounds each upstream call well below this)."""
-LOG_ENV: Final = "CODEX_LIMITS_LOG"
-
-
-class CommandFailed(Exception):
-    """An expected failure: `message` is the one line shown on stderr, `code` the exit status."""
-
-    def __init__(self, code: Exit, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    def __repr__(self) -> str:
-        return f"CommandFailed(code={self.code!r}, message={self.message!r})"
-
-
-@dataclass
-class Interrupt:
-    """What Ctrl-C means at the current step: the exit status and the line to print."""
-
-    code: Exit = Exit.INTERRUPTED
-    message: str = "interrupted"
-
-
-@dataclass
-class UI:
-    """Where things go: `out` is stdout; in `--json` mode everything meant for a person goes to stderr."""
-
-    as_json: bool = False
-    out: Console = field(default_factory=lambda: _console(sys.stdout))
-    err: Console = field(default_factory=lambda: _console(sys.stderr))
-
-    @property
-    def info(self) -> Console:
-        return self.err if self.as_json else self.out
-
-    def show(self, renderable: RenderableType | str) -> None:
-        """Print for a person; a plain string is printed as is (no rich markup)."""
-        self.info.print(Text(renderable) if isinstance(renderable, str) else renderable)
-
-    def width(self) -> int:
-        return self.info.width
-
-    def emit_json(self, value: Any, *, compact: bool = False) -> None:
-        """Machine output, written as is: never wrapped to the terminal's width."""
-        text = (
-            json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-            if compact
-            else json.dumps(value, indent=2, ensure_ascii=False)
-        )
-        self.out.file.write(text + "\n")
-        self.out.file.flush()
-
-
-class _Console(Console):
-    def on_broken_pipe(self) -> None:
-        # rich would raise SystemExit(1) from inside the task group; `run` turns this into OUTPUT_CLOSED.
-        raise BrokenPipeError(errno.EPIPE, "output closed")
-
-
-def _console(file: IO[str]) -> Console:
-    return _Console(file=file, highlight=False, soft_wrap=False)
-
-
-def run(command: Callable[[], Awaitable[Exit]], interrupt: Interrupt) -> int:
-    """Run one async command; expected failures become one stderr line and an exit status."""
-    try:
-        return int(anyio.run(command))
-    except KeyboardInterrupt:
-        return fail(CommandFailed(interrupt.code, interrupt.message))
-    except CommandFailed as exc:
-        return fail(exc)
-    except BrokenPipeError:
-        return fail(_output_closed())
-    except BaseExceptionGroup as group:
-        failure = _expected(group)
-        if failure is None:
-            raise
-        return fail(failure)
-
-
-def run_local(command: Callable[[], Exit]) -> int:
-    """`run` for the commands that need no server (`accounts ...`)."""
-    try:
-        return int(command())
-    except CommandFailed as exc:
-        return fail(exc)
-    except BrokenPipeError:
-        return fail(_output_closed())
-
-
-def fail(failure: CommandFailed) -> int:
-    """Print the failure as one line on stderr (none for a closed stdout) and return its exit status."""
-    if failure.message:
-        _fail_line(failure.message)
-    return int(failure.code)
-
-
-def _fail_line(message: str) -> None:
-    line = " ".join(message.split())
-    sys.stderr.write(f"codex-limits: {line}\n")
-    sys.stderr.flush()
-
-
-def _output_closed() -> CommandFailed:
-    """Whoever read stdout stopped (`... | head`): say nothing more, and keep the final flush from failing."""
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    return CommandFailed(Exit.OUTPUT_CLOSED, "")
-
-
-def _expected(group: BaseExceptionGroup[BaseException]) -> CommandFailed | None:
-    """The expected failure inside a task-group error, or None when it holds a real bug."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
-        if isinstance(leaf, CommandFailed):
-            return leaf
-        if isinstance(leaf, BrokenPipeError):
-            return _output_closed()
-    for leaf in leaves:
-        if isinstance(leaf, ServerClosed | json.JSONDecodeError | UnicodeDecodeError | pydantic.ValidationError):
-            return CommandFailed(Exit.SERVER, f"protocol failure: the server sent something unexpected ({leaf})")
-    return None
-
-
-# -- the server connection -------------------------------------------------------------------
-
-
-class Server:
-    """One initialized connection to a spawned `codex-limits serve`."""
-
-    def __init__(self, client: Client, process: anyio.abc.Process, log: IO[bytes] | None) -> None:
-        self.client = client
-        self.process = process
-        self._log = log
-
-    async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        try:
-            with anyio.fail_after(REQUEST_TIMEOUT):
-                return await self.client.request(method, params)
-        except TimeoutError:
-            raise CommandFailed(
-                Exit.SERVER, f"the server did not answer {method} within {REQUEST_TIMEOUT:g} s"
-            ) from None
-        except ServerClosed:
-            reason = await self.exit_reason(f"the server stopped before answering {method}")
-            raise CommandFailed(Exit.SERVER, reason) from None
-
-    async def exit_reason(self, what: str) -> str:
-        """`what`, plus the server's exit status and the last line it logged, when there is one."""
-        with anyio.move_on_after(2):
-            await self.process.wait()
-        parts = [what]
-        if self.process.returncode is not None:
-            parts.append(f"(exit status {self.process.returncode})")
-        tail = self.log_tail()
-        if tail:
-            parts.append(f"— {tail}")
-        return " ".join(parts)
-
-    def log_tail(self) -> str:
-        if self._log is None:
-            return ""
-        with contextlib.suppress(OSError):
-            self._log.seek(0)
-            lines = [ln.strip() for ln in self._log.read().decode("utf-8", "replace").splitlines() if ln.strip()]
-            return lines[-1][:300] if lines else ""
-        return ""
-
-    async def accounts(self, max_age: int | None = None) -> list[dict[str, Any]]:
-        params = {"maxAgeSeconds": max_age} if max_age is not None else None
-        result = await self.request("accountPool/list", params)
-        accounts: list[dict[str, Any]] = result["accounts"]
-        return accounts
-
-    async def refresh(self, account_id: str) -> dict[str, Any]:
-        summary: dict[str, Any] = await self.request("accountPool/refresh", {"accountId": account_id})
-        return summary
-
-    async def apply(self, account_id: str, key: str, credit_id: str | None) -> dict[str, Any]:
-        params = {"accountId": account_id, "idempotencyKey": key, "creditId": credit_id}
-        response: dict[str, Any] = await self.request("accountPool/resetCredit/apply", params)
-        return response
-
-    async def history(self, account_id: str | None, limit: int | None) -> list[dict[str, Any]]:
-        result = await self.request("accountPool/history", {"accountId": account_id, "limit": limit})
-        entries: list[dict[str, Any]] = result["entries"]
-        return entries
-
-
-def server_args(simulate: bool) -> list[str]:
-    args = ["--log-level", os.environ.get(LOG_ENV) or "WARNING"]
-    return [*args, "--simulate"] if simulate else args
-
-
-@asynccontextmanager
-async def connect(simulate: bool, *, command: list[str] | None = None) -> AsyncIterator[Server]:
-    """Spawn the server, initialize, and yield it; the failure of the body is re-raised as is."""
-    failure: Exception | None = None
-    with contextlib.ExitStack() as stack:
-        log: IO[bytes] | None = None
-        if not os.environ.get(LOG_ENV):
-            log = stack.enter_context(tempfile.TemporaryFile(prefix="codex-limits-server-", suffix=".log"))
-        try:
-            context = spawn(server_args(simulate), stderr=log, command=command)
-            async with context as (client, process):
-                server = Server(client, process, log)
-                try:
-                    await _initialize(server)
-                    yield server
-                except Exception as exc:
-                    failure = exc
-        except OSError as exc:
-            raise CommandFailed(Exit.SERVER, f"could not start the server: {exc}") from None
-    if failure is not None:
-        raise failure
-
-
-async def _initialize(server: Server) -> None:
-    try:
-        with anyio.fail_after(START_TIMEOUT):
-            # The CLI reads answers only: the per-account notifications would just queue up.
-            await server.client.initialize(opt_out=[POOL_ACCOUNT_UPDATED.name, RATE_LIMITS_UPDATED.name])
-    except TimeoutError:
-        raise CommandFailed(
-            Exit.SERVER, await server.exit_reason(f"the server did not start within {START_TIMEOUT:g} s")
-        ) from None
-    except ServerClosed:
-        raise CommandFailed(Exit.SERVER, await server.exit_reason("the server could not start")) from None
-    except RpcError as exc:
-        raise CommandFailed(Exit.SERVER, f"the server refused to initialize: {exc.message}") from None
-
-
-def rpc_failure(exc: RpcError, *, invalid: Exit = Exit.USAGE) -> CommandFailed:
-    """An error answer as an exit status: refusals 3, invalid requests `invalid`, upstream failures 4."""
-    if exc.code == INVALID_REQUEST:
-        refused = isinstance(exc.data, dict) and "disabledReason" in exc.data
-        return CommandFailed(Exit.REFUSED if refused else invalid, exc.message)
-    if exc.code == INTERNAL_ERROR:
-        return CommandFailed(Exit.UPSTREAM, exc.message)
-    return CommandFailed(Exit.SERVER, f"the server answered error {exc.code}: {exc.message}")
-
-
-def _summaries(raw: list[dict[str, Any]]) -> list[ext.AccountSummary]:
-    return [ext.AccountSummary.model_validate(item) for item in raw]
-
-
-# -- status ----------------------------------------------------------------------------------
-
-
-async def status(ui: UI, *, simulate: bool, watch: float | None) -> Exit:
-    async with connect(simulate) as server:
-        if watch is None:
-            raw = await _list(server, None)
-            if ui.as_json:
-                ui.emit_json(raw)
-            else:
-                ui.show(render.status_table(_summaries(raw), now=time.time(), width=ui.width()))
-            return Exit.OK
-        await _watch(server, ui, watch)
-    return Exit.OK
-
-
-async def _list(server: Server, max_age: int | None) -> list[dict[str, Any]]:
-    try:
-        return await server.accounts(max_age)
-    except RpcError as exc:
-        raise rpc_failure(exc) from None
-
-
-async def _watch(server: Server, ui: UI, interval: float) -> None:
-    """Re-list every `interval` seconds until Ctrl-C; summaries younger than the interval are reused."""
-    max_age: int | None = None
-    if ui.as_json:
-        while True:
-            raw = await _list(server, max_age)
-            ui.emit_json(raw, compact=True)
-            max_age = int(interval)
-            await anyio.sleep(interval)
-    console = ui.out
-    if not console.is_terminal:
-        while True:
-            raw = await _list(server, max_age)
-            console.rule(time.strftime("%H:%M:%S"), align="left")
-            console.print(render.status_table(_summaries(raw), now=time.time(), width=console.width))
-            max_age = int(interval)
-            await anyio.sleep(interval)
-    from rich.console import Group
-    from rich.live import Live
-    from rich.text import Text
-
-    hint = Text(f"every {interval:g} s · Ctrl-C to stop", style="dim")
-    with Live(console=console, auto_refresh=False, vertical_overflow="visible") as live:
-        while True:
-            raw = await _list(server, max_age)
-            table = render.status_table(_summaries(raw), now=time.time(), width=console.width)
-            live.update(Group(table, hint), refresh=True)
-            max_age = int(interval)
-            await anyio.sleep(interval)
+from protocol.jsonrpc import RpcError
+
+__all__ = [
+    "UI",
+    "CommandFailed",
+    "Interrupt",
+    "Server",
+    "accounts_add",
+    "accounts_list",
+    "accounts_remove",
+    "apply",
+    "apply_on",
+    "connect",
+    "demo",
+    "fail",
+    "history",
+    "refresh",
+    "rpc_failure",
+    "run",
+    "run_local",
+    "status",
+]
 
 
 # -- refresh and history ---------------------------------------------------------------------
+
+
+NOTHING_DONE = (ext.AccountStatus.REAUTH_REQUIRED, ext.AccountStatus.UNSUPPORTED)
+"""A refresh that could not even be tried (sign-in needed, API-key account): exit 3, like a refusal."""
 
 
 async def refresh(ui: UI, *, account: str, simulate: bool) -> Exit:
@@ -364,13 +68,20 @@ async def refresh(ui: UI, *, account: str, simulate: bool) -> Exit:
             raw = await server.refresh(account)
         except RpcError as exc:
             raise rpc_failure(exc) from None
-    summary = ext.AccountSummary.model_validate(raw)
+    summary = render.Summary.model_validate(raw)
     if ui.as_json:
-        ui.emit_json(raw)
-    else:
-        ui.show(render.account_detail(summary, now=time.time(), width=ui.width()))
+        ui.emit_json(with_readiness(raw))
+    unsigned = bool(never_signed_in([summary], simulated=simulate))
+    if not ui.as_json:
+        ui.show(
+            render.account_detail(
+                summary, now=time.time(), width=ui.width(), simulated=simulate, never_signed_in=unsigned
+            )
+        )
     if summary.error is not None:
-        raise CommandFailed(Exit.UPSTREAM, f"{account}: {summary.error.message}")
+        code = Exit.REFUSED if summary.status in NOTHING_DONE else Exit.UPSTREAM
+        step = render.next_step(summary, simulated=simulate, never_signed_in=unsigned)
+        raise CommandFailed(code, f"{account}: {summary.error.message}" + (f"; {step}" if step else ""))
     return Exit.OK
 
 
@@ -388,142 +99,11 @@ async def history(ui: UI, *, account: str | None, limit: int | None, simulate: b
     return Exit.OK
 
 
-# -- apply -----------------------------------------------------------------------------------
-
-
-async def apply(
-    ui: UI, interrupt: Interrupt, *, account: str, credit_id: str | None, yes: bool, simulate: bool
-) -> Exit:
-    async with connect(simulate) as server:
-        return await apply_on(server, ui, interrupt, account=account, credit_id=credit_id, yes=yes)
-
-
-async def apply_on(
-    server: Server, ui: UI, interrupt: Interrupt, *, account: str, credit_id: str | None, yes: bool
-) -> Exit:
-    """Show the account, confirm, apply once with an idempotency key, show what changed."""
-    interrupt.code, interrupt.message = Exit.REFUSED, "cancelled; nothing was spent"
+async def _list(server: Server, max_age: int | None) -> list[dict[str, Any]]:
     try:
-        summary = ext.AccountSummary.model_validate(await server.refresh(account))
+        return await server.accounts(max_age)
     except RpcError as exc:
         raise rpc_failure(exc) from None
-    ui.show(render.account_detail(summary, now=time.time(), width=ui.width()))
-    pending = summary.pending_apply
-    if pending is not None:
-        key, chosen = pending.idempotency_key, pending.credit_id
-        ui.show(
-            Text(
-                f"An earlier apply on {account} (started {render.stamp(pending.started_at)}) never reported its "
-                f"outcome. Re-sending that same attempt (key {key}): if it went through, nothing more is spent.",
-                style="yellow",
-            )
-        )
-        if credit_id is not None and credit_id != chosen:
-            ui.show(Text(f"Ignoring --credit {credit_id}: the earlier attempt is re-sent exactly as it was."))
-    else:
-        key, chosen = str(uuid.uuid4()), credit_id
-        if not summary.reset_action.enabled and not yes:
-            words = render.reason_words(summary.reset_action.disabled_reason, long=True)
-            raise CommandFailed(Exit.REFUSED, f"cannot apply on {account}: {words}; nothing was spent")
-    warning = summary.reset_action.warning
-    ui.show("")
-    if not yes:
-        if not _stdin_is_terminal():
-            raise CommandFailed(
-                Exit.REFUSED,
-                "not applying: standard input is not a terminal, so nobody can confirm; "
-                "pass --yes to apply without asking (nothing was spent)",
-            )
-        ui.show(Text("⚠ " + warning, style="bold yellow"))
-        if not await confirm(ui, f"Apply a saved reset on {account} now? [y/N] "):
-            raise CommandFailed(Exit.REFUSED, "not applied; nothing was spent")
-    elif summary.reset_action.enabled or pending is not None:
-        ui.show(Text.assemble(("⚠ " + warning, "yellow"), " (--yes given: not asking)"))
-    else:
-        ui.show("--yes given: sending it anyway; the server checks again and spends nothing if it still cannot apply.")
-    interrupt.code = Exit.INTERRUPTED
-    interrupt.message = (
-        f"interrupted while the apply on {account} was in flight: its outcome is unknown here; "
-        f"see `codex-limits history {account}` before trying again"
-    )
-    try:
-        raw = await server.apply(account, key, chosen)
-    except RpcError as exc:
-        failure = rpc_failure(exc, invalid=Exit.REFUSED)
-        if failure.code == Exit.REFUSED:
-            failure.message += "; nothing was spent"
-        elif failure.code == Exit.UPSTREAM:
-            failure.message += await _pending_hint(server, account, key)
-        raise failure from None
-    except CommandFailed as failure:  # no answer at all
-        failure.message += (
-            f"; the apply's outcome is unknown here: see `codex-limits history {account}`, and run "
-            f"`codex-limits apply {account}` again to re-send the same attempt if it is still pending"
-        )
-        raise
-    interrupt.code, interrupt.message = Exit.INTERRUPTED, "interrupted"
-    response = ext.AccountPoolApplyResponse.model_validate(raw)
-    ui.show("")
-    ui.show(render.apply_result(response, now=time.time(), width=ui.width()))
-    if ui.as_json:
-        ui.emit_json(raw)
-    return Exit.OK if response.outcome in (Outcome.RESET, Outcome.ALREADY_REDEEMED) else Exit.REFUSED
-
-
-async def _pending_hint(server: Server, account: str, key: str) -> str:
-    """After a failed apply: whether the attempt stayed pending (outcome unknown) and what to do."""
-    with contextlib.suppress(Exception):
-        summary = ext.AccountSummary.model_validate(await server.refresh(account))
-        if summary.pending_apply is not None and summary.pending_apply.idempotency_key == key:
-            return (
-                f" — the attempt is recorded as pending: run `codex-limits apply {account}` again to re-send it "
-                "with the same key (it cannot spend twice)"
-            )
-        return " — nothing was spent"
-    return ""
-
-
-def _stdin_is_terminal() -> bool:
-    stdin = sys.stdin
-    try:
-        return stdin is not None and stdin.isatty()
-    except (ValueError, OSError):
-        return False
-
-
-async def confirm(ui: UI, question: str) -> bool:
-    """Ask on the terminal; only `y` or `yes` is a yes. Cancellable (Ctrl-C) while waiting."""
-    ui.info.print(question, end="", markup=False)
-    ui.info.file.flush()
-    try:
-        answer = await _read_line()
-    except BaseException:  # Ctrl-C: end the prompt's line before anything else is printed
-        ui.info.print()
-        raise
-    if answer is None:
-        ui.info.print()
-    return answer is not None and answer.strip().lower() in ("y", "yes")
-
-
-async def _read_line() -> str | None:
-    # A daemon thread reads, so a Ctrl-C (which cancels this task) never waits for the Enter key.
-    done = threading.Event()
-    box: list[str | None] = []
-
-    def read() -> None:
-        try:
-            line: str | None = sys.stdin.readline() or None
-        except (OSError, ValueError):
-            line = None
-        box.append(line)
-        done.set()
-
-    threading.Thread(target=read, name="codex-limits-confirm", daemon=True).start()
-    # Polled: waking an anyio.Event from a foreign thread needs an event-loop token (anyio >= 4.x only),
-    # and a worker-thread wait would keep the interpreter from exiting after a Ctrl-C.
-    while not done.is_set():  # noqa: ASYNC110
-        await anyio.sleep(0.05)
-    return box[0]
 
 
 # -- accounts.toml ---------------------------------------------------------------------------
@@ -563,18 +143,33 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
     pool = _accounts_file()
     home = Path(codex_home).expanduser().absolute()
     try:
+        same = next((e for e in pool.entries() if _same_dir(e.codex_home, home)), None)
+        if same is not None and same.id != account:
+            raise CommandFailed(
+                Exit.USAGE, f"{home} is already in the pool as account {same.id!r}: one Codex home is one account"
+            )
         entry = pool.add(account, home, label)
     except AccountsFileError as exc:
         raise CommandFailed(Exit.USAGE, str(exc)) from None
     ui.show(f"Added account {entry.id!r} ({entry.label}) with CODEX_HOME {entry.codex_home} to {pool.path}.")
     if not (entry.codex_home / "auth.json").is_file():
+        what = "has no auth.json" if entry.codex_home.is_dir() else "does not exist yet"
         ui.err.print(
             Text.assemble(
-                ("note: ", "yellow"),
-                f"{entry.codex_home} has no auth.json yet: sign in with `CODEX_HOME={entry.codex_home} codex login`.",
-            )
+                ("warning: ", "yellow bold"),
+                f"{entry.codex_home} {what}, so the account cannot be read until it signs in: "
+                f"run `CODEX_HOME={entry.codex_home} codex login`.",
+            ),
+            soft_wrap=True,  # a path broken across lines cannot be pasted
         )
     return Exit.OK
+
+
+def _same_dir(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return a == b
 
 
 def accounts_remove(ui: UI, *, account: str) -> Exit:
@@ -602,7 +197,7 @@ async def demo(ui: UI, interrupt: Interrupt) -> Exit:
     )
     async with connect(True) as server:
         raw = await _list(server, None)
-        pool = {s.account_id: s for s in _summaries(raw)}
+        pool = {s.account_id: s for s in summaries(raw)}
         say("The pool. `codex-limits status` reads every account's usage and saved resets:", step=1)
         ui.show(render.status_table(list(pool.values()), now=time.time(), width=ui.width()))
 
@@ -616,7 +211,7 @@ async def demo(ui: UI, interrupt: Interrupt) -> Exit:
         await apply_on(server, ui, interrupt, account="alice", credit_id=None, yes=True)
 
         raw = await _list(server, None)
-        pool = {s.account_id: s for s in _summaries(raw)}
+        pool = {s.account_id: s for s in summaries(raw)}
         alice = pool["alice"]
         say(
             f"The pool again, through the same server: {alice.label} is now {render.STATUS_TEXT[alice.status][0]} "
@@ -641,7 +236,7 @@ async def demo(ui: UI, interrupt: Interrupt) -> Exit:
             "again with `codex login`. `codex-limits refresh carol` shows it:",
             step=5,
         )
-        carol = ext.AccountSummary.model_validate(await server.refresh("carol"))
+        carol = render.Summary.model_validate(await server.refresh("carol"))
         ui.show(render.account_detail(carol, now=time.time(), width=ui.width()))
 
         say(

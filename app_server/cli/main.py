@@ -1,12 +1,14 @@
 """The `codex-limits` command: the app-server (serve), its schemas, and the operator commands.
 
-The operator commands (status, apply, refresh, history, accounts, demo) live in `operator`;
-this module only parses arguments, so `--help` stays fast (rich and anyio load on first use).
+The operator commands (status, apply, refresh, history, accounts, demo) live in `commands`,
+`status` and `apply`; this module only parses arguments, so `--help` stays fast (rich and anyio
+load on first use). Shell completion comes from argcomplete (`codex-limits completion SHELL`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,12 +23,29 @@ if TYPE_CHECKING:
 
 EXIT_OK = Exit.OK
 EXIT_USAGE = Exit.USAGE
+MIN_WATCH = 5.0
+"""Shortest `status --watch` interval (kept equal to `status.MIN_WATCH`, which a test checks)."""
 
 _EPILOG = "exit statuses:\n" + "\n".join(
     textwrap.fill(meaning, width=79, initial_indent=f"  {int(code):<4} ", subsequent_indent=" " * 7)
     for code, meaning in EXIT_MEANING.items()
-    if code is not Exit.CHECK_FAILED
 )
+
+
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def log_level(args: argparse.Namespace) -> str | None:
+    """`--log-level`, or what `-v` / `-q` ask for; None: the default (WARNING, or $CODEX_LIMITS_LOG)."""
+    level: str | None = getattr(args, "log_level", None)
+    if level:
+        return level.upper()
+    verbose, quiet = getattr(args, "verbose", 0) or 0, getattr(args, "quiet", False)
+    if quiet:
+        return "ERROR"
+    if verbose:
+        return "DEBUG" if verbose > 1 else "INFO"
+    return None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -36,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     from app_server.config import Settings
     from app_server.server import run, setup_logging
 
-    setup_logging(args.log_level)
+    setup_logging(log_level(args))
     run(Settings.from_env(), simulate=args.simulate)
     return Exit.OK
 
@@ -61,31 +80,55 @@ def _schema(args: argparse.Namespace) -> int:
 # -- operator commands: thin wrappers around `operator` ------------------------------------------
 
 
-def _run_async(args: argparse.Namespace, make: Callable[[UI, Interrupt], Awaitable[Exit]]) -> int:
-    from app_server.cli import commands as operator
+def _setup(args: argparse.Namespace) -> None:
+    """The operator commands' logging: their own on stderr, and the spawned server's when a level was asked for."""
+    import logging
 
-    ui = operator.UI(as_json=getattr(args, "json", False))
-    interrupt = operator.Interrupt()
-    return operator.run(lambda: make(ui, interrupt), interrupt)
+    from app_server.cli.session import OPTIONS
+
+    level = log_level(args)
+    OPTIONS.log_level = level
+    if level:
+        logging.basicConfig(
+            stream=sys.stderr,
+            level=getattr(logging, level, logging.WARNING),
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+
+
+def _run_async(args: argparse.Namespace, make: Callable[[UI, Interrupt], Awaitable[Exit]]) -> int:
+    from app_server.cli import session
+
+    _setup(args)
+    ui = session.UI(as_json=getattr(args, "json", False))
+    interrupt = session.Interrupt()
+    return session.run(lambda: make(ui, interrupt), interrupt, ui)
 
 
 def _status(args: argparse.Namespace) -> int:
-    from app_server.cli import commands as operator
+    from app_server.cli import status
 
     def make(ui: UI, interrupt: Interrupt) -> Awaitable[Exit]:
         if args.watch is not None:
             interrupt.code, interrupt.message = Exit.OK, ""
-        return operator.status(ui, simulate=args.simulate, watch=args.watch)
+        return status.status(
+            ui,
+            simulate=args.simulate,
+            watch=args.watch,
+            timeout=args.timeout,
+            compact=args.compact,
+            fail_above=args.fail_above,
+        )
 
     return _run_async(args, make)
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from app_server.cli import commands as operator
+    from app_server.cli import apply
 
     return _run_async(
         args,
-        lambda ui, interrupt: operator.apply(
+        lambda ui, interrupt: apply.apply(
             ui, interrupt, account=args.account, credit_id=args.credit, yes=args.yes, simulate=args.simulate
         ),
     )
@@ -164,14 +207,39 @@ def _demo(args: argparse.Namespace) -> int:
 def _accounts(args: argparse.Namespace) -> int:
     from app_server.cli import commands as operator
 
+    _setup(args)
     ui = operator.UI(as_json=getattr(args, "json", False))
     if args.action == "add":
         return operator.run_local(
-            lambda: operator.accounts_add(ui, account=args.account, codex_home=args.codex_home, label=args.label)
+            lambda: operator.accounts_add(ui, account=args.account, codex_home=args.codex_home, label=args.label), ui
         )
     if args.action == "remove":
-        return operator.run_local(lambda: operator.accounts_remove(ui, account=args.account))
-    return operator.run_local(lambda: operator.accounts_list(ui))
+        return operator.run_local(lambda: operator.accounts_remove(ui, account=args.account), ui)
+    return operator.run_local(lambda: operator.accounts_list(ui), ui)
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from argcomplete import shell_integration
+
+    sys.stdout.write(shell_integration.shellcode(["codex-limits"], shell=args.shell))
+    return Exit.OK
+
+
+def _watch_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value < MIN_WATCH:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_WATCH:g} seconds (each tick reads every account)")
+    return value
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError("must be between 0 and 100")
+    return value
 
 
 def _seconds(text: str) -> float:
@@ -194,65 +262,114 @@ def _positive(text: str) -> int:
     return value
 
 
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes (a parent parser, so they work after the command name)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("logging")
+    group.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LEVELS,
+        default=None,
+        help="stderr log level, also the spawned server's (default warning, or $CODEX_LIMITS_LOG)",
+    )
+    group.add_argument("-v", "--verbose", action="count", default=0, help="log more: -v info, -vv debug")
+    group.add_argument("-q", "--quiet", action="store_true", help="log errors only")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from app_server import __version__
+
+    common = _common()
     parser = argparse.ArgumentParser(
         prog="codex-limits",
         description=__doc__.splitlines()[0] if __doc__ else None,
         epilog=_EPILOG + "\n\nStart with `codex-limits demo` (no account needed).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"codex-limits {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=summary, description=description or summary, parents=[common])
 
     def simulate_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--simulate", action="store_true", help="use a simulated upstream with three accounts (no account needed)"
+            "--simulate",
+            action="store_true",
+            help="use a simulated upstream with four made-up accounts (no account needed; nothing is kept)",
         )
 
     def json_flag(p: argparse.ArgumentParser, what: str) -> None:
         p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout (for scripts)")
 
-    serve = sub.add_parser("serve", help="run the app-server on stdin/stdout (JSON-RPC, one message per line)")
-    serve.add_argument("--log-level", default=None, help="stderr log level (default WARNING, or $CODEX_LIMITS_LOG)")
+    serve = command("serve", "run the app-server on stdin/stdout (JSON-RPC, one message per line)")
     simulate_flag(serve)
     serve.set_defaults(run=_serve)
 
-    schema = sub.add_parser("schema", help="export the JSON Schemas (upstream layout)")
+    schema = command("schema", "export the JSON Schemas (upstream layout)")
     schema.add_argument("--out", required=True, help="directory to write, or to compare with --check")
     schema.add_argument("--check", action="store_true", help="exit 1 if the files in --out differ from the models")
     schema.set_defaults(run=_schema)
 
-    status = sub.add_parser("status", help="every account: usage windows, saved resets, whether apply is possible")
+    status = command(
+        "status",
+        "every account: usage windows, saved resets, whether apply would help now",
+        description="Every account in the pool: usage windows, saved resets, and whether applying one would help "
+        "now (ready: a window is used up) or only could (available: nothing is used up yet). On a terminal, "
+        "rows appear as each account's read finishes.",
+    )
     json_flag(status, "the account summaries (the `accounts` array)")
     status.add_argument(
         "--watch",
+        type=_watch_seconds,
+        metavar="SECONDS",
+        help=f"re-read every SECONDS (at least {MIN_WATCH:g}) until Ctrl-C, waiting longer after errors; "
+        "not on a terminal: one line (with --json one array) per read",
+    )
+    status.add_argument(
+        "--timeout",
         type=_seconds,
         metavar="SECONDS",
-        help="re-list every SECONDS seconds until Ctrl-C (with --json: one array per line)",
+        help="stop waiting for accounts that have not answered after SECONDS; they show as unavailable",
+    )
+    status.add_argument(
+        "--compact",
+        action="store_true",
+        help="one short line for status bars (accepts reads up to a minute old from a running service)",
+    )
+    status.add_argument(
+        "--fail-above",
+        type=_percent,
+        metavar="PERCENT",
+        help="exit 1 when any account's window is above PERCENT used (a quota gate for scripts)",
     )
     simulate_flag(status)
     status.set_defaults(run=_status)
 
-    apply = sub.add_parser(
+    apply = command(
         "apply",
-        help="spend one saved reset on ACCOUNT (asks first)",
-        description="Show ACCOUNT, ask for confirmation, then spend exactly one saved rate-limit reset on it. "
-        "An earlier attempt whose outcome is unknown is re-sent with its own key instead of starting a new one.",
+        "spend one saved reset on ACCOUNT (asks first)",
+        description="Show ACCOUNT and the saved reset it would spend, warn when nothing is used up yet, ask for "
+        "confirmation, then spend exactly one saved rate-limit reset on it. An earlier attempt whose outcome is "
+        "unknown is re-sent with its own key instead of starting a new one.",
     )
     apply.add_argument("account", metavar="ACCOUNT", help="account id (see `codex-limits status`)")
     apply.add_argument("--credit", metavar="ID", help="the saved reset to spend (default: the one expiring first)")
     apply.add_argument("--yes", action="store_true", help="do not ask for confirmation (for scripts)")
-    json_flag(apply, "the apply response")
+    json_flag(apply, "the apply response (or the error object of a refusal)")
     simulate_flag(apply)
     apply.set_defaults(run=_apply)
 
-    refresh = sub.add_parser("refresh", help="read one account's usage and saved resets now")
-    refresh.add_argument("account", metavar="ACCOUNT", help="account id")
+    refresh = command("refresh", "read one account's usage and saved resets now")
+    refresh.add_argument("account", metavar="ACCOUNT", help="account id (see `codex-limits status`)")
     json_flag(refresh, "the account summary")
     simulate_flag(refresh)
     refresh.set_defaults(run=_refresh)
 
-    history = sub.add_parser("history", help="apply attempts recorded in the ledger, newest first")
-    history.add_argument("account", metavar="ACCOUNT", nargs="?", help="only this account")
+    history = command("history", "apply attempts recorded in the ledger, newest first")
+    history.add_argument("account", metavar="ACCOUNT", nargs="?", help="only this account (default: all)")
     history.add_argument("--limit", type=_positive, metavar="N", help="at most N entries (default 100)")
     json_flag(history, "the ledger entries")
     history.add_argument("--usage", action="store_true", help="ACCOUNT's usage windows over time, burn rate, run-out")
@@ -261,10 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_flag(history)
     history.set_defaults(run=_history)
 
-    watch = sub.add_parser(
+    watch = command(
         "watch",
-        help="show alerts as they arrive (resets, usage thresholds, expiring saved resets, sign-in needed)",
-        description="Print each alert of the service as it arrives; with --exec, also run a command per alert "
+        "show alerts as they arrive (resets, usage thresholds, expiring saved resets, sign-in needed)",
+        "Print each alert of the service as it arrives; with --exec, also run a command per alert "
         "with the alert as JSON on its stdin (no shell: write `sh -c '...'` for one). A slow or failing command "
         "is logged and never holds up later alerts.",
     )
@@ -293,26 +410,51 @@ def build_parser() -> argparse.ArgumentParser:
     simulate_flag(watch)
     watch.set_defaults(run=_watch)
 
-    accounts = sub.add_parser("accounts", help="edit the pool (accounts.toml in $CODEX_LIMITS_HOME)")
+    accounts = command("accounts", "list or edit the pool (accounts.toml in $CODEX_LIMITS_HOME)")
     actions = accounts.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="the accounts in the pool, and whether each has an auth.json")
+    listing = actions.add_parser(
+        "list", help="the accounts in the pool, and whether each has an auth.json", parents=[common]
+    )
     json_flag(listing, "the accounts")
-    add = actions.add_parser("add", help="add an account: an id and the CODEX_HOME it signs in with")
+    add = actions.add_parser("add", help="add an account: an id and the CODEX_HOME it signs in with", parents=[common])
     add.add_argument("account", metavar="ID", help="1-64 letters, digits, '.', '_' or '-'")
     add.add_argument("codex_home", metavar="CODEX_HOME", help="the account's Codex home directory")
     add.add_argument("--label", help="display name (default: the id)")
-    remove = actions.add_parser("remove", help="remove an account from the pool (its files are left alone)")
-    remove.add_argument("account", metavar="ID")
+    remove = actions.add_parser(
+        "remove", help="remove an account from the pool (its files are left alone)", parents=[common]
+    )
+    remove.add_argument("account", metavar="ID", help="the id to remove (see `codex-limits accounts list`)")
     accounts.set_defaults(run=_accounts)
 
-    demo = sub.add_parser("demo", help="walk through status and apply against simulated accounts (no account needed)")
+    demo = command("demo", "walk through status and apply against simulated accounts (no account needed)")
     demo.set_defaults(run=_demo)
+
+    completion = command(
+        "completion",
+        "print the shell completion script for bash, zsh or fish",
+        description='Print the completion script. bash: `eval "$(codex-limits completion bash)"` in ~/.bashrc; '
+        "zsh: the same in ~/.zshrc; fish: `codex-limits completion fish | source` in config.fish.",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete in")
+    completion.set_defaults(run=_completion)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    sys.exit(int(args.run(args)))
+    try:
+        parser = build_parser()
+        if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+            import argcomplete
+
+            argcomplete.autocomplete(parser)
+        args = parser.parse_args(argv)
+        if getattr(args, "run", None) is None:
+            parser.print_help()
+            sys.exit(int(Exit.OK))
+        sys.exit(int(args.run(args)))
+    except KeyboardInterrupt:
+        sys.stderr.write("codex-limits: interrupted\n")
+        sys.exit(int(Exit.INTERRUPTED))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,12 +30,17 @@ from protocol.ext import (
     ResetDisabledReason,
 )
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
-from protocol.v2 import RateLimitResetCreditStatus, RateLimitWindow
+from protocol.v2 import RateLimitResetCredit, RateLimitResetCreditStatus, RateLimitWindow
 
 WIDE: Final = 140
 """From this many columns on, tables show more (plan, status and e-mail columns, absolute local times)."""
 CRAMPED: Final = 80
 """Below this many columns, bars shrink and reset times drop the word "resets"."""
+NARROW: Final = 60
+"""Below this many columns, `status` shows one stacked block per account instead of a table."""
+
+EXHAUSTED: Final = "exhausted"
+AVAILABLE: Final = "available"
 
 NONE: Final = "—"
 
@@ -47,7 +52,10 @@ STATUS_TEXT: Final = {
     AccountStatus.UNAVAILABLE: ("unavailable", "yellow"),
 }
 
-REASON_SHORT: Final = {
+UNKNOWN_CREDIT: Final = ResetDisabledReason.UNKNOWN_CREDIT.value
+"""Refusal of an apply naming a credit the account does not have (`error.data.availableCreditIds` lists them)."""
+
+REASON_SHORT: Final[dict[str, str]] = {
     ResetDisabledReason.NO_CREDIT: "no saved reset",
     ResetDisabledReason.REAUTH_REQUIRED: "sign in again",
     ResetDisabledReason.UNSUPPORTED: "not supported",
@@ -56,7 +64,7 @@ REASON_SHORT: Final = {
     ResetDisabledReason.UNKNOWN_CREDIT: "no such credit",
 }
 
-REASON_LONG: Final = {
+REASON_LONG: Final[dict[str, str]] = {
     ResetDisabledReason.NO_CREDIT: "this account has no saved reset to spend",
     ResetDisabledReason.REAUTH_REQUIRED: "this account must sign in again first (`codex login` with its CODEX_HOME)",
     ResetDisabledReason.UNSUPPORTED: "this account cannot use saved resets (API-key sign-in or a plan without them)",
@@ -68,12 +76,79 @@ REASON_LONG: Final = {
 }
 
 
-def reason_words(reason: ResetDisabledReason | None, *, long: bool) -> str:
+class Summary(AccountSummary):
+    """`AccountSummary` as the CLI reads it: when an older server sends no `resetAction.readiness`,
+    `readiness()` works it out from the windows."""
+
+
+def reason_words(reason: str | None, *, long: bool) -> str:
     """Why apply is not possible, in plain words (`long`: a clause; else two or three words)."""
     if reason is None:
         return "the server gave no reason" if long else "no"
     table = REASON_LONG if long else REASON_SHORT
-    return table.get(reason, str(reason))
+    return table.get(str(reason), str(reason))
+
+
+def exhausted_windows(summary: AccountSummary) -> bool:
+    """Whether the summary shows a window used up (100 %, or upstream says a limit was reached)."""
+    limits = summary.rate_limits
+    if limits is None:
+        return False
+    if limits.rate_limit_reached_type is not None:
+        return True
+    return any(w is not None and w.used_percent >= 100 for w in (limits.primary, limits.secondary))
+
+
+def readiness(summary: AccountSummary) -> str | None:
+    """`exhausted` (applying helps now), `available` (a credit, but nothing used up), or None (disabled).
+
+    Newer servers send `resetAction.readiness`; for older ones it is worked out from the windows."""
+    action = summary.reset_action
+    sent = getattr(action, "readiness", None)
+    if sent is not None:
+        return str(getattr(sent, "value", sent))
+    if not action.enabled:
+        return None
+    return EXHAUSTED if exhausted_windows(summary) else AVAILABLE
+
+
+def usage_words(summary: AccountSummary) -> str:
+    """`5h 71 %, weekly 44 %`: what each window has used, for sentences."""
+    limits = summary.rate_limits
+    if limits is None:
+        return "usage unknown"
+    parts = [
+        f"{window_name(w, fallback)} {round(w.used_percent)} %"
+        for w, fallback in ((limits.primary, "primary"), (limits.secondary, "secondary"))
+        if w is not None
+    ]
+    return ", ".join(parts) if parts else "no usage windows"
+
+
+def next_step(summary: AccountSummary, *, simulated: bool = False, never_signed_in: bool = False) -> str | None:
+    """What the operator can do about the account's problem, when the message does not say it already.
+
+    `never_signed_in`: the account's Codex home has no auth.json at all (the caller looked)."""
+    home = summary.codex_home
+    status = summary.status
+    if status is AccountStatus.REAUTH_REQUIRED:
+        if never_signed_in and not simulated:
+            return (
+                f"never signed in here: run `CODEX_HOME={home} codex login`, or try `codex-limits demo` "
+                "to see the tool without an account"
+            )
+        if simulated:
+            return "simulated: expired on purpose, nothing to fix"
+        message = summary.error.message if summary.error is not None else ""
+        step = "" if "codex login" in message else f"sign in with `CODEX_HOME={home} codex login`, then "
+        return step + f"check with `codex-limits refresh {summary.account_id}`"
+    if status is AccountStatus.UNAVAILABLE:
+        again = f"try again with `codex-limits refresh {summary.account_id}`"
+        message = summary.error.message if summary.error is not None else ""
+        if "sending request" in message or "connect" in message:  # the backend address could not be reached
+            return f"check `chatgpt_base_url` in {home}/config.toml (if set) and the network, then {again}"
+        return again
+    return None
 
 
 OUTCOME_HEADLINE: Final = {
@@ -234,8 +309,11 @@ def apply_cell(summary: AccountSummary) -> Text:
     if summary.pending_apply is not None:
         return Text("unfinished\n(see below)", style="yellow")
     action = summary.reset_action
-    if action.enabled:
+    ready = readiness(summary)
+    if ready == EXHAUSTED:
         return Text("ready", style="green bold")
+    if ready is not None:
+        return Text("available", style="cyan")
     return Text(reason_words(action.disabled_reason, long=False), style="dim")
 
 
@@ -243,21 +321,49 @@ def apply_possible(summary: AccountSummary) -> str:
     """One plain sentence: can an operator apply on this account now, and if not, why."""
     if summary.pending_apply is not None:
         return "an earlier apply has an unknown outcome; applying again re-sends it and cannot spend twice"
-    if summary.reset_action.enabled:
-        return "ready: applying spends one saved reset"
+    ready = readiness(summary)
+    if ready == EXHAUSTED:
+        return "ready: a window is used up; applying spends one saved reset"
+    if ready is not None:
+        return f"available, but nothing is used up ({usage_words(summary)}): applying now spends a saved reset early"
     return "not possible: " + reason_words(summary.reset_action.disabled_reason, long=True)
 
 
 # -- status ----------------------------------------------------------------------------------
 
 
-def status_table(summaries: Sequence[AccountSummary], *, now: float, width: int) -> RenderableType:
-    """The pool at a glance: one row per account.
+@dataclass(frozen=True)
+class Waiting:
+    """An account whose read has not answered yet (`timed_out`: and will not be waited for any more)."""
+
+    account_id: str
+    timed_out: float | None = None
+
+
+Row = AccountSummary | Waiting
+
+
+def status_table(
+    rows: Sequence[Row],
+    *,
+    now: float,
+    width: int,
+    simulated: bool = False,
+    spinner: RenderableType | None = None,
+    never_signed_in: Collection[str] = (),
+) -> RenderableType:
+    """The pool at a glance: one row per account (one stacked block each below `NARROW` columns).
 
     From `WIDE` columns: plan, status and e-mail get their own room and reset times add the local
     time. Below it the account cell stacks label, id · plan and status; below `CRAMPED` the bars
-    shrink and reset times lose the word "resets".
+    shrink and reset times lose the word "resets". A `Waiting` row shows `spinner` (or why it is empty).
     """
+    summaries = [r for r in rows if isinstance(r, AccountSummary)]
+    if width < NARROW:
+        body: RenderableType = _status_blocks(rows, now=now, width=width, spinner=spinner)
+        caption: list[RenderableType] = [Text(_caption(rows, now), style="dim")]
+        notes = _notes(summaries, simulated=simulated, never_signed_in=never_signed_in)
+        return Group(body, *caption, *notes)
     wide = is_wide(width)
     terse = width < CRAMPED
     names = _window_headers(summaries)
@@ -267,7 +373,7 @@ def status_table(summaries: Sequence[AccountSummary], *, now: float, width: int)
         collapse_padding=True,
         show_edge=False,
         header_style="bold",
-        caption=_caption(summaries, now),
+        caption=_caption(rows, now),
         caption_justify="left",
         caption_style="dim",
     )
@@ -282,7 +388,18 @@ def status_table(summaries: Sequence[AccountSummary], *, now: float, width: int)
     table.add_column("Saved resets", no_wrap=True, overflow="ellipsis", min_width=5)
     table.add_column("Apply", overflow="fold", min_width=5)
     bar_width = 16 if wide else 6 if terse else 10
-    for summary in summaries:
+    for row in rows:
+        if isinstance(row, Waiting):
+            lead_cells: list[RenderableType] = [Text(row.account_id, style="bold")]
+            if wide:
+                lead_cells += [Text(NONE, style="dim"), _waiting_cell(row, spinner)]
+            else:
+                lead_cells = [Group(Text(row.account_id, style="bold"), _waiting_cell(row, spinner))]
+            blank = Text(NONE, style="dim")
+            table.add_row(*lead_cells, blank, blank, blank, blank)
+            table.add_section()
+            continue
+        summary = row
         limits = summary.rate_limits
         windows = [
             window_cell(w, now=now, bar_width=bar_width, absolute=wide, terse=terse)
@@ -303,8 +420,56 @@ def status_table(summaries: Sequence[AccountSummary], *, now: float, width: int)
             lead = [account]
         table.add_row(*lead, *windows, saved_cell(summary, now=now, absolute=wide), apply_cell(summary))
         table.add_section()
-    notes = _notes(summaries)
+    notes = _notes(summaries, simulated=simulated, never_signed_in=never_signed_in)
     return Group(table, *notes) if notes else table
+
+
+def _waiting_cell(row: Waiting, spinner: RenderableType | None) -> RenderableType:
+    if row.timed_out is not None:
+        return Text(f"no answer in {row.timed_out:g} s", style="yellow")
+    if spinner is not None:
+        return spinner
+    return Text("reading…", style="dim")
+
+
+def _status_blocks(rows: Sequence[Row], *, now: float, width: int, spinner: RenderableType | None) -> RenderableType:
+    """Narrow terminals: per account a heading (label and id) and one short line per fact."""
+    bar_width = 4 if width < 40 else 8
+    parts: list[RenderableType] = []
+    for row in rows:
+        if isinstance(row, Waiting):
+            head = Text(row.account_id, style="bold", no_wrap=True, overflow="ellipsis")
+            parts += [head, _waiting_cell(row, spinner), Text("")]
+            continue
+        summary = row
+        head = Text(summary.account_id, style="bold", no_wrap=True, overflow="ellipsis")
+        if summary.label != summary.account_id:
+            head.append(f"  {summary.label}", style="dim")
+        parts.append(head)
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True, style="dim")
+        grid.add_column(no_wrap=True, overflow="ellipsis")
+        status = status_text(summary)
+        if summary.plan_type is not None:
+            status.append(f" · {summary.plan_type.value}", style="dim")
+        grid.add_row("status", status)
+        limits = summary.rate_limits
+        for window, fallback in ((limits.primary, "primary"), (limits.secondary, "secondary")) if limits else ():
+            if window is None:
+                continue
+            cell = bar(window.used_percent, bar_width)
+            if window.resets_at is not None:
+                cell.append(" " + until(window.resets_at, now), style="dim")
+            grid.add_row(window_name(window, fallback), cell)
+        count = saved_count(summary)
+        saved = Text(NONE if count is None else str(count), style="bold" if count else "dim")
+        nearest = summary.reset_credits.nearest_expires_at if summary.reset_credits is not None else None
+        if count and nearest is not None:
+            saved.append(f", next expires {until(nearest, now, coarse=True)}", style="dim")
+        grid.add_row("saved", saved)
+        grid.add_row("apply", apply_cell(summary).split("\n")[0])
+        parts += [grid, Text("")]
+    return Group(*parts)
 
 
 def _window_headers(summaries: Sequence[AccountSummary]) -> tuple[str, str]:
@@ -317,16 +482,21 @@ def _window_headers(summaries: Sequence[AccountSummary]) -> tuple[str, str]:
     return first, second
 
 
-def _caption(summaries: Sequence[AccountSummary], now: float) -> str:
-    read = [s.refreshed_at for s in summaries if s.refreshed_at is not None]
-    count = f"{len(summaries)} account" + ("" if len(summaries) == 1 else "s")
+def _caption(rows: Sequence[Row], now: float) -> str:
+    read = [s.refreshed_at for s in rows if isinstance(s, AccountSummary) and s.refreshed_at is not None]
+    waiting = sum(1 for r in rows if isinstance(r, Waiting) and r.timed_out is None)
+    count = f"{len(rows)} account" + ("" if len(rows) == 1 else "s")
+    if waiting:
+        count += f" · {waiting} still reading"
     if not read:
         return count
     oldest = min(read)
     return f"{count} · read {ago(oldest, now)} ({time.strftime('%H:%M:%S', time.localtime(oldest))})"
 
 
-def _notes(summaries: Sequence[AccountSummary]) -> list[Text]:
+def _notes(
+    summaries: Sequence[AccountSummary], *, simulated: bool = False, never_signed_in: Collection[str] = ()
+) -> list[Text]:
     notes: list[Text] = []
     for s in summaries:
         if s.pending_apply is not None:
@@ -339,14 +509,28 @@ def _notes(summaries: Sequence[AccountSummary]) -> list[Text]:
                 )
             )
         if s.error is not None:
-            notes.append(Text.assemble((f"{s.account_id}: ", "bold"), (s.error.message, "yellow")))
+            note = Text.assemble((f"{s.account_id}: ", "bold"), (s.error.message, "yellow"))
+            step = next_step(s, simulated=simulated, never_signed_in=s.account_id in never_signed_in)
+            if step:
+                note.append(f" → {step}")
+            notes.append(note)
+    if any(readiness(s) == AVAILABLE for s in summaries):
+        notes.append(
+            Text(
+                "available: a saved reset could be spent, but no window is used up yet; "
+                "ready: a window is used up, so applying helps now.",
+                style="dim",
+            )
+        )
     return notes
 
 
 # -- one account -----------------------------------------------------------------------------
 
 
-def account_detail(summary: AccountSummary, *, now: float, width: int) -> RenderableType:
+def account_detail(
+    summary: AccountSummary, *, now: float, width: int, simulated: bool = False, never_signed_in: bool = False
+) -> RenderableType:
     """Everything about one account: windows, saved resets one by one, whether apply is possible."""
     wide = is_wide(width)
     grid = Table.grid(padding=(0, 2))
@@ -368,10 +552,60 @@ def account_detail(summary: AccountSummary, *, now: float, width: int) -> Render
     if limits is None:
         grid.add_row("Usage", Text("not available", style="dim"))
     grid.add_row("Saved resets", _credits_text(summary, now=now))
-    grid.add_row("Apply", Text(apply_possible(summary), style="green" if summary.reset_action.enabled else "dim"))
+    style = {EXHAUSTED: "green", AVAILABLE: "cyan"}.get(readiness(summary) or "", "dim")
+    grid.add_row("Apply", Text(apply_possible(summary), style=style))
     if summary.error is not None:
         grid.add_row("Problem", Text(summary.error.message, style="yellow"))
+        step = next_step(summary, simulated=simulated, never_signed_in=never_signed_in)
+        if step:
+            grid.add_row("Next", Text(step))
     return grid
+
+
+def available_credits(summary: AccountSummary) -> list[RateLimitResetCredit]:
+    """The account's available credits as listed, the one expiring soonest first (never-expiring last)."""
+    overview = summary.reset_credits
+    rows = [c for c in (overview.credits or ()) if c.status is RateLimitResetCreditStatus.AVAILABLE] if overview else []
+    return sorted(rows, key=lambda c: (c.expires_at is None, c.expires_at or 0, c.id))
+
+
+def credit_to_spend(summary: AccountSummary, credit_id: str | None) -> RateLimitResetCredit | None:
+    """The credit an apply will spend: `credit_id`'s row, else the one expiring soonest (what the server picks)."""
+    rows = available_credits(summary)
+    if credit_id is not None:
+        return next((c for c in rows if c.id == credit_id), None)
+    return rows[0] if rows else None
+
+
+def credit_words(credit: RateLimitResetCredit, now: float) -> str:
+    """`credit-alice-1 (Full reset, expires in 7d · Dec 05)`."""
+    details = [credit.title] if credit.title else []
+    if credit.expires_at is not None:
+        details.append(f"expires {until(credit.expires_at, now, coarse=True)} · {local_date(credit.expires_at, now)}")
+    else:
+        details.append("does not expire")
+    return f"{credit.id} ({', '.join(details)})"
+
+
+def apply_prompt(summary: AccountSummary, credit_id: str | None, *, now: float) -> list[Text]:
+    """What the confirmation says before asking: which credit it spends, and a warning when nothing is used up."""
+    lines: list[Text] = []
+    credit = credit_to_spend(summary, credit_id)
+    if credit is not None:
+        lines.append(Text.assemble("Spends: ", (credit_words(credit, now), "bold")))
+    elif credit_id is not None:
+        lines.append(Text.assemble("Spends: ", (credit_id, "bold")))
+    elif saved_count(summary):
+        lines.append(Text("Spends: the saved reset the server picks (it did not list them)"))
+    if readiness(summary) == AVAILABLE:
+        lines.append(
+            Text(
+                f"⚠ Nothing on {summary.account_id} is used up ({usage_words(summary)}). Applying now spends a "
+                "saved reset early; it helps most once a window reaches 100 %.",
+                style="bold yellow",
+            )
+        )
+    return lines
 
 
 def _plan(summary: AccountSummary) -> str | None:
@@ -401,11 +635,32 @@ def _credits_text(summary: AccountSummary, *, now: float) -> Text:
 # -- apply -----------------------------------------------------------------------------------
 
 
+def windows_reset(response: AccountPoolApplyResponse) -> bool:
+    """Whether the read after the apply shows every window back at 0 %."""
+    after = response.after
+    if after is None or after.rate_limits is None:
+        return False
+    windows = [w for w in (after.rate_limits.primary, after.rate_limits.secondary) if w is not None]
+    return bool(windows) and all(w.used_percent == 0 for w in windows)
+
+
+def outcome_sentence(response: AccountPoolApplyResponse) -> str:
+    """What happened, saying only what the answer and the read after it show."""
+    if response.outcome is not Outcome.RESET or windows_reset(response):
+        return OUTCOME_SENTENCE[response.outcome]
+    if response.after is None or response.after.rate_limits is None:
+        return "One saved reset was spent; the usage could not be read afterwards, so the windows are not shown."
+    return (
+        f"One saved reset was spent, but the read right after still shows {usage_words(response.after)} "
+        f"(upstream may take a moment: `codex-limits refresh {response.before.account_id}`)."
+    )
+
+
 def outcome_line(response: AccountPoolApplyResponse) -> Text:
     good = response.outcome in (Outcome.RESET, Outcome.ALREADY_REDEEMED)
     text = Text("✓ " if good else "✗ ", style="green bold" if good else "yellow bold")
     text.append(f"{OUTCOME_HEADLINE[response.outcome]} on {response.before.account_id}. ", style="bold")
-    text.append(OUTCOME_SENTENCE[response.outcome])
+    text.append(outcome_sentence(response))
     if response.replayed:
         text.append(" (This is the recorded result of an earlier run with the same key.)", style="dim")
     return text
@@ -450,9 +705,35 @@ def apply_result(response: AccountPoolApplyResponse, *, now: float, width: int) 
 # -- history ---------------------------------------------------------------------------------
 
 
+def _history_result(entry: ApplyRecord) -> Text:
+    if entry.status is ApplyStatus.FINISHED and entry.outcome is not None:
+        good = entry.outcome in (Outcome.RESET, Outcome.ALREADY_REDEEMED)
+        return Text(OUTCOME_HEADLINE[entry.outcome].lower(), style="green" if good else "yellow")
+    if entry.status is ApplyStatus.PENDING:
+        return Text("outcome unknown", style="yellow bold")
+    return Text("failed", style="red")
+
+
+def _history_saved(entry: ApplyRecord) -> str:
+    if entry.status is ApplyStatus.FINISHED:
+        return f"{_num(entry.available_before)} → {_num(entry.available_after)}"
+    return _num(entry.available_before)
+
+
 def history_table(entries: Sequence[ApplyRecord], *, now: float, width: int) -> RenderableType:
     if not entries:
         return Text("No apply attempts recorded yet.", style="dim")
+    if width < NARROW:
+        lines: list[RenderableType] = []
+        for entry in entries:
+            head = Text(f"{local_time(entry.started_at, now)}  ", style="dim")
+            head.append(entry.account_id, style="bold")
+            body = Text("  ").append_text(_history_result(entry))
+            body.append(f" · saved {_history_saved(entry)}", style="dim")
+            lines += [head, body, Text(f"  key {entry.idempotency_key}", style="dim", overflow="fold")]
+            if entry.error:
+                lines.append(Text(f"  {entry.error}", style="dim"))
+        return Group(*lines)
     wide = is_wide(width)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, show_edge=False, header_style="bold")
     table.add_column("Started", no_wrap=True)
@@ -462,23 +743,11 @@ def history_table(entries: Sequence[ApplyRecord], *, now: float, width: int) -> 
     table.add_column("Key", no_wrap=True, overflow="ellipsis", max_width=36 if wide else 10)
     table.add_column("Note", overflow="fold")
     for entry in entries:
-        if entry.status is ApplyStatus.FINISHED and entry.outcome is not None:
-            good = entry.outcome in (Outcome.RESET, Outcome.ALREADY_REDEEMED)
-            result = Text(OUTCOME_HEADLINE[entry.outcome].lower(), style="green" if good else "yellow")
-        elif entry.status is ApplyStatus.PENDING:
-            result = Text("outcome unknown", style="yellow bold")
-        else:
-            result = Text("failed", style="red")
-        saved = (
-            f"{_num(entry.available_before)} → {_num(entry.available_after)}"
-            if entry.status is ApplyStatus.FINISHED
-            else _num(entry.available_before)
-        )
         table.add_row(
             stamp(entry.started_at) if wide else local_time(entry.started_at, now),
             entry.account_id,
-            result,
-            saved,
+            _history_result(entry),
+            _history_saved(entry),
             entry.idempotency_key,
             Text(entry.error or "", style="dim"),
         )

@@ -37,6 +37,13 @@ LOCK_TIMEOUT: Final = 10.0
 _TMP_PREFIX: Final = ".accounts."
 _TMP_SUFFIX: Final = ".tmp"
 _ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_FILE_KEYS: Final = frozenset({"include_default", "accounts"})
+_ENTRY_KEYS: Final = frozenset({"id", "label", "codex_home"})
+
+
+def _unknown(table: dict[str, Any], known: frozenset[str]) -> str | None:
+    """The first key not in `known` (a typo such as `codex-home` must not be silently ignored)."""
+    return next((k for k in table if k not in known), None)
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,9 @@ class AccountsFile:
         return self._parse(self._read())
 
     def _parse(self, data: dict[str, Any]) -> list[AccountEntry]:
+        unknown = _unknown(data, _FILE_KEYS)
+        if unknown is not None:
+            raise AccountsFileError(f"{self.path}: unknown key {unknown!r} (known: {', '.join(sorted(_FILE_KEYS))})")
         include_default = data.get("include_default", True)
         if not isinstance(include_default, bool):
             raise AccountsFileError(f"{self.path}: include_default must be true or false")
@@ -106,6 +116,9 @@ class AccountsFile:
         where = f"{self.path}: accounts[{index}]"
         if not isinstance(item, dict):
             raise AccountsFileError(f"{where} is not a table")
+        unknown = _unknown(item, _ENTRY_KEYS)
+        if unknown is not None:
+            raise AccountsFileError(f"{where}: unknown key {unknown!r} (known: {', '.join(sorted(_ENTRY_KEYS))})")
         account_id = item.get("id")
         home = item.get("codex_home")
         if not isinstance(account_id, str) or not _ID_PATTERN.match(account_id):

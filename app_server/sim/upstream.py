@@ -49,6 +49,7 @@ _MAX_BODY_BYTES = 8 * 1024 * 1024
 # Idle keep-alive connections are dropped after this, so abandoned clients do not pin handler threads.
 _IDLE_TIMEOUT_SECONDS = 60.0
 _RECORDED_REQUESTS_MAX = 1_000
+_CREDIT_DESCRIPTION = "Resets your 5-hour and weekly Codex usage limits."
 
 JSONObject = dict[str, Any]
 
@@ -491,6 +492,71 @@ class SimulatedUpstream:
         self._refresh_tokens[token] = account.key
         return token
 
+    @staticmethod
+    def _new_account(
+        now: int,
+        key: str,
+        label: str,
+        plan_type: str,
+        primary: tuple[int, int],
+        secondary: tuple[int, int],
+        credits: list[SimCredit],
+    ) -> SimAccount:
+        """An account with usage `(percent, seconds until reset)` per window; tokens are issued by the caller."""
+        email = f"{key}@example.com"
+        user_id = f"user-sim-{key}"
+        account_id = f"acct-sim-{key}"
+        id_token = make_unsigned_jwt(
+            {
+                "email": email,
+                AUTH_CLAIM: {
+                    "chatgpt_plan_type": plan_type,
+                    "chatgpt_account_id": account_id,
+                    "chatgpt_user_id": user_id,
+                },
+            }
+        )
+        return SimAccount(
+            key=key,
+            label=label,
+            email=email,
+            user_id=user_id,
+            account_id=account_id,
+            plan_type=plan_type,
+            id_token=id_token,
+            access_token="",
+            access_token_exp=0,
+            refresh_token="",
+            last_refresh=now,
+            primary=SimWindow(PRIMARY_WINDOW_SECONDS, primary[0], now + primary[1]),
+            secondary=SimWindow(SECONDARY_WINDOW_SECONDS, secondary[0], now + secondary[1]),
+            credits=credits,
+        )
+
+    def add_account(
+        self,
+        key: str,
+        label: str,
+        plan_type: str,
+        *,
+        primary: tuple[int, int],
+        secondary: tuple[int, int],
+        credit_days: list[int],
+    ) -> SimAccount:
+        """Add a signed-in account (before `write_codex_homes`): windows as `(percent, seconds until reset)`,
+        one saved reset per entry of `credit_days` (days until it expires)."""
+        with self._lock:
+            now = int(self._now())
+            credits = [
+                SimCredit(f"credit-{key}-{i}", now - _DAY, now + days * _DAY, "Full reset", _CREDIT_DESCRIPTION)
+                for i, days in enumerate(credit_days, start=1)
+            ]
+            account = self._new_account(now, key, label, plan_type, primary, secondary, credits)
+            self._issue_access_token(account, now, now + ACCESS_TOKEN_LIFETIME_SECONDS)
+            account.refresh_token = self._issue_refresh_token(account)
+            self.accounts[key] = account
+            return account
+
     def _build_accounts(self, now: int) -> dict[str, SimAccount]:
         def account(
             key: str,
@@ -500,37 +566,9 @@ class SimulatedUpstream:
             secondary: tuple[int, int],
             credits: list[SimCredit],
         ) -> SimAccount:
-            email = f"{key}@example.com"
-            user_id = f"user-sim-{key}"
-            account_id = f"acct-sim-{key}"
-            id_token = make_unsigned_jwt(
-                {
-                    "email": email,
-                    AUTH_CLAIM: {
-                        "chatgpt_plan_type": plan_type,
-                        "chatgpt_account_id": account_id,
-                        "chatgpt_user_id": user_id,
-                    },
-                }
-            )
-            return SimAccount(
-                key=key,
-                label=label,
-                email=email,
-                user_id=user_id,
-                account_id=account_id,
-                plan_type=plan_type,
-                id_token=id_token,
-                access_token="",
-                access_token_exp=0,
-                refresh_token="",
-                last_refresh=now,
-                primary=SimWindow(PRIMARY_WINDOW_SECONDS, primary[0], now + primary[1]),
-                secondary=SimWindow(SECONDARY_WINDOW_SECONDS, secondary[0], now + secondary[1]),
-                credits=credits,
-            )
+            return self._new_account(now, key, label, plan_type, primary, secondary, credits)
 
-        description = "Resets your 5-hour and weekly Codex usage limits."
+        description = _CREDIT_DESCRIPTION
         alice = account(
             "alice",
             "Alice (Pro)",

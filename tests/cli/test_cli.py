@@ -9,14 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,64 +20,25 @@ from rich.console import Console
 
 from app_server.cli import render
 from app_server.cli.exits import EXIT_MEANING, Exit
-from app_server.sim.upstream import make_unsigned_jwt
 from protocol import ext
+from tests.support.cli import (
+    CLI,
+    NOW,
+    WAIT,
+    assert_fits,
+    cli,
+    consumes,
+    details_body,
+    flat,
+    limited,
+    one_error_line,
+    read_line,
+    run_on_terminal,
+)
 from tests.support.mock_backend import MockBackend
-
-WAIT = 60.0
-"""Bound on every subprocess call (generous: a CI machine may be slow; nothing here waits on purpose)."""
-
-_SCRIPT = Path(sys.executable).with_name("codex-limits")
-CLI: list[str] = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "app_server.cli.main"]
 
 USAGE = "/api/codex/usage"
 DETAILS = "/api/codex/rate-limit-reset-credits"
-CONSUME = "/api/codex/rate-limit-reset-credits/consume"
-
-
-@pytest.fixture
-def homes(tmp_path: Path) -> dict[str, str]:
-    """An environment whose Codex and codex-limits homes are fresh temp dirs."""
-    codex_home = tmp_path / "codex"
-    data_home = tmp_path / "data"
-    codex_home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("CODEX_LIMITS_LOG", "OPENAI_API_KEY", "CODEX_API_KEY")}
-    env.update(CODEX_HOME=str(codex_home), CODEX_LIMITS_HOME=str(data_home), COLUMNS="80", TERM="dumb")
-    env.pop("NO_COLOR", None)
-    return env
-
-
-def cli(env: dict[str, str], *args: str, columns: int | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `codex-limits ARGS` with stdin from /dev/null (not a terminal)."""
-    run_env = dict(env) if columns is None else {**env, "COLUMNS": str(columns)}
-    return subprocess.run(
-        [*CLI, *args],
-        env=run_env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-        check=False,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The failure is exactly one `codex-limits: ...` line on stderr, no traceback."""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("codex-limits: "), lines
-    assert "Traceback" not in result.stderr
-    return lines[0]
-
-
-def flat(text: str) -> str:
-    """`text` with every run of whitespace as one space: phrases survive the table's line folding."""
-    return " ".join(text.split())
-
-
-def assert_fits(text: str, width: int) -> None:
-    too_long = [line for line in text.splitlines() if len(line) > width]
-    assert not too_long, f"lines wider than {width}: {too_long}"
 
 
 # -- arguments and help ------------------------------------------------------------------------
@@ -138,7 +94,8 @@ def test_status_table_fits_the_terminal(homes: dict[str, str], width: int) -> No
         assert expected in out
     assert "100%" in out and "resets in " in out
     assert "ready" in out and "no saved reset" in out and "sign in again" in out
-    assert "3 accounts" in out
+    assert "4 accounts" in out
+    assert "available" in out  # dave: a credit, nothing used up
     if width >= render.WIDE:
         assert "Plan" in out and "alice@example.com" in out and "next expires in " in out
     else:
@@ -150,7 +107,7 @@ def test_status_json_is_the_accounts_array(homes: dict[str, str]) -> None:
     result = cli(homes, "status", "--simulate", "--json")
     assert result.returncode == 0, result.stderr
     accounts = json.loads(result.stdout)
-    assert [a["accountId"] for a in accounts] == ["alice", "bob", "carol"]
+    assert [a["accountId"] for a in accounts] == ["alice", "bob", "carol", "dave"]
     summaries = [ext.AccountSummary.model_validate(a) for a in accounts]
     assert summaries[0].reset_credits is not None and summaries[0].reset_credits.available_count == 2
     assert summaries[1].reset_action.disabled_reason is ext.ResetDisabledReason.NO_CREDIT
@@ -161,7 +118,7 @@ def test_status_json_is_the_accounts_array(homes: dict[str, str]) -> None:
 @pytest.mark.subprocess
 def test_status_watch_relists_until_ctrl_c_and_exits_0(homes: dict[str, str]) -> None:
     process = subprocess.Popen(
-        [*CLI, "status", "--simulate", "--json", "--watch", "1"],
+        [*CLI, "status", "--simulate", "--json", "--watch", "5"],
         env=homes,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -169,7 +126,7 @@ def test_status_watch_relists_until_ctrl_c_and_exits_0(homes: dict[str, str]) ->
     )
     try:
         assert process.stdout is not None
-        lines = [_read_line(process.stdout.fileno()) for _ in range(2)]
+        lines = [read_line(process.stdout.fileno()) for _ in range(2)]
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=WAIT)
     finally:
@@ -179,22 +136,7 @@ def test_status_watch_relists_until_ctrl_c_and_exits_0(homes: dict[str, str]) ->
     assert process.returncode == 0, err
     assert b"Traceback" not in err
     for line in lines:
-        assert [a["accountId"] for a in json.loads(line)] == ["alice", "bob", "carol"]
-
-
-def _read_line(fd: int) -> bytes:
-    """One line from a pipe, waiting at most WAIT seconds for it."""
-    data = b""
-    deadline = time.monotonic() + WAIT
-    while not data.endswith(b"\n"):
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no complete line within {WAIT} s: {data!r}"
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if ready:
-            chunk = os.read(fd, 1)
-            assert chunk, f"stream ended after {data!r}"
-            data += chunk
-    return data
+        assert [a["accountId"] for a in json.loads(line)] == ["alice", "bob", "carol", "dave"]
 
 
 # -- apply -------------------------------------------------------------------------------------
@@ -253,44 +195,6 @@ def test_apply_on_an_unknown_account_is_a_usage_error(homes: dict[str, str]) -> 
     assert "'zed'" in line and "alice" in line
 
 
-@dataclass
-class Interactive:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def run_on_terminal(env: dict[str, str], args: list[str], answer: bytes | None) -> Interactive:
-    """Run with stdin on a pseudo-terminal; wait for the `[y/N]` prompt, then type `answer` (None: Ctrl-C)."""
-    master, slave = pty.openpty()
-    process = subprocess.Popen([*CLI, *args], env=env, stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    os.close(slave)
-    try:
-        assert process.stdout is not None
-        fd = process.stdout.fileno()
-        seen = b""
-        deadline = time.monotonic() + WAIT
-        while b"[y/N]" not in seen:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no prompt within {WAIT} s: {seen!r}"
-            ready, _, _ = select.select([fd], [], [], remaining)
-            if ready:
-                chunk = os.read(fd, 4096)
-                assert chunk, f"output ended before the prompt: {seen!r}"
-                seen += chunk
-        if answer is None:
-            process.send_signal(signal.SIGINT)
-        else:
-            os.write(master, answer + b"\n")
-        rest, err = process.communicate(timeout=WAIT)
-    finally:
-        os.close(master)
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=WAIT)
-    return Interactive(process.returncode, (seen + rest).decode(), err.decode())
-
-
 @pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("answer", "code"), [(b"y", Exit.OK), (b"yes", Exit.OK), (b"n", Exit.REFUSED), (b"", Exit.REFUSED), (None, 3)]
@@ -323,21 +227,24 @@ def test_refresh_shows_one_account(homes: dict[str, str]) -> None:
 
 
 @pytest.mark.subprocess
-def test_refresh_of_an_account_that_needs_sign_in_exits_4(homes: dict[str, str]) -> None:
+def test_refresh_of_an_account_that_needs_sign_in_exits_3(homes: dict[str, str]) -> None:
     result = cli(homes, "refresh", "carol", "--simulate")
-    assert result.returncode == Exit.UPSTREAM
+    assert result.returncode == Exit.REFUSED
     assert "needs sign-in" in result.stdout
     assert "codex login" in one_error_line(result)
 
 
 @pytest.mark.subprocess
-def test_history_of_a_fresh_world_is_empty(homes: dict[str, str]) -> None:
+def test_history_of_the_simulated_world_is_seeded(homes: dict[str, str]) -> None:
     result = cli(homes, "history", "--simulate")
     assert result.returncode == 0, result.stderr
-    assert "No apply attempts" in result.stdout
+    out = flat(result.stdout)
+    assert "reset applied" in out and "nothing to reset" in out
     raw = cli(homes, "history", "alice", "--simulate", "--json", "--limit", "5")
     assert raw.returncode == 0
-    assert json.loads(raw.stdout) == []
+    [entry] = json.loads(raw.stdout)
+    assert (entry["accountId"], entry["status"], entry["outcome"]) == ("alice", "finished", "reset")
+    assert (entry["availableBefore"], entry["availableAfter"]) == (3, 2)
     unknown = cli(homes, "history", "zed", "--simulate")
     assert unknown.returncode == Exit.USAGE
     assert "'zed'" in one_error_line(unknown)
@@ -379,7 +286,7 @@ def test_output_closed_early_ends_quietly(homes: dict[str, str]) -> None:
     )
     try:
         assert process.stdout is not None
-        _read_line(process.stdout.fileno())
+        read_line(process.stdout.fileno())
         process.stdout.close()  # like `codex-limits demo | head -1`
         _, err = process.communicate(timeout=WAIT)
     finally:
@@ -445,96 +352,6 @@ def test_accounts_add_list_remove_round_trip(homes: dict[str, str], tmp_path: Pa
 
 
 # -- against a mock upstream: failures ---------------------------------------------------------
-
-NOW = int(time.time())
-
-
-def usage_body(primary: int, credits: int) -> dict[str, Any]:
-    reached = primary >= 100
-    return {
-        "plan_type": "pro",
-        "user_id": "user-1",
-        "account_id": "acct-1",
-        "email": "op@example.com",
-        "rate_limit": {
-            "allowed": not reached,
-            "limit_reached": reached,
-            "primary_window": {
-                "used_percent": primary,
-                "limit_window_seconds": 18_000,
-                "reset_after_seconds": 3_600,
-                "reset_at": NOW + 3_600,
-            },
-            "secondary_window": {
-                "used_percent": 40,
-                "limit_window_seconds": 604_800,
-                "reset_after_seconds": 86_400,
-                "reset_at": NOW + 86_400,
-            },
-        },
-        "credits": {"has_credits": False, "unlimited": False, "balance": "0"},
-        "rate_limit_reset_credits": {"available_count": credits},
-        "rate_limit_reached_type": {"type": "rate_limit_reached"} if reached else None,
-    }
-
-
-def details_body(credits: int) -> dict[str, Any]:
-    rows = [
-        {
-            "id": f"credit-{i}",
-            "reset_type": "codex_rate_limits",
-            "status": "available",
-            "granted_at": "2026-01-01T00:00:00Z",
-            "expires_at": None,
-            "title": "Full reset",
-            "description": "Resets your limits.",
-        }
-        for i in range(credits)
-    ]
-    return {"available_count": credits, "total_earned_count": credits, "credits": rows}
-
-
-@pytest.fixture
-def backend() -> Iterator[MockBackend]:
-    with MockBackend() as mock:
-        yield mock
-
-
-@pytest.fixture
-def signed_in(homes: dict[str, str], backend: MockBackend) -> dict[str, str]:
-    """`$CODEX_HOME` signed in to the mock backend; the pool is just `default`."""
-    home = Path(homes["CODEX_HOME"])
-    claims = {"chatgpt_account_id": "acct-1", "chatgpt_plan_type": "pro", "chatgpt_user_id": "user-1"}
-    auth = {
-        "auth_mode": "chatgpt",
-        "OPENAI_API_KEY": None,
-        "tokens": {
-            "id_token": make_unsigned_jwt({"email": "op@example.com", "https://api.openai.com/auth": claims}),
-            "access_token": make_unsigned_jwt({"exp": NOW + 10 * 86_400, "https://api.openai.com/auth": claims}),
-            "refresh_token": "refresh-1",
-            "account_id": "acct-1",
-        },
-        "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime()),
-    }
-    path = home / "auth.json"
-    path.write_text(json.dumps(auth, indent=2))
-    path.chmod(0o600)
-    (home / "config.toml").write_text(f'chatgpt_base_url = "{backend.base_url}"\n')
-    return {**homes, "CODEX_REFRESH_TOKEN_URL_OVERRIDE": f"{backend.base_url}/oauth/token"}
-
-
-def limited(backend: MockBackend, *, credits: int = 1, consume: Any = None) -> None:
-    routes: dict[str, Any] = {
-        f"GET {USAGE}": {"json": usage_body(100, credits)},
-        f"GET {DETAILS}": {"json": details_body(credits)},
-    }
-    if consume is not None:
-        routes[f"POST {CONSUME}"] = consume
-    backend.set_routes(routes)
-
-
-def consumes(backend: MockBackend) -> list[dict[str, Any]]:
-    return [r.json() for r in backend.recorded() if r.method == "POST" and r.path == CONSUME]
 
 
 @pytest.mark.subprocess
@@ -725,10 +542,10 @@ def test_durations_and_bars_read_naturally() -> None:
     assert render.window_name(None, "primary") == "primary"
 
 
-def test_every_outcome_and_refusal_is_explained_in_words() -> None:
+def test_every_outcome_and_refusal_has_words() -> None:
     from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 
     assert set(render.OUTCOME_SENTENCE) == set(Outcome)
-    assert "nothing was spent" in render.OUTCOME_SENTENCE[Outcome.NOTHING_TO_RESET]
-    assert "already been applied" in render.OUTCOME_SENTENCE[Outcome.ALREADY_REDEEMED]
-    assert set(render.REASON_LONG) == set(ext.ResetDisabledReason) == set(render.REASON_SHORT)
+    for reason in ext.ResetDisabledReason:
+        assert render.reason_words(reason, long=True) != str(reason)
+        assert render.reason_words(reason, long=False) != str(reason)
