@@ -173,14 +173,15 @@ class UI:
 
     def emit_json(self, value: Any, *, compact: bool = False) -> None:
         """Machine output, written as is: never wrapped to the terminal's width."""
-        plain = can_encode(sys.stdout, "é—")
+        stream = self.out.file
+        plain = can_encode(stream, "é—")
         text = (
             json.dumps(value, ensure_ascii=not plain, separators=(",", ":"))
             if compact
             else json.dumps(value, indent=2, ensure_ascii=not plain)
         )
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
+        stream.write(text + "\n")
+        stream.flush()
 
 
 # -- running a command -----------------------------------------------------------------------
