@@ -40,7 +40,11 @@ class _ExpectedInSimulation(logging.Filter):
 
 
 @contextmanager
-def simulated_world(timeouts: Timeouts | None = None) -> Iterator[tuple[SimulatedUpstream, Settings]]:
+def simulated_world(
+    timeouts: Timeouts | None = None, *, seed_history: bool = True
+) -> Iterator[tuple[SimulatedUpstream, Settings]]:
+    """The simulated upstream and settings pointing at a throwaway pool; `seed_history` puts a few past
+    applies in the ledger (what `history --simulate` shows)."""
     quiet = _ExpectedInSimulation()
     auth_log = logging.getLogger("app_server.upstream.auth")
     auth_log.addFilter(quiet)
@@ -59,7 +63,8 @@ def simulated_world(timeouts: Timeouts | None = None) -> Iterator[tuple[Simulate
             ]
             with (data_home / FILE_NAME).open("wb") as f:
                 tomli_w.dump({"include_default": False, "accounts": accounts}, f)
-            _seed_ledger(data_home, homes)
+            if seed_history:
+                _seed_ledger(data_home, homes)
             yield (
                 upstream,
                 Settings(
@@ -75,6 +80,7 @@ def simulated_world(timeouts: Timeouts | None = None) -> Iterator[tuple[Simulate
 
 def _seed_ledger(data_home: Path, homes: dict[str, Path]) -> None:
     """A few finished attempts from the past days (none pending, so nothing blocks an apply)."""
+    import concurrent.futures
     import time
 
     import anyio
@@ -119,4 +125,6 @@ def _seed_ledger(data_home: Path, homes: dict[str, Path]) -> None:
         finally:
             ledger.close()
 
-    anyio.run(seed)
+    # In a thread of its own: the world may be made from inside a running event loop (the dashboard's tests).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, seed).result()

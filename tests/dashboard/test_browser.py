@@ -54,7 +54,7 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
             await page.goto(handle.login_url)
             assert page.url == handle.url + "/"  # the code is gone from the address bar
             alice, bob, carol = (page.locator(f"#account-{name}") for name in ("alice", "bob", "carol"))
-            await expect(page.locator(".account")).to_have_count(3)
+            await expect(page.locator(".account")).to_have_count(4)  # alice, bob, carol and dave
             await expect(alice.locator(".label")).to_have_text("Alice (Pro)")
             await expect(alice.locator(".status")).to_have_text("Rate limited")
             await expect(alice.locator(".reset-count")).to_have_text("2 saved resets available")

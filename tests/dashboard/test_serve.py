@@ -117,7 +117,7 @@ async def test_the_dashboard_command_serves_a_simulated_pool() -> None:
                     assert (await http.get("/api/accounts")).status_code == 401
                     assert (await http.get(link)).status_code == 303
                     listed = await http.get("/api/accounts")
-                    assert [a["accountId"] for a in listed.json()["accounts"]] == ["alice", "bob", "carol"]
+                    assert [a["accountId"] for a in listed.json()["accounts"]] == ["alice", "bob", "carol", "dave"]
                     assert (await http.get(link)).status_code == 403  # one-time
         finally:
             process.send_signal(signal.SIGINT)

@@ -51,7 +51,7 @@ class Pool:
 @asynccontextmanager
 async def pool() -> AsyncIterator[Pool]:
     """The simulated world (alice, bob, carol) and an initialized in-memory JSON-RPC session."""
-    with simulated_world() as (upstream, settings):
+    with simulated_world(seed_history=False) as (upstream, settings):
         async with initialized(settings) as harness:
             yield Pool(upstream, harness, settings.codex_home.parent)
 
