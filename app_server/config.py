@@ -222,6 +222,52 @@ def read_base_url(home: Path) -> BaseUrl:
     return BaseUrl(DEFAULT_BASE_URL, problem)
 
 
+DATABASE_URL_ENV: Final = "CODEX_LIMITS_DATABASE_URL"
+LOG_ENV: Final = "CODEX_LIMITS_LOG"
+DATA_CONFIG_NAME: Final = "config.toml"
+"""Our own configuration file in the data directory (`database_url = "postgresql://…"`)."""
+
+
+class ConfigError(Exception):
+    """Our configuration cannot be used; the message names the file or variable, never a password."""
+
+
+def log_level(env: Mapping[str, str] | None = None, given: str | None = None) -> str:
+    """The stderr log level: `given` (a --log-level flag), else `CODEX_LIMITS_LOG`, else WARNING."""
+    env = os.environ if env is None else env
+    return (given or env.get(LOG_ENV) or "WARNING").upper()
+
+
+def read_database_url(data_home: Path, env: Mapping[str, str]) -> str | None:
+    """The shared store's URL: `CODEX_LIMITS_DATABASE_URL`, else `database_url` in `<data home>/config.toml`,
+    else None (the embedded SQLite store). Read when the store is first needed, not at start-up."""
+    value = env.get(DATABASE_URL_ENV)
+    if value:
+        return value
+    path = data_home / DATA_CONFIG_NAME
+    try:
+        raw = read_regular(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot use {path}: {exc.strerror or exc}") from None
+    import tomllib
+
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot use {path}: {exc}") from None
+    unknown = sorted(set(data) - {"database_url"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: database_url)")
+    url = data.get("database_url")
+    if url is None:
+        return None
+    if not isinstance(url, str) or not url:
+        raise ConfigError(f"{path}: database_url must be a non-empty string")
+    return url
+
+
 @dataclass(frozen=True)
 class Settings:
     codex_home: Path
@@ -229,6 +275,11 @@ class Settings:
     refresh_url: str = DEFAULT_REFRESH_URL
     timeouts: Timeouts = field(default_factory=Timeouts)
     live: LiveSettings = field(default_factory=LiveSettings)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """The environment the settings were read from (for what is read later, on first use)."""
+
+    def database_url(self) -> str | None:
+        return read_database_url(self.data_home, self.env)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -239,4 +290,5 @@ class Settings:
             refresh_url=env.get(REFRESH_URL_ENV) or DEFAULT_REFRESH_URL,
             timeouts=Timeouts.from_env(env),
             live=LiveSettings.from_env(env),
+            env=dict(env),
         )

@@ -53,9 +53,9 @@ class Services:
     @property
     def store(self) -> Store:
         if self._store is None:
-            from app_server.store.sqlite import FILE_NAME, SqliteStore
+            from app_server.store import open_store
 
-            self._store = SqliteStore(self.settings.data_home / FILE_NAME)
+            self._store = open_store(self.settings.data_home, self.settings.database_url())
         return self._store
 
     def pool(self) -> Pool:

@@ -8,6 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, TypeVar
 
+from app_server.config import ConfigError
 from app_server.pool.errors import (
     AccountsFileError,
     ApplyBusy,
@@ -79,8 +80,10 @@ def to_rpc(exc: Exception) -> RpcError | None:
         return RpcError(INTERNAL_ERROR, CONSUME_FAILED + exc.detail + "; nothing was spent")
     if isinstance(exc, GuardUnavailable):
         return RpcError(INTERNAL_ERROR, f"{exc}; nothing was spent")
-    if isinstance(exc, (UnknownAccount, AccountsFileError, StoreError)):
-        return RpcError(INVALID_REQUEST if not isinstance(exc, StoreError) else INTERNAL_ERROR, str(exc))
+    if isinstance(exc, (UnknownAccount, AccountsFileError)):
+        return RpcError(INVALID_REQUEST, str(exc))
+    if isinstance(exc, (StoreError, ConfigError)):
+        return RpcError(INTERNAL_ERROR, str(exc))
     return None
 
 
