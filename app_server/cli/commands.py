@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
@@ -32,6 +32,9 @@ from app_server.cli.session import (
 from app_server.cli.status import status, summaries, with_readiness
 from protocol import ext
 from protocol.jsonrpc import RpcError
+
+if TYPE_CHECKING:
+    from app_server.pool.accounts import AccountEntry
 
 __all__ = [
     "UI",
@@ -152,6 +155,16 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
     except AccountsFileError as exc:
         raise CommandFailed(Exit.USAGE, str(exc)) from None
     ui.show(f"Added account {entry.id!r} ({entry.label}) with CODEX_HOME {entry.codex_home} to {pool.path}.")
+    twin = _signed_in_elsewhere(pool.entries(), entry)
+    if twin is not None:
+        ui.err.print(
+            Text.assemble(
+                ("warning: ", "yellow bold"),
+                f"{entry.codex_home} and {twin.codex_home} (account {twin.id!r}) are signed in to the same "
+                "ChatGPT account: they share its saved resets, and an apply through either one waits for the other.",
+            ),
+            soft_wrap=True,
+        )
     if not (entry.codex_home / "auth.json").is_file():
         what = "has no auth.json" if entry.codex_home.is_dir() else "does not exist yet"
         ui.err.print(
@@ -163,6 +176,16 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
             soft_wrap=True,  # a path broken across lines cannot be pasted
         )
     return Exit.OK
+
+
+def _signed_in_elsewhere(entries: list[AccountEntry], entry: AccountEntry) -> AccountEntry | None:
+    """Another pool entry whose Codex home is signed in to the same ChatGPT account as `entry`'s."""
+    from app_server.pool.pool import home_identity
+
+    identity = home_identity(entry.codex_home)
+    if not identity.startswith("chatgpt:"):
+        return None
+    return next((e for e in entries if e.id != entry.id and home_identity(e.codex_home) == identity), None)
 
 
 def _same_dir(a: Path, b: Path) -> bool:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import anyio
 
@@ -32,7 +32,7 @@ from app_server.pool.errors import (
 from app_server.store.base import AccountKey, KeyInUse, LockTimeout, Store
 from app_server.store.local_guard import GuardError
 from app_server.upstream.account import AccountRegistry, CodexAccount, auth_error
-from app_server.upstream.auth import AuthKind
+from app_server.upstream.auth import AuthKind, AuthState
 from app_server.upstream.backend import BackendError, Caller
 from app_server.upstream.errors import Purpose
 from protocol import ext, v2
@@ -58,10 +58,24 @@ class _Member:
 def account_key(account: CodexAccount) -> AccountKey:
     """The upstream account a consume on this Codex home charges: the ChatGPT account and user named in
     auth.json, else the home's real path. Pending attempts and the apply lock are keyed by it."""
-    creds = account.auth.state().credentials
+    return _key(account.home, account.auth.state())
+
+
+def home_identity(home: Path) -> str:
+    """`account_key(...).identity` of a Codex home, from its auth.json alone (no backend, no refresh)."""
+    from app_server.upstream.auth import AuthStore
+
+    def no_client() -> Any:
+        raise RuntimeError("reading an identity makes no HTTP call")
+
+    return _key(home, AuthStore(home, refresh_url="", client=no_client).state()).identity
+
+
+def _key(home: Path, state: AuthState) -> AccountKey:
+    creds = state.credentials
     if creds is not None and (creds.account_id or creds.user_id):
-        return AccountKey(f"chatgpt:{creds.account_id or ''}:{creds.user_id or ''}", account.home)
-    return AccountKey(f"home:{account.home.resolve()}", account.home)
+        return AccountKey(f"chatgpt:{creds.account_id or ''}:{creds.user_id or ''}", home)
+    return AccountKey(f"home:{home.resolve()}", home)
 
 
 class Pool:

@@ -133,3 +133,17 @@ def test_an_unknown_key_in_accounts_toml_is_named(homes: dict[str, str], text: s
         result = cli(homes, *args)
         assert result.returncode == Exit.USAGE
         assert f"unknown key {key!r}" in one_error_line(result)
+
+
+@pytest.mark.subprocess
+def test_accounts_add_warns_when_two_homes_share_one_chatgpt_account(signed_in: dict[str, str], tmp_path: Path) -> None:
+    copy = tmp_path / "copy-of-default"
+    copy.mkdir()
+    (copy / "auth.json").write_bytes((Path(signed_in["CODEX_HOME"]) / "auth.json").read_bytes())
+    added = cli(signed_in, "accounts", "add", "copy", str(copy))
+    assert added.returncode == 0, added.stderr
+    assert "signed in to the same ChatGPT account" in added.stderr and "'default'" in added.stderr
+    other = tmp_path / "unsigned"
+    other.mkdir()
+    quiet = cli(signed_in, "accounts", "add", "unsigned", str(other))
+    assert "same ChatGPT account" not in quiet.stderr
