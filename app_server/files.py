@@ -8,7 +8,6 @@ a lock file is 0600 whatever the umask, and is polled from the event loop rather
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -81,7 +80,7 @@ def write_atomic(path: Path, data: bytes, *, tmp_prefix: str, tmp_suffix: str = 
     `remove_stale_temp_files` can find what a killed writer left.
     """
     directory = path.parent
-    tmp = directory / f"{tmp_prefix}{os.getpid()}.{secrets.token_hex(4)}{tmp_suffix}"
+    tmp = directory / f"{tmp_prefix}{os.getpid()}.{os.urandom(4).hex()}{tmp_suffix}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
     try:
         try:

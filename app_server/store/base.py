@@ -8,7 +8,6 @@ account that a consume charges, not a pool id, a data directory or a process.
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,8 @@ class AccountKey:
     @property
     def digest(self) -> str:
         """A file- and SQL-safe name for the identity."""
+        import hashlib  # not at start-up: only an apply needs it
+
         return hashlib.sha256(self.identity.encode("utf-8")).hexdigest()[:32]
 
 
