@@ -28,6 +28,15 @@ from app_server.upstream.payloads import DecodeError, decode_consume, decode_usa
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from tests.support import replay as rs
 from tests.support.mock_backend import MockBackend, unused_port
+from tests.support.signed_home import (
+    CONSUME,
+    CONSUME_ROUTE,
+    DETAILS,
+    DETAILS_ROUTE,
+    READ,
+    USAGE_ROUTE,
+    settings_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -36,11 +45,6 @@ SLOW_CONSUME: Final = Timeouts(usage=1.0, details=0.5, consume=10.0, refresh=2.0
 NEVER: Final = 60.0
 WAIT: Final = 5.0
 
-READ: Final = "account/rateLimits/read"
-CONSUME: Final = "account/rateLimitResetCredit/consume"
-USAGE_ROUTE: Final = "GET /api/codex/usage"
-DETAILS_ROUTE: Final = "GET /api/codex/rate-limit-reset-credits"
-CONSUME_ROUTE: Final = "POST /api/codex/rate-limit-reset-credits/consume"
 
 USAGE: Final = {
     "plan_type": "pro",
@@ -52,24 +56,6 @@ USAGE: Final = {
     },
     "rate_limit_reset_credits": {"available_count": 3},
 }
-DETAILS: Final = {
-    "available_count": 2,
-    "credits": [
-        {"id": "c1", "reset_type": "codex_rate_limits", "status": "available", "granted_at": "2026-06-12T00:00:00Z"}
-    ],
-}
-AUTH: Final = {
-    "auth_mode": "chatgpt",
-    "OPENAI_API_KEY": None,
-    "tokens": {"id_token": None, "access_token": "chatgpt-token", "refresh_token": "refresh", "account_id": "acc-1"},
-    "last_refresh": "2099-01-01T00:00:00Z",
-}
-
-
-def write_home(home: Path, base_url: str) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(f'chatgpt_base_url = "{base_url}"\n', encoding="utf-8")
-    (home / "auth.json").write_text(json.dumps(AUTH), encoding="utf-8")
 
 
 @pytest.fixture
@@ -79,14 +65,6 @@ def backend() -> Iterator[MockBackend]:
             {USAGE_ROUTE: {"json": USAGE}, DETAILS_ROUTE: {"json": DETAILS}, CONSUME_ROUTE: {"json": {"code": "reset"}}}
         )
         yield mock
-
-
-def settings_for(tmp_path: Path, base_url: str, timeouts: Timeouts = TIMEOUTS) -> Settings:
-    home = tmp_path / "home"
-    write_home(home, base_url)
-    return Settings(
-        codex_home=home, data_home=tmp_path / "data", refresh_url=f"{base_url}/oauth/token", timeouts=timeouts
-    )
 
 
 async def error_of(harness: Harness, method: str, params: Any, bound: float) -> RpcError:

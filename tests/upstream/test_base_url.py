@@ -12,23 +12,15 @@ from typing import Any, Final
 import anyio
 import pytest
 
-from app_server.config import Settings, Timeouts
+from app_server.config import Settings
 from app_server.server import initialized as server
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
+from tests.support.signed_home import CONSUME, READ, TIMEOUTS, write_home
 
 pytestmark = pytest.mark.anyio
 
-TIMEOUTS: Final = Timeouts(usage=1.0, details=0.5, consume=1.0, refresh=1.0, connect=1.0)
 WAIT: Final = 5.0
-READ: Final = "account/rateLimits/read"
-CONSUME: Final = "account/rateLimitResetCredit/consume"
 PASSWORD: Final = "Hunter2SecretPw"
-AUTH: Final = {
-    "auth_mode": "chatgpt",
-    "OPENAI_API_KEY": None,
-    "tokens": {"id_token": None, "access_token": "chatgpt-token", "refresh_token": "refresh", "account_id": "acc-1"},
-    "last_refresh": "2099-01-01T00:00:00Z",
-}
 
 MALFORMED: Final[dict[str, tuple[Any, str]]] = {
     "space in the host": ("http://exa mple.com/backend-api", "it contains whitespace"),
@@ -47,12 +39,6 @@ MALFORMED: Final[dict[str, tuple[Any, str]]] = {
     "empty": ("", "it is empty"),
     "not a string": (42, "it must be a string"),
 }
-
-
-def write_home(home: Path, config: str) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(config, encoding="utf-8")
-    (home / "auth.json").write_text(json.dumps(AUTH), encoding="utf-8")
 
 
 def settings(tmp_path: Path) -> Settings:

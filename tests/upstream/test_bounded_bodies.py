@@ -27,6 +27,15 @@ from app_server.services import Services
 from app_server.upstream.backend import Endpoints, HttpPool
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from tests.support.mock_backend import MockBackend
+from tests.support.signed_home import (
+    CONSUME,
+    CONSUME_ROUTE,
+    DETAILS,
+    DETAILS_ROUTE,
+    READ,
+    USAGE_ROUTE,
+    settings_for,
+)
 
 if sys.version_info >= (3, 14):
     from compression import zstd
@@ -41,35 +50,8 @@ SMALL_CAP: Final = Timeouts(usage=2.0, details=1.0, consume=2.0, refresh=2.0, co
 WAIT: Final = 5.0
 FAKE_BASE: Final = "http://backend.test"
 
-READ: Final = "account/rateLimits/read"
-CONSUME: Final = "account/rateLimitResetCredit/consume"
-USAGE_ROUTE: Final = "GET /api/codex/usage"
-DETAILS_ROUTE: Final = "GET /api/codex/rate-limit-reset-credits"
-CONSUME_ROUTE: Final = "POST /api/codex/rate-limit-reset-credits/consume"
 
 USAGE: Final = {"plan_type": "pro", "rate_limit_reset_credits": {"available_count": 3}}
-DETAILS: Final = {
-    "available_count": 2,
-    "credits": [
-        {"id": "c1", "reset_type": "codex_rate_limits", "status": "available", "granted_at": "2026-06-12T00:00:00Z"}
-    ],
-}
-AUTH: Final = {
-    "auth_mode": "chatgpt",
-    "OPENAI_API_KEY": None,
-    "tokens": {"id_token": None, "access_token": "chatgpt-token", "refresh_token": "refresh", "account_id": "acc-1"},
-    "last_refresh": "2099-01-01T00:00:00Z",
-}
-
-
-def settings_for(tmp_path: Path, base_url: str, timeouts: Timeouts = TIMEOUTS) -> Settings:
-    home = tmp_path / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(f'chatgpt_base_url = "{base_url}"\n', encoding="utf-8")
-    (home / "auth.json").write_text(json.dumps(AUTH), encoding="utf-8")
-    return Settings(
-        codex_home=home, data_home=tmp_path / "data", refresh_url=f"{base_url}/oauth/token", timeouts=timeouts
-    )
 
 
 @asynccontextmanager

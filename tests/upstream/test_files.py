@@ -21,25 +21,18 @@ import anyio
 import httpx
 import pytest
 
-from app_server.config import Settings, Timeouts
+from app_server.config import Settings
 from app_server.files import FileRefused, lock_file, read_regular, write_atomic
 from app_server.pool.accounts import AccountsFile
 from app_server.server import initialized as server
 from app_server.store.sqlite import SqliteStore as Ledger
 from app_server.upstream.auth import AuthStore
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
+from tests.support.signed_home import AUTH, READ, TIMEOUTS
 
 pytestmark = pytest.mark.anyio
 
-TIMEOUTS: Final = Timeouts(usage=1.0, details=0.5, consume=1.0, refresh=1.0, connect=1.0)
-READ: Final = "account/rateLimits/read"
 LIST: Final = "accountPool/list"
-AUTH: Final = {
-    "auth_mode": "chatgpt",
-    "OPENAI_API_KEY": None,
-    "tokens": {"id_token": None, "access_token": "chatgpt-token", "refresh_token": "refresh", "account_id": "acc-1"},
-    "last_refresh": "2099-01-01T00:00:00Z",
-}
 
 
 class Fifo:
