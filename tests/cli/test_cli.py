@@ -8,15 +8,12 @@ standing in for ChatGPT, and look only at what a user sees: stdout, one stderr l
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from rich.console import Console
 
 from app_server.cli import render
 from app_server.cli.exits import EXIT_MEANING, Exit
@@ -33,7 +30,9 @@ from tests.support.cli import (
     limited,
     one_error_line,
     read_line,
+    rendered_text,
     run_on_terminal,
+    summary_of,
 )
 from tests.support.mock_backend import MockBackend
 
@@ -475,39 +474,13 @@ def test_a_server_that_breaks_the_protocol_is_exit_5(capsys: pytest.CaptureFixtu
 # -- rendering, in process ---------------------------------------------------------------------
 
 
-def _summary(account_id: str, **changes: Any) -> ext.AccountSummary:
-    base: dict[str, Any] = {
-        "accountId": account_id,
-        "label": f"A label that is rather long for {account_id}",
-        "codexHome": f"/home/user/.codex-{account_id}",
-        "email": f"{account_id}@example.com",
-        "planType": "pro",
-        "status": "rateLimited",
-        "rateLimits": {
-            "primary": {"usedPercent": 100, "windowDurationMins": 300, "resetsAt": NOW + 8_220},
-            "secondary": {"usedPercent": 7, "windowDurationMins": 10_080, "resetsAt": NOW + 400_000},
-        },
-        "resetCredits": {"availableCount": 3, "credits": None, "nearestExpiresAt": NOW + 700_000},
-        "resetAction": {"enabled": True, "disabledReason": None, "warning": "w"},
-        "refreshedAt": NOW,
-    }
-    base.update(changes)
-    return ext.AccountSummary.model_validate(base)
-
-
-def _text(renderable: Any, width: int) -> str:
-    console = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
-    console.print(renderable)
-    return console.export_text()
-
-
 @pytest.mark.parametrize("width", [60, 80, 100, 120, 160, 200])
 def test_rendered_tables_never_exceed_the_width(width: int) -> None:
     pending = {"idempotencyKey": "k-1", "creditId": None, "startedAt": NOW - 60}
     summaries = [
-        _summary("a-very-long-account-id-indeed"),
-        _summary("b", pendingApply=pending),
-        _summary(
+        summary_of("a-very-long-account-id-indeed"),
+        summary_of("b", pendingApply=pending),
+        summary_of(
             "c",
             status="unavailable",
             rateLimits=None,
@@ -521,8 +494,8 @@ def test_rendered_tables_never_exceed_the_width(width: int) -> None:
         render.account_detail(summaries[0], now=NOW, width=width),
         render.account_detail(summaries[2], now=NOW, width=width),
     ):
-        assert_fits(_text(renderable, width), width)
-    text = _text(render.status_table(summaries, now=NOW, width=width), width)
+        assert_fits(rendered_text(renderable, width), width)
+    text = rendered_text(render.status_table(summaries, now=NOW, width=width), width)
     assert "codex-limits apply b" in flat(text)
     if width >= render.CRAMPED:
         assert "unfinished" in text
@@ -536,7 +509,7 @@ def test_durations_and_bars_read_naturally() -> None:
     assert render.bar(100, 10).plain == "100% ██████████"
     assert render.bar(0, 10).plain == "  0% ░░░░░░░░░░"
     assert render.bar(1, 10).plain == "  1% █░░░░░░░░░"  # any use at all shows
-    limits = _summary("x").rate_limits
+    limits = summary_of("x").rate_limits
     assert limits is not None
     assert render.window_name(limits.primary, "") == "5h" and render.window_name(limits.secondary, "") == "weekly"
     assert render.window_name(None, "primary") == "primary"

@@ -4,17 +4,13 @@ the quota gate and `--watch` on a pipe."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-from typing import Any
 
 import pytest
-from rich.console import Console
 
 from app_server.cli import render, status
 from app_server.cli.exits import Exit
-from protocol import ext
 from tests.support.cli import (
     CLI,
     NOW,
@@ -23,7 +19,9 @@ from tests.support.cli import (
     cli,
     flat,
     read_line,
+    rendered_text,
     run_with_terminal_stdout,
+    summary_of,
 )
 
 
@@ -110,41 +108,15 @@ def test_watch_refuses_a_too_short_interval(homes: dict[str, str]) -> None:
 # -- narrow terminals --------------------------------------------------------------------------
 
 
-def _summary(account_id: str, **changes: Any) -> ext.AccountSummary:
-    base: dict[str, Any] = {
-        "accountId": account_id,
-        "label": f"A label that is rather long for {account_id}",
-        "codexHome": f"/home/user/.codex-{account_id}",
-        "email": f"{account_id}@example.com",
-        "planType": "pro",
-        "status": "rateLimited",
-        "rateLimits": {
-            "primary": {"usedPercent": 100, "windowDurationMins": 300, "resetsAt": NOW + 8_220},
-            "secondary": {"usedPercent": 7, "windowDurationMins": 10_080, "resetsAt": NOW + 400_000},
-        },
-        "resetCredits": {"availableCount": 3, "credits": None, "nearestExpiresAt": NOW + 700_000},
-        "resetAction": {"enabled": True, "disabledReason": None, "warning": "w"},
-        "refreshedAt": NOW,
-    }
-    base.update(changes)
-    return ext.AccountSummary.model_validate(base)
-
-
-def _text(renderable: Any, width: int) -> str:
-    console = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
-    console.print(renderable)
-    return console.export_text()
-
-
 @pytest.mark.parametrize("width", [30, 35, 40, 50, 59, 60, 80, 120, 200])
 def test_every_width_keeps_ids_and_words_whole(width: int) -> None:
     rows: list[render.Row] = [
-        _summary("a-very-long-account-id-indeed"),
-        _summary("bob"),
+        summary_of("a-very-long-account-id-indeed"),
+        summary_of("bob"),
         render.Waiting("carol"),
         render.Waiting("dave", timed_out=10),
     ]
-    text = _text(render.status_table(rows, now=NOW, width=width), width)
+    text = rendered_text(render.status_table(rows, now=NOW, width=width), width)
     assert_fits(text, width)
     for account_id in ("bob", "carol", "dave"):
         assert account_id in text

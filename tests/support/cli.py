@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from app_server.sim.upstream import make_unsigned_jwt
+from protocol import ext
 from tests.support.mock_backend import MockBackend
 
 WAIT = 60.0
@@ -247,3 +250,31 @@ def limited(
 
 def consumes(backend: MockBackend) -> list[dict[str, Any]]:
     return [r.json() for r in backend.recorded() if r.method == "POST" and r.path == CONSUME]
+
+
+def summary_of(account_id: str, **changes: Any) -> ext.AccountSummary:
+    """A rate-limited pool account with three saved resets; `changes` overrides wire members."""
+    base: dict[str, Any] = {
+        "accountId": account_id,
+        "label": f"A label that is rather long for {account_id}",
+        "codexHome": f"/home/user/.codex-{account_id}",
+        "email": f"{account_id}@example.com",
+        "planType": "pro",
+        "status": "rateLimited",
+        "rateLimits": {
+            "primary": {"usedPercent": 100, "windowDurationMins": 300, "resetsAt": NOW + 8_220},
+            "secondary": {"usedPercent": 7, "windowDurationMins": 10_080, "resetsAt": NOW + 400_000},
+        },
+        "resetCredits": {"availableCount": 3, "credits": None, "nearestExpiresAt": NOW + 700_000},
+        "resetAction": {"enabled": True, "disabledReason": None, "warning": "w"},
+        "refreshedAt": NOW,
+    }
+    base.update(changes)
+    return ext.AccountSummary.model_validate(base)
+
+
+def rendered_text(renderable: Any, width: int) -> str:
+    """What a terminal of `width` columns shows for `renderable`, as plain text."""
+    console = Console(width=width, record=True, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
+    console.print(renderable)
+    return console.export_text()
