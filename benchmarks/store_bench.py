@@ -10,13 +10,20 @@ account id per identity) plus 20 attempts left pending on 20 of them:
 - `pending conc`: the same 200 lookups at once (one task each), as a pool refreshing concurrently would;
 - `fill`: one `start` + `finish` pair (two transactions), measured while filling.
 
+And through the real pool (the in-memory server, `Services` with each store, the simulated upstream on
+127.0.0.1 serving 200 signed-in accounts, one Codex home each):
+
+- `accountPool/list fresh`: `maxAgeSeconds: 0`, so every account is read again: two upstream calls and
+  one `pending` lookup per account, 200 accounts (the store's share is the difference between the stores);
+- `accountPool/list cached`: the default `maxAgeSeconds` answered from the cache (no store call);
+- `accountPool/history 1,000`: `limit: 1000` over a ledger of 1,000 finished applies on those accounts.
+
 Usage (from the repository root):
 
     .venv/bin/python benchmarks/store_bench.py [--rounds N] [--pg-url URL] [--pool-size N] [--no-check-connections]
 
 Without `--pg-url` a throwaway PostgreSQL cluster is started on 127.0.0.1 (`tests/support/postgres.py`:
-Debian's binaries, as root through the `postgres` user). The SQLite half runs once `open_sqlite_store`
-below constructs the SQLite store; until then it is reported as not available.
+Debian's binaries, as root through the `postgres` user). `--skip-pool` leaves out the pool half.
 """
 
 from __future__ import annotations
@@ -47,19 +54,11 @@ APPLIES_PER_IDENTITY: Final = 5
 PENDING: Final = 20
 
 
-async def open_sqlite_store(directory: Path) -> Store | None:
-    """The SQLite store to measure, in a fresh directory; None until it exists.
+async def open_sqlite_store(directory: Path) -> Store:
+    """The SQLite store to measure, in a fresh directory (its guard goes beside each account's home)."""
+    from app_server.store.sqlite import FILE_NAME, SqliteStore
 
-    TODO(lead): construct it once `app_server/store/sqlite.py` lands, e.g.
-
-        from app_server.store.sqlite import SqliteStore
-        return SqliteStore(directory / "ledger.sqlite3", markers_dir_for=...)
-
-    where `markers_dir_for` places an identity's pending markers (the accounts' homes built by
-    `identities()` below live under `directory / "homes"`).
-    """
-    del directory
-    return None
+    return SqliteStore(directory / FILE_NAME)
 
 
 def identities(directory: Path) -> list[tuple[AccountKey, str]]:
@@ -147,11 +146,70 @@ async def measure(store: Store, directory: Path, rounds: int) -> dict[str, list[
     return figures
 
 
-def report(name: str, figures: dict[str, list[float]] | None) -> None:
+async def measure_pool(directory: Path, database_url: str | None, rounds: int) -> dict[str, list[float]]:
+    """`accountPool/list` over 200 accounts and `accountPool/history` over 1,000 applies, in memory."""
+    from app_server.config import DATABASE_URL_ENV, Settings
+    from app_server.pool.accounts import FILE_NAME, AccountsFile
+    from app_server.pool.pool import account_key
+    from app_server.server import serve_in_memory
+    from app_server.services import Services
+    from app_server.sim.upstream import SimulatedUpstream
+
+    with SimulatedUpstream() as sim:
+        keys = [f"acct{index:03d}" for index in range(IDENTITIES)]
+        for index, key in enumerate(keys):
+            sim.add_account(
+                key, f"Account {index}", "pro", primary=(40 + index % 60, 3600), secondary=(20, 86_400), credit_days=[7]
+            )
+        homes = sim.write_codex_homes(directory / "homes")
+        data_home, codex_home = directory / "data", directory / "no-default-home"
+        accounts = AccountsFile(data_home / FILE_NAME, codex_home)
+        accounts.remove("default")
+        for key in keys:
+            accounts.add(key, homes[key], key)
+        settings = Settings(
+            codex_home=codex_home,
+            data_home=data_home,
+            refresh_url=sim.refresh_url,
+            env={} if database_url is None else {DATABASE_URL_ENV: database_url},
+        )
+        services = Services(settings)
+        async with serve_in_memory(services) as harness:
+            await harness.initialize()
+            await harness.client.request("accountPool/list", {"maxAgeSeconds": 0})  # warm-up, fills the cache
+            pool = services.pool()
+            now = 1_790_000_000
+            for round_ in range(APPLIES_PER_IDENTITY):
+                for key in keys:
+                    now += 1
+                    apply_key = f"apply-{round_}-{key}"
+                    answer = AccountPoolApplyResponse(
+                        outcome=Outcome.RESET, before=summary(key, 1), after=summary(key, 0), applied_at=now
+                    )
+                    upstream_account = account_key(pool.registry.get(homes[key]))
+                    await services.store.start(apply_key, upstream_account, key, None, now, 1)
+                    await services.store.finish(apply_key, answer, 0)
+
+            async def list_fresh() -> None:
+                listed = await harness.client.request("accountPool/list", {"maxAgeSeconds": 0})
+                assert len(listed["accounts"]) == IDENTITIES
+
+            async def list_cached() -> None:
+                await harness.client.request("accountPool/list", {"maxAgeSeconds": 3600})
+
+            async def history() -> None:
+                answer = await harness.client.request("accountPool/history", {"limit": 1000})
+                assert len(answer["entries"]) == 1000, len(answer["entries"])
+
+            return {
+                "accountPool/list fresh (200)": await timed(max(3, rounds // 3), list_fresh),
+                "accountPool/list cached (200)": await timed(rounds, list_cached),
+                "accountPool/history 1,000": await timed(rounds, history),
+            }
+
+
+def report(name: str, figures: dict[str, list[float]]) -> None:
     print(f"\n{name}")
-    if figures is None:
-        print("  not available (see open_sqlite_store)")
-        return
     print(f"  {'':28} {'median':>9} {'p90':>9} {'max':>9}  (ms)")
     for label, samples in figures.items():
         ordered = sorted(samples)
@@ -165,12 +223,14 @@ async def run(args: argparse.Namespace) -> None:
         directory = Path(tmp) / "sqlite"
         directory.mkdir()
         sqlite = await open_sqlite_store(directory)
-        sqlite_figures = None
-        if sqlite is not None:
-            try:
-                sqlite_figures = await measure(sqlite, directory, args.rounds)
-            finally:
-                await sqlite.aclose()
+        try:
+            sqlite_figures = await measure(sqlite, directory, args.rounds)
+        finally:
+            await sqlite.aclose()
+        if not args.skip_pool:
+            pool_directory = Path(tmp) / "sqlite-pool"
+            pool_directory.mkdir()
+            sqlite_figures |= await measure_pool(pool_directory, None, args.rounds)
         report("SQLite", sqlite_figures)
 
         from app_server.store.postgres import PostgresStore
@@ -193,6 +253,14 @@ async def run(args: argparse.Namespace) -> None:
                 figures = await measure(postgres, directory, args.rounds)
             finally:
                 await postgres.aclose()
+            if not args.skip_pool:
+                pool_url = args.pool_pg_url
+                if pool_url is None and cluster is not None:
+                    pool_url = cluster.url(cluster.create_database())
+                if pool_url is not None:
+                    pool_directory = Path(tmp) / "postgres-pool"
+                    pool_directory.mkdir()
+                    figures |= await measure_pool(pool_directory, pool_url, args.rounds)
         finally:
             if cluster is not None:
                 cluster.stop()
@@ -208,6 +276,10 @@ def main() -> None:
     parser.add_argument("--pool-size", type=int, default=4, help="PostgresStore's connection pool size")
     parser.add_argument(
         "--no-check-connections", action="store_true", help="PostgresStore without its per-checkout connection check"
+    )
+    parser.add_argument("--skip-pool", action="store_true", help="only the store, not accountPool/* through the pool")
+    parser.add_argument(
+        "--pool-pg-url", default=None, help="with --pg-url: another empty database for the pool half (else skipped)"
     )
     anyio.run(run, parser.parse_args())
 

@@ -29,7 +29,7 @@ from app_server.pool.errors import (
     OutcomeUnknown,
     UnknownAccount,
 )
-from app_server.store.base import AccountKey, KeyInUse, LockTimeout, Store
+from app_server.store.base import AccountKey, KeyInUse, LockTimeout, Store, StoreError
 from app_server.store.local_guard import GuardError
 from app_server.upstream.account import AccountRegistry, CodexAccount, auth_error
 from app_server.upstream.auth import AuthKind, AuthState
@@ -137,9 +137,16 @@ class Pool:
                 # turn into an "unknown account" error that fails the whole list.
                 results[member.entry.id] = await self._refresh(member, identity, notify)
 
-        async with anyio.create_task_group() as tg:
-            for member in members:
-                tg.start_soon(one, member)
+        try:
+            async with anyio.create_task_group() as tg:
+                for member in members:
+                    tg.start_soon(one, member)
+        except ExceptionGroup as group:
+            # An unusable store fails every account alike: the list answers its one clear error.
+            store_errors, others = group.split(StoreError)
+            if store_errors is None or others is not None:
+                raise
+            raise _first(store_errors) from None
         return [results[m.entry.id] for m in members]
 
     async def refresh(self, account_id: str, identity: Identity, notify: Notify | None) -> ext.AccountSummary:
@@ -406,3 +413,8 @@ class Pool:
     @property
     def data_home(self) -> Path:
         return self.accounts_file.path.parent
+
+
+def _first(group: BaseExceptionGroup[StoreError]) -> StoreError:
+    first = group.exceptions[0]
+    return first if isinstance(first, StoreError) else _first(first)

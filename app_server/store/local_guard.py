@@ -144,10 +144,13 @@ class LocalLocks:
     async def hold(self, account: AccountKey, *, wait: float) -> AsyncIterator[None]:
         lock = self._locks.setdefault(account.identity, anyio.Lock())
         try:
-            with anyio.fail_after(wait):
-                await lock.acquire()
-        except TimeoutError:
-            raise LockTimeout(wait) from None
+            lock.acquire_nowait()  # a free lock is taken even with wait=0 (fail_after(0) cancels at once)
+        except anyio.WouldBlock:
+            try:
+                with anyio.fail_after(wait):
+                    await lock.acquire()
+            except TimeoutError:
+                raise LockTimeout(wait) from None
         try:
             _ensure_dir(account)
             file_lock = lock_file(lock_path(account))

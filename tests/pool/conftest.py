@@ -1,4 +1,5 @@
-"""Fixtures shared by the pool tests (in memory and across processes)."""
+"""Fixtures shared by the pool tests (in memory and across processes). The `world` runs on each store:
+the embedded SQLite ledger and a fresh database on the session's throwaway PostgreSQL cluster."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.pool_world import GatedUpstream, World, make_world
+from tests.support.postgres import pg_url, postgres_cluster, postgres_url
+from tests.support.store_backends import StoreBackend, store_backend
+
+__all__ = ["pg_url", "postgres_cluster", "postgres_url", "store_backend"]
 
 
 @pytest.fixture
@@ -19,5 +24,5 @@ def upstream() -> Iterator[GatedUpstream]:
 
 
 @pytest.fixture
-def world(upstream: GatedUpstream, tmp_path: Path) -> World:
-    return make_world(upstream, tmp_path)
+def world(upstream: GatedUpstream, tmp_path: Path, store_backend: StoreBackend) -> World:
+    return make_world(upstream, tmp_path, store_backend)

@@ -4,6 +4,9 @@ whichever pool id, data directory or ledger the second attempt comes through (is
 Each test leaves a first apply pending (upstream spent the credit, the answer never arrived in time),
 then tries a new key through another path to the same upstream account. Each one failed on the code
 before the fix: the pending state and the lock were keyed by pool id and kept in the data directory.
+
+They run on both stores; those about files beside the Codex home or the SQLite ledger are `SQLITE_ONLY`,
+and their PostgreSQL counterparts (the marker lives in the database) `POSTGRES_ONLY`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from protocol.jsonrpc import INTERNAL_ERROR
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 from tests.support.pool_calls import apply, apply_error, pool_list, refused_data, running
 from tests.support.pool_world import World
+from tests.support.postgres import free_port
+from tests.support.store_backends import POSTGRES_ONLY, SQLITE_ONLY
 
 pytestmark = pytest.mark.anyio
 
@@ -78,6 +83,7 @@ async def test_a_second_data_directory_on_the_same_codex_home_sees_the_pending_a
         codex_home=world.codex_home,
         data_home=world.root / "other-data",  # another CODEX_LIMITS_HOME: its own ledger and accounts.toml
         refresh_url=world.upstream.refresh_url,
+        env=world.backend.env(),
     )
     world_accounts = world.accounts
     other_accounts = type(world_accounts)(other.data_home / "accounts.toml", world.codex_home)
@@ -91,6 +97,7 @@ async def test_a_second_data_directory_on_the_same_codex_home_sees_the_pending_a
     assert world.upstream.consume_keys() == ["key-first", "key-first"]
 
 
+@SQLITE_ONLY
 async def test_a_deleted_ledger_loses_no_pending_attempt(world: World) -> None:
     settings = world.settings(consume=0.5)
     await leave_pending(world, settings, "alice", "key-first")
@@ -110,6 +117,77 @@ async def test_a_deleted_ledger_loses_no_pending_attempt(world: World) -> None:
     assert world.upstream.consume_keys() == ["key-first", "key-first"]
 
 
+@POSTGRES_ONLY
+async def test_a_deleted_ledger_row_loses_no_pending_attempt_through_the_marker(world: World) -> None:
+    """PostgreSQL's counterpart of the deleted ledger: the marker row alone still blocks a new key."""
+    settings = world.settings(consume=0.5)
+    await leave_pending(world, settings, "alice", "key-first")
+    world.upstream.release()
+    world.backend.execute("DELETE FROM applies")
+    async with running(settings) as h:
+        listed = (await pool_list(h))["alice"]
+        error = await apply_error(h, "alice", "key-new")
+    assert listed.pending_apply is not None and listed.pending_apply.idempotency_key == "key-first"
+    assert_refused_as_pending(refused_data(error), "key-first")
+    assert world.upstream.consume_keys() == ["key-first"]
+
+
+@POSTGRES_ONLY
+async def test_a_copied_codex_home_on_another_machine_sees_the_pending_attempt(world: World) -> None:
+    """Another machine: its own data directory and its own copy of alice's Codex home (the same auth.json,
+    so the same upstream account), nothing shared on disk; only the database can stop a second spend."""
+    await leave_pending(world, world.settings(consume=0.5), "alice", "key-first")
+    world.upstream.release()
+    machine = world.root / "machine-b"
+    home = machine / "codex-alice"
+    home.mkdir(parents=True, mode=0o700)
+    for name in ("auth.json", "config.toml"):
+        (home / name).write_bytes((world.homes["alice"] / name).read_bytes())
+    other = Settings(
+        codex_home=machine / "no-default",
+        data_home=machine / "data",
+        refresh_url=world.upstream.refresh_url,
+        env=world.backend.env(),
+    )
+    other_accounts = type(world.accounts)(other.data_home / "accounts.toml", other.codex_home)
+    other_accounts.remove("default")
+    other_accounts.add("alice-b", home, "Alice on machine b")
+    async with running(other) as h:
+        error = await apply_error(h, "alice-b", "key-from-machine-b")
+    assert_refused_as_pending(refused_data(error), "key-first")
+    assert world.upstream.consume_keys() == ["key-first"]
+    assert not (home / DIR_NAME).exists()  # nothing local could have told it
+
+
+@POSTGRES_ONLY
+async def test_the_pending_marker_lives_in_the_database_and_nothing_beside_the_codex_home(world: World) -> None:
+    await leave_pending(world, world.settings(consume=0.5), "alice", "key-first")
+    world.upstream.release()
+    assert world.backend.pending_marker_keys() == ["key-first"]
+    assert [(r["idempotency_key"], r["status"]) for r in world.ledger_rows()] == [("key-first", "pending")]
+    assert not (world.homes["alice"] / DIR_NAME).exists()
+
+
+@POSTGRES_ONLY
+async def test_an_unreachable_database_spends_nothing_and_says_so(world: World) -> None:
+    """PostgreSQL's counterpart of the unwritable marker: no store, no consume."""
+    settings = world.settings()
+    url = f"postgresql://postgres:pw-not-shown@127.0.0.1:{free_port()}/postgres"
+    unreachable = Settings(
+        codex_home=settings.codex_home,
+        data_home=settings.data_home,
+        refresh_url=settings.refresh_url,
+        env={"CODEX_LIMITS_DATABASE_URL": url},
+    )
+    async with running(unreachable) as h:
+        error = await apply_error(h, "alice", "key-blocked")
+    assert error.code == INTERNAL_ERROR
+    assert f"cannot reach PostgreSQL at 127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}" in error.message
+    assert "pw-not-shown" not in error.message
+    assert world.upstream.consume_keys() == []
+
+
+@SQLITE_ONLY
 async def test_a_zero_length_ledger_loses_no_pending_attempt(world: World) -> None:
     settings = world.settings(consume=0.5)
     await leave_pending(world, settings, "alice", "key-first")
@@ -123,6 +201,7 @@ async def test_a_zero_length_ledger_loses_no_pending_attempt(world: World) -> No
     assert world.upstream.consume_keys() == ["key-first"]
 
 
+@SQLITE_ONLY
 async def test_the_pending_marker_and_lock_live_beside_the_codex_home_and_stay_private(world: World) -> None:
     old = os.umask(0)
     try:
@@ -138,6 +217,7 @@ async def test_the_pending_marker_and_lock_live_beside_the_codex_home_and_stay_p
     assert "key-first" in next(guard.glob("pending-*.json")).read_text()
 
 
+@SQLITE_ONLY
 async def test_a_codex_home_where_no_marker_can_be_written_spends_nothing(world: World) -> None:
     guard = world.homes["alice"] / DIR_NAME
     guard.write_text("not a directory")  # the marker directory cannot be created
@@ -148,6 +228,7 @@ async def test_a_codex_home_where_no_marker_can_be_written_spends_nothing(world:
     assert world.upstream.consume_keys() == []
 
 
+@SQLITE_ONLY  # about the Codex home, not the store: once is enough
 def test_identity_prefers_the_chatgpt_account_and_user_over_the_path(world: World, tmp_path: Path) -> None:
     from app_server.pool.pool import account_key
     from app_server.upstream.account import AccountRegistry

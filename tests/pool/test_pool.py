@@ -22,8 +22,6 @@ from app_server.rpc.memory import Harness
 from app_server.server import serve_in_memory
 from app_server.services import Services
 from app_server.store.base import AccountKey
-from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
-from app_server.store.sqlite import SqliteStore as Ledger
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
@@ -684,12 +682,22 @@ async def test_a_second_pool_id_for_the_same_home_shares_the_apply_lock(
 
     monkeypatch.setattr(pool_module, "APPLY_LOCK_WAIT", 0.3)
     world.accounts.add("alice-again", world.homes["alice"], "Alice again")
-    async with running(world.settings()) as h:
-        pool = h.services.pool()
-        path = local_guard.lock_path(account_key(pool.registry.get(world.homes["alice"])))
-        # Another process is applying on alice's home, under whichever pool id.
-        with filelock.FileLock(str(path)).acquire(timeout=5):
-            error = await apply_error(h, "alice-again", "key-alias")
+    other_process = await world.backend.open(world.data_home)
+    try:
+        async with running(world.settings()) as h:
+            pool = h.services.pool()
+            key = account_key(pool.registry.get(world.homes["alice"]))
+            # Another process is applying on alice's upstream account, under whichever pool id: on SQLite
+            # it holds the lock file beside the Codex home, on PostgreSQL the account's advisory lock.
+            if world.backend.name == "sqlite":
+                with filelock.FileLock(str(local_guard.lock_path(key))).acquire(timeout=5):
+                    error = await apply_error(h, "alice-again", "key-alias")
+            else:
+                with anyio.fail_after(WAIT):
+                    async with other_process.apply_lock(key, wait=5):
+                        error = await apply_error(h, "alice-again", "key-alias")
+    finally:
+        await other_process.aclose()
     assert error.code == INVALID_REQUEST
     assert error.message.startswith("another apply on account 'alice-again' is still running")
     assert world.upstream.consumes() == []
@@ -700,21 +708,22 @@ async def test_a_key_claimed_for_another_account_meanwhile_is_refused(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Another process claims the key for bob between this apply's first look at the ledger and its write.
-    other_process = Ledger(world.data_home / LEDGER_FILE)
-    original = Ledger.start
+    other_process = await world.backend.open(world.data_home)
+    store_class = type(other_process)
+    original = store_class.start
 
-    async def claimed_first(self: Ledger, key: str, *args: Any) -> None:
+    async def claimed_first(self: Any, key: str, *args: Any) -> None:
         if self is not other_process:
             bob_home = world.homes["bob"]
             await original(other_process, key, AccountKey(f"home:{bob_home}", bob_home), "bob", None, 1_790_000_000, 0)
         await original(self, key, *args)
 
-    monkeypatch.setattr(Ledger, "start", claimed_first)
+    monkeypatch.setattr(store_class, "start", claimed_first)
     try:
         async with running(world.settings()) as h:
             error = await apply_error(h, "alice", "key-raced")
     finally:
-        other_process.close()
+        await other_process.aclose()
     assert error.code == INVALID_REQUEST
     assert error.message.startswith("idempotencyKey 'key-raced' belongs to an apply on account 'bob'")
     assert world.upstream.consumes() == []

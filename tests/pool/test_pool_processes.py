@@ -2,7 +2,9 @@
 apply, and SIGKILL in the middle of writes to accounts.toml and the ledger.
 
 The upstream runs in this test process (the simulator on 127.0.0.1); the servers share CODEX_LIMITS_HOME
-and the Codex homes, as two clients of one operator would.
+and the Codex homes, as two clients of one operator would. The apply tests run on each store (`world`);
+the mid-write one is about local files (accounts.toml and the SQLite ledger). Two services on separate
+machines sharing PostgreSQL: `test_shared_store_processes.py`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def server_env(world: World) -> dict[str, str]:
         CODEX_REFRESH_TOKEN_URL_OVERRIDE=world.upstream.refresh_url,
         CODEX_LIMITS_LOG="INFO",
     )
+    env.update(world.backend.env())
     return env
 
 
@@ -65,9 +68,7 @@ async def server(world: World, name: str) -> AsyncIterator[tuple[Client, anyio.a
 
 
 def ledger_rows(world: World) -> list[dict[str, Any]]:
-    with closing(sqlite3.connect(world.data_home / LEDGER_FILE)) as conn:
-        conn.row_factory = sqlite3.Row
-        return [dict(r) for r in conn.execute("SELECT * FROM applies ORDER BY rowid")]
+    return world.ledger_rows()
 
 
 # -- two processes, one credit ---------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The PostgreSQL store against a real server: the ledger's rules, pending markers by upstream identity, the
-apply lock across "machines" (separate store instances and processes), usage history, migrations, and
-errors that are clear and never carry the password."""
+"""What is particular to the PostgreSQL store, against a real server: pending-marker rows by upstream
+identity, the advisory apply lock seen from the server (waiters, terminated and killed holders), usage
+samples keyed by second, migrations, and errors that are clear and never carry the password. The rules it
+shares with SQLite: `test_store_contract.py`."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import anyio.lowlevel
 import psycopg
 import pytest
 
-from app_server.store.base import AccountKey, KeyInUse, LockTimeout, Store, StoreError, UsageSample
+from app_server.store.base import AccountKey, LockTimeout, Store, StoreError, UsageSample
 from app_server.store.migrations_pg import LATEST, MIGRATIONS
 from app_server.store.postgres import PostgresStore
 from protocol import ext
@@ -80,16 +81,11 @@ async def marker(url: str, identity: str) -> tuple[Any, ...] | None:
     return rows[0] if rows else None
 
 
-async def attempts(url: str, key: str) -> int:
-    rows = await query(url, "SELECT attempts FROM applies WHERE idempotency_key = %s", (key,))
-    return int(rows[0][0])
-
-
 def texts(error: BaseException) -> str:
     return "\n".join((str(error), repr(error), "".join(traceback.format_exception(error))))
 
 
-# The ledger.
+# Pending markers.
 
 
 async def test_it_is_a_store(store: PostgresStore) -> None:
@@ -98,189 +94,27 @@ async def test_it_is_a_store(store: PostgresStore) -> None:
     assert repr(store).startswith("PostgresStore('postgresql://postgres@127.0.0.1:")
 
 
-async def test_start_records_a_pending_attempt_and_the_marker(store: PostgresStore, pg_url: str) -> None:
-    with anyio.fail_after(WAIT):
-        assert await store.get("k1") is None
-        assert await store.pending(ALICE) is None
-        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_000, 2)
-        attempt = await store.get("k1")
-        pending = await store.pending(ALICE)
-        mark = await marker(pg_url, ALICE.identity)
-    assert attempt is not None and attempt.response is None
-    assert attempt.identity == ALICE.identity
-    assert attempt.record == ApplyRecord(
-        idempotency_key="k1",
-        account_id="alice",
-        credit_id="credit-1",
-        status=ApplyStatus.PENDING,
-        started_at=1_790_000_000,
-        available_before=2,
-    )
-    assert pending == attempt.record
-    assert mark == ("k1", "alice", 1_790_000_000)
-
-
-async def test_finish_records_the_outcome_once_and_clears_the_marker(store: PostgresStore, pg_url: str) -> None:
-    first = response("alice", Outcome.RESET, applied_at=1_790_000_100)
-    with anyio.fail_after(WAIT):
-        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_000, 2)
-        await store.finish("k1", first, 1)
-        await store.finish("k1", response("alice", Outcome.NO_CREDIT, applied_at=1_790_000_200), 0)
-        await store.fail("k1", "late failure", 1_790_000_300, keep_pending=False)
-        attempt = await store.get("k1")
-        pending = await store.pending(ALICE)
-        mark = await marker(pg_url, ALICE.identity)
-    assert attempt is not None
-    assert attempt.status is ApplyStatus.FINISHED
-    assert attempt.response == first
-    assert attempt.record.outcome is Outcome.RESET
-    assert attempt.record.finished_at == 1_790_000_100
-    assert attempt.record.available_after == 1
-    assert attempt.record.error is None
-    assert pending is None and mark is None
-
-
-async def test_fail_keep_pending_keeps_the_attempt_and_the_marker(store: PostgresStore, pg_url: str) -> None:
-    with anyio.fail_after(WAIT):
-        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
-        await store.fail("k1", "timed out reading the answer", 1_790_000_050, keep_pending=True)
-        attempt = await store.get("k1")
-        pending = await store.pending(ALICE)
-        mark = await marker(pg_url, ALICE.identity)
-    assert attempt is not None
-    assert attempt.status is ApplyStatus.PENDING
-    assert attempt.record.error == "timed out reading the answer"
-    assert attempt.record.finished_at is None
-    assert pending == attempt.record
-    assert mark == ("k1", "alice", 1_790_000_000)
-
-
-async def test_fail_proved_not_spent_clears_the_marker(store: PostgresStore, pg_url: str) -> None:
-    with anyio.fail_after(WAIT):
-        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
-        await store.fail("k1", "401 from upstream", 1_790_000_050, keep_pending=False)
-        attempt = await store.get("k1")
-        pending = await store.pending(ALICE)
-        mark = await marker(pg_url, ALICE.identity)
-    assert attempt is not None
-    assert attempt.status is ApplyStatus.FAILED
-    assert attempt.record.error == "401 from upstream"
-    assert attempt.record.finished_at == 1_790_000_050
-    assert pending is None and mark is None
-
-
-async def test_a_retry_counts_attempts_and_keeps_the_first_start(store: PostgresStore, pg_url: str) -> None:
-    with anyio.fail_after(WAIT):
-        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_000, 2)
-        await store.fail("k1", "ambiguous", 1_790_000_010, keep_pending=True)
-        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_020, 5)
-        assert await attempts(pg_url, "k1") == 2
-        await store.fail("k1", "refused", 1_790_000_030, keep_pending=False)
-        assert await marker(pg_url, ALICE.identity) is None
-        await store.start("k1", ALICE, "alice", "credit-1", 1_790_000_040, 7)
-        attempt = await store.get("k1")
-        count = await attempts(pg_url, "k1")
-        mark = await marker(pg_url, ALICE.identity)
-    assert count == 3
-    assert attempt is not None
-    assert attempt.status is ApplyStatus.PENDING
-    assert attempt.record.started_at == 1_790_000_000
-    assert attempt.record.available_before == 2
-    assert attempt.record.error is None and attempt.record.finished_at is None
-    assert mark == ("k1", "alice", 1_790_000_000)
-
-
-async def test_a_key_of_another_account_is_in_use(store: PostgresStore) -> None:
-    with anyio.fail_after(WAIT):
-        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
-        with pytest.raises(KeyInUse) as raised:
-            await store.start("k1", BOB, "bob", None, 1_790_000_010, 2)
-        attempt = await store.get("k1")
-    assert (raised.value.key, raised.value.account_id, raised.value.status) == ("k1", "alice", ApplyStatus.PENDING)
-    assert attempt is not None and attempt.record.account_id == "alice"
-    assert await store.pending(BOB) is None
-
-
-async def test_a_finished_key_is_in_use(store: PostgresStore, pg_url: str) -> None:
-    with anyio.fail_after(WAIT):
-        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
-        await store.finish("k1", response("alice"), 1)
-        with pytest.raises(KeyInUse) as raised:
-            await store.start("k1", ALICE, "alice", None, 1_790_000_010, 2)
-        count = await attempts(pg_url, "k1")
-        mark = await marker(pg_url, ALICE.identity)
-    assert raised.value.status is ApplyStatus.FINISHED
-    assert count == 1 and mark is None
-
-
-async def test_two_machines_racing_for_one_key_one_wins(pg_url: str) -> None:
-    with anyio.fail_after(WAIT):
-        stores = [await PostgresStore.open(pg_url) for _ in range(2)]
-        outcomes: list[str] = []
-
-        async def claim(index: int) -> None:
-            account, name = (ALICE, "alice") if index == 0 else (BOB, "bob")
-            try:
-                await stores[index].start("k1", account, name, None, 1_790_000_000, 1)
-                outcomes.append("started")
-            except KeyInUse:
-                outcomes.append("in use")
-
-        async with anyio.create_task_group() as group:
-            for index in range(2):
-                group.start_soon(claim, index)
-        for opened in stores:
-            await opened.aclose()
-    assert sorted(outcomes) == ["in use", "started"]
-
-
-async def test_pending_is_found_by_identity_from_an_alias_account_id(store: PostgresStore) -> None:
-    alias = AccountKey(ALICE.identity, Path("/other/machine/home"))
-    with anyio.fail_after(WAIT):
-        await store.start("k1", ALICE, "alice-laptop", None, 1_790_000_000, 2)
-        found = await store.pending(alias)
-        excluded = await store.pending(alias, exclude="k1")
-        other = await store.pending(BOB)
-        by_pool_id = await store.history("alice-laptop", 10)
-    assert found is not None and found.idempotency_key == "k1" and found.account_id == "alice-laptop"
-    assert excluded is None
-    assert other is None
-    assert [record.idempotency_key for record in by_pool_id] == ["k1"]
-
-
-async def test_pending_returns_the_latest_attempt_and_honours_exclude(store: PostgresStore, pg_url: str) -> None:
+async def test_the_marker_row_follows_the_identitys_pending_attempts(store: PostgresStore, pg_url: str) -> None:
+    """Set with the pending row, kept while the outcome is unknown, moved to the identity's other pending
+    attempt when one settles, cleared when none is left; a retry under another identity marks both."""
     with anyio.fail_after(WAIT):
         await store.start("old", ALICE, "alice", None, 1_790_000_000, 2)
-        await store.start("new", ALICE, "alice-alias", None, 1_790_000_100, 2)
-        latest = await store.pending(ALICE)
-        other = await store.pending(ALICE, exclude="new")
-        await store.finish("new", response("alice-alias"), 1)
-        # The marker moves to the attempt still pending, as long as there is one.
-        mark = await marker(pg_url, ALICE.identity)
-        after = await store.pending(ALICE)
-        await store.fail("old", "refused", 1_790_000_200, keep_pending=False)
-        gone = await marker(pg_url, ALICE.identity)
-    assert latest is not None and latest.idempotency_key == "new"
-    assert other is not None and other.idempotency_key == "old"
-    assert mark == ("old", "alice", 1_790_000_000)
-    assert after is not None and after.idempotency_key == "old"
-    assert gone is None
-
-
-async def test_a_retry_under_another_identity_is_pending_for_both(store: PostgresStore, pg_url: str) -> None:
-    # The home of pool account "alice" was logged in to another upstream account between two attempts.
-    with anyio.fail_after(WAIT):
-        await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
-        await store.fail("k1", "ambiguous", 1_790_000_010, keep_pending=True)
-        await store.start("k1", BOB, "alice", None, 1_790_000_020, 2)
-        for_alice = await store.pending(ALICE)
-        for_bob = await store.pending(BOB)
-        await store.finish("k1", response("alice"), 1)
-        after = [await store.pending(ALICE), await store.pending(BOB)]
-        marks = [await marker(pg_url, ALICE.identity), await marker(pg_url, BOB.identity)]
-    assert for_alice is not None and for_alice.idempotency_key == "k1"
-    assert for_bob is not None and for_bob.idempotency_key == "k1"
-    assert after == [None, None] and marks == [None, None]
+        first = await marker(pg_url, ALICE.identity)
+        await store.fail("old", "ambiguous", 1_790_000_010, keep_pending=True)
+        kept = await marker(pg_url, ALICE.identity)
+        await store.start("new", ALICE, "alice", None, 1_790_000_100, 2)
+        newest = await marker(pg_url, ALICE.identity)
+        await store.finish("new", response("alice"), 1)
+        moved = await marker(pg_url, ALICE.identity)
+        await store.start("old", BOB, "alice", None, 1_790_000_200, 2)  # the retry, signed in as bob now
+        both = [await marker(pg_url, ALICE.identity), await marker(pg_url, BOB.identity)]
+        await store.fail("old", "refused", 1_790_000_300, keep_pending=False)
+        gone = [await marker(pg_url, ALICE.identity), await marker(pg_url, BOB.identity)]
+    assert first == kept == ("old", "alice", 1_790_000_000)
+    assert newest == ("new", "alice", 1_790_000_100)
+    assert moved == ("old", "alice", 1_790_000_000)
+    assert both == [("old", "alice", 1_790_000_000)] * 2
+    assert gone == [None, None]
 
 
 async def test_the_marker_alone_reports_a_pending_attempt(store: PostgresStore, pg_url: str) -> None:
@@ -297,21 +131,6 @@ async def test_the_marker_alone_reports_a_pending_attempt(store: PostgresStore, 
     )
     assert excluded is None
     assert cleared is None
-
-
-async def test_history_is_newest_first_filtered_and_limited(store: PostgresStore) -> None:
-    with anyio.fail_after(WAIT):
-        await store.start("a1", ALICE, "alice", None, 100, 3)
-        await store.start("b1", BOB, "bob", None, 200, 3)
-        await store.start("a2", ALICE, "alice", None, 300, 3)
-        await store.start("a3", ALICE, "alice", None, 300, 3)  # same second: the later write first
-        everything = await store.history(None, 100)
-        alice = await store.history("alice", 2)
-        nobody = await store.history("carol", 10)
-        none = await store.history(None, 0)
-    assert [r.idempotency_key for r in everything] == ["a3", "a2", "b1", "a1"]
-    assert [r.idempotency_key for r in alice] == ["a3", "a2"]
-    assert nobody == [] and none == []
 
 
 # The apply lock.
@@ -373,26 +192,6 @@ async def test_the_lock_excludes_another_machine_until_released(pg_url: str) -> 
         assert await advisory_locks(pg_url, granted=True) == []
         await one.aclose()
         await two.aclose()
-
-
-async def test_one_process_two_tasks_exclude_each_other(store: PostgresStore) -> None:
-    inside = 0
-    most = 0
-
-    async def apply() -> None:
-        nonlocal inside, most
-        async with store.apply_lock(ALICE, wait=15):
-            inside += 1
-            most = max(most, inside)
-            await anyio.lowlevel.checkpoint()
-            await anyio.lowlevel.checkpoint()
-            inside -= 1
-
-    with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as group:
-            for _ in range(4):
-                group.start_soon(apply)
-    assert most == 1
 
 
 async def test_lock_timeout_names_the_wait(store: PostgresStore, pg_url: str) -> None:
@@ -500,38 +299,12 @@ def sample(
     return UsageSample(account, limit_id, window, taken_at, used, 300, taken_at + 3600)
 
 
-async def test_usage_history_is_oldest_first(store: PostgresStore) -> None:
-    samples = [sample(100, 10), sample(100, 20, window="secondary"), sample(200, 15), sample(300, 30, account="bob")]
-    with anyio.fail_after(WAIT):
-        await store.record_usage(samples)
-        await store.record_usage([])
-        alice = await store.usage_history("alice", since=None, limit=100)
-        since = await store.usage_history("alice", since=200, limit=100)
-        newest = await store.usage_history("alice", since=None, limit=2)
-        bob = await store.usage_history("bob", since=None, limit=100)
-    assert alice == samples[:3]
-    assert since == [samples[2]]
-    assert newest == [samples[1], samples[2]]  # the newest two, still oldest first
-    assert bob == [samples[3]]
-
-
 async def test_usage_sample_recorded_twice_is_kept_once(store: PostgresStore) -> None:
     with anyio.fail_after(WAIT):
         await store.record_usage([sample(100, 10)])
         await store.record_usage([sample(100, 11)])
         history = await store.usage_history("alice", since=None, limit=10)
     assert history == [sample(100, 11)]
-
-
-async def test_prune_usage_drops_older_samples(store: PostgresStore) -> None:
-    with anyio.fail_after(WAIT):
-        await store.record_usage([sample(100, 1), sample(200, 2), sample(300, 3, account="bob")])
-        dropped = await store.prune_usage(250)
-        again = await store.prune_usage(250)
-        left = await store.usage_history("alice", since=None, limit=10)
-    assert (dropped, again) == (2, 0)
-    assert left == []
-    assert await store.usage_history("bob", since=None, limit=10) == [sample(300, 3, account="bob")]
 
 
 # Migrations.

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +13,8 @@ from typing import Any
 from app_server.config import Settings, Timeouts
 from app_server.pool.accounts import DEFAULT_ID, FILE_NAME, AccountsFile
 from app_server.sim.upstream import RecordedRequest, SimulatedUpstream, make_unsigned_jwt
-from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
 from tests.support.mock_backend import MockBackend
+from tests.support.store_backends import SQLITE, StoreBackend
 
 GATE_LIMIT = 30.0  # a held consume never waits longer than this, even if a test forgets to release it
 CONSUME_SUFFIX = "/rate-limit-reset-credits/consume"
@@ -93,6 +91,7 @@ class World:
     homes: dict[str, Path]
     data_home: Path
     codex_home: Path
+    backend: StoreBackend = SQLITE
 
     @property
     def accounts(self) -> AccountsFile:
@@ -104,14 +103,12 @@ class World:
             data_home=self.data_home,
             refresh_url=self.upstream.refresh_url,
             timeouts=Timeouts(**timeouts),
+            env=self.backend.env(),
         )
 
     def ledger_rows(self) -> list[dict[str, Any]]:
-        path = self.data_home / LEDGER_FILE
-        with closing(sqlite3.connect(path)) as conn:
-            conn.row_factory = sqlite3.Row
-            rows = conn.execute("SELECT * FROM applies ORDER BY rowid").fetchall()
-        return [dict(row) for row in rows]
+        """The apply ledger of whichever store the world uses."""
+        return self.backend.ledger_rows(self.data_home)
 
     def mock_account(self, name: str, backend: MockBackend, *, api_key: bool = False) -> Path:
         """A Codex home whose upstream is `backend`, added to the pool as `name`."""
@@ -143,9 +140,9 @@ def write_auth(home: Path, *, api_key: bool = False) -> None:
     (home / "auth.json").chmod(0o600)
 
 
-def make_world(upstream: GatedUpstream, root: Path) -> World:
+def make_world(upstream: GatedUpstream, root: Path, backend: StoreBackend = SQLITE) -> World:
     homes = upstream.write_codex_homes(root / "homes")
-    world = World(upstream, root, homes, root / "data", root / "no-default-home")
+    world = World(upstream, root, homes, root / "data", root / "no-default-home", backend)
     world.accounts.remove(DEFAULT_ID)  # the pool is exactly the simulated accounts
     for key, home in homes.items():
         world.accounts.add(key, home, upstream.accounts[key].label)
