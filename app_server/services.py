@@ -15,6 +15,7 @@ from app_server.config import Settings
 
 if TYPE_CHECKING:
     from app_server.pool.pool import Pool
+    from app_server.rpc.sessions import Broadcaster
     from app_server.upstream.account import CodexAccount
     from app_server.upstream.backend import HttpPool
 
@@ -25,6 +26,7 @@ class Services:
         self._http = http
         self._default: CodexAccount | None = None
         self._pool: Pool | None = None
+        self._broadcaster: Broadcaster | None = None
         # anyio locks wake waiters in FIFO order: consumes run in the order they arrived (§1.4).
         self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
 
@@ -36,6 +38,15 @@ class Services:
 
             self._http = HttpPool(connect_timeout=self.settings.timeouts.connect)
         return self._http
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """Every connection served in this process: `notify_all` reaches each initialized one."""
+        if self._broadcaster is None:
+            from app_server.rpc.sessions import Broadcaster
+
+            self._broadcaster = Broadcaster()
+        return self._broadcaster
 
     def default_account(self) -> CodexAccount:
         """The account of `$CODEX_HOME`, which the upstream methods act on."""

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app_server.cli import service
 from app_server.cli.exits import EXIT_MEANING, Exit
 
 if TYPE_CHECKING:
@@ -33,12 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
     import gc
 
     gc.disable()  # start-up allocates only long-lived objects; serve_stdio freezes them and re-enables
-    from app_server.config import Settings
-    from app_server.server import run, setup_logging
-
-    setup_logging(args.log_level)
-    run(Settings.from_env(), simulate=args.simulate)
-    return Exit.OK
+    return service.serve(args)
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -164,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the app-server on stdin/stdout (JSON-RPC, one message per line)")
     serve.add_argument("--log-level", default=None, help="stderr log level (default WARNING, or $CODEX_LIMITS_LOG)")
     simulate_flag(serve)
+    service.add_serve_flags(serve)
     serve.set_defaults(run=_serve)
 
     schema = sub.add_parser("schema", help="export the JSON Schemas (upstream layout)")
@@ -222,11 +219,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="walk through status and apply against simulated accounts (no account needed)")
     demo.set_defaults(run=_demo)
+    service.register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["proxy"]:  # routed before the parser is built: the proxy must start fast
+        from app_server.cli.proxy import main as proxy
+
+        sys.exit(proxy(arguments[1:]))
+    args = build_parser().parse_args(arguments)
     sys.exit(int(args.run(args)))
 
 

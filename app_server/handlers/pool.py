@@ -21,6 +21,11 @@ async def _announce(ctx: RequestContext, summary: ext.AccountSummary) -> None:
     await ctx.notify(POOL_ACCOUNT_UPDATED, ext.AccountUpdatedNotification(account=summary))
 
 
+async def _broadcast(ctx: RequestContext, summary: ext.AccountSummary) -> None:
+    """A change someone asked for (refresh, apply) reaches every connection, not only the caller's."""
+    await ctx.services.broadcaster.notify_all(POOL_ACCOUNT_UPDATED, ext.AccountUpdatedNotification(account=summary))
+
+
 async def list_accounts(ctx: RequestContext, params: ext.AccountPoolListParams) -> ext.AccountPoolListResponse:
     pool = ctx.services.pool()
     summaries = await pool.summaries(_identity(ctx), params.max_age_seconds, lambda summary: _announce(ctx, summary))
@@ -28,7 +33,7 @@ async def list_accounts(ctx: RequestContext, params: ext.AccountPoolListParams) 
 
 
 async def refresh_account(ctx: RequestContext, params: ext.AccountPoolRefreshParams) -> ext.AccountSummary:
-    return await ctx.services.pool().refresh(params.account_id, _identity(ctx), lambda s: _announce(ctx, s))
+    return await ctx.services.pool().refresh(params.account_id, _identity(ctx), lambda s: _broadcast(ctx, s))
 
 
 def check_apply(params: ext.AccountPoolApplyParams) -> None:
@@ -36,7 +41,7 @@ def check_apply(params: ext.AccountPoolApplyParams) -> None:
 
 
 async def apply_reset_credit(ctx: RequestContext, params: ext.AccountPoolApplyParams) -> ext.AccountPoolApplyResponse:
-    return await ctx.services.pool().apply(params, _identity(ctx), lambda s: _announce(ctx, s))
+    return await ctx.services.pool().apply(params, _identity(ctx), lambda s: _broadcast(ctx, s))
 
 
 async def history(ctx: RequestContext, params: ext.AccountPoolHistoryParams) -> ext.AccountPoolHistoryResponse:

@@ -1,5 +1,9 @@
 """classify -> validate -> route -> answer: the one place where exceptions become wire errors.
 
+One `Dispatcher` serves one connection, whatever its framing: `serve` splits a byte stream into
+lines (stdio), `serve_messages` takes whole messages (a WebSocket's text frames); both hand each
+message to `handle_message`, so every transport gets the same answers.
+
 Every request line gets exactly one answer. Cheap answers (parse errors, state errors,
 parameter checks) are written inline by the reader; real work runs in one task per request.
 Backpressure instead of loss: when too many requests are in flight or the outbox is full,
@@ -14,19 +18,21 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from pydantic import BaseModel
 
 from app_server.rpc.context import RequestContext, Session
-from app_server.rpc.framing import ByteSource, LineSplitter, Overlong
+from app_server.rpc.framing import ByteSource, LineSplitter, MessageSource, Overlong
 from app_server.rpc.outbox import Outbox
-from app_server.services import Services
 from protocol import jsonrpc
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError, is_request_id
 from protocol.methods import METHODS, Method, Notification
 from protocol.validation import MISSING, parse_params
+
+if TYPE_CHECKING:
+    from app_server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +220,13 @@ def _internal_error(exc: Exception, request_id: Any) -> RpcError:
 
 
 class Dispatcher:
-    """One connection: reads lines from a source, answers through the outbox."""
+    """One connection: reads lines (or whole messages) from a source, answers through the outbox.
+
+    While it serves, it is registered with `services.broadcaster`, which sends server
+    notifications to every initialized connection. `overflow`, when given, is what happens when
+    such a notification finds the outbox full: a listener disconnects that client; without it
+    the notification waits for room (stdio, where the only client is the one that is slow).
+    """
 
     def __init__(
         self,
@@ -226,6 +238,7 @@ class Dispatcher:
         max_in_flight: int = 512,
         max_line: int | None = None,
         shutdown_grace: float = 10.0,
+        overflow: Callable[[], None] | None = None,
     ) -> None:
         self.routes = routes
         self.services = services
@@ -233,6 +246,7 @@ class Dispatcher:
         self.session = session or Session()
         self.splitter = LineSplitter() if max_line is None else LineSplitter(max_line)
         self.shutdown_grace = shutdown_grace
+        self._overflow = overflow
         self._slots = anyio.Semaphore(max_in_flight)
         self._in_flight = 0
         self._idle = anyio.Event()
@@ -251,12 +265,27 @@ class Dispatcher:
 
     async def serve(self, source: ByteSource) -> None:
         """Run until end of input (or `stop_reading`), drain in-flight requests, flush the outbox."""
+        await self._serve(self._read(source))
+
+    async def serve_messages(self, source: MessageSource) -> None:
+        """`serve` for a transport that delivers whole messages (one WebSocket text frame each)."""
+        await self._serve(self._read_messages(source))
+
+    async def _serve(self, reading: Awaitable[None]) -> None:
+        broadcaster = self.services.broadcaster
+        broadcaster.add(self)
+        try:
+            await self._serve_until_drained(reading)
+        finally:
+            broadcaster.discard(self)
+
+    async def _serve_until_drained(self, reading: Awaitable[None]) -> None:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.outbox.pump)
             outer.start_soon(self._watch_broken_output, outer.cancel_scope)
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
-                await self._read(source)
+                await reading
                 with anyio.move_on_after(self.shutdown_grace):
                     await self._wait_idle()
                 if self._in_flight:
@@ -293,6 +322,14 @@ class Dispatcher:
         if not self._stopping:  # end of input: a last line without a newline still counts
             await self._handle(self.splitter.finish())
 
+    async def _read_messages(self, source: MessageSource) -> None:
+        while (message := await self._receive(source)) is not None:
+            await self.handle_message(message)
+
+    async def handle_message(self, message: bytes | Overlong) -> None:
+        """One whole message (a line without its newline, or a frame): answered, started, or dropped."""
+        await self._handle([message])
+
     async def _handle(self, lines: list[bytes | Overlong]) -> None:
         # The common cases (an inline answer, nothing to answer) cost no trip through the event loop.
         for line in lines:
@@ -306,7 +343,7 @@ class Dispatcher:
                 assert isinstance(outcome, _Work)
                 await self._start(outcome)
 
-    async def _receive(self, source: ByteSource) -> bytes | None:
+    async def _receive(self, source: ByteSource | MessageSource) -> bytes | None:
         """The next chunk, or None at end of input or once `stop_reading` was called."""
         if self._stopping:
             return None
@@ -426,3 +463,12 @@ class Dispatcher:
         if kind.name in self.session.opt_out:
             return
         await self.outbox.put(notification(kind.name, params))
+
+    async def offer(self, message: bytes) -> None:
+        """Queue a notification meant for every connection (see `Broadcaster`)."""
+        if self.outbox.put_nowait(message):
+            return
+        if self._overflow is None:
+            await self.outbox.put(message)
+        else:
+            self._overflow()
