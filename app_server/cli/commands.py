@@ -251,8 +251,24 @@ def server_args(simulate: bool) -> list[str]:
 
 @asynccontextmanager
 async def connect(simulate: bool, *, command: list[str] | None = None) -> AsyncIterator[Server]:
-    """Spawn the server, initialize, and yield it; the failure of the body is re-raised as is."""
+    """Spawn the server, initialize, and yield it; the failure of the body is re-raised as is.
+    The running service of the data directory is used instead when there is one (not with `simulate`)."""
     failure: Exception | None = None
+    if not simulate and command is None:
+        from app_server.cli.session import attach
+
+        async with attach() as attached:
+            if attached is not None:
+                try:
+                    server = Server(*attached, None)
+                    await _initialize(server)
+                    yield server
+                except Exception as exc:
+                    failure = exc
+        if failure is not None:
+            raise failure
+        if attached is not None:
+            return
     with contextlib.ExitStack() as stack:
         log: IO[bytes] | None = None
         if not os.environ.get(LOG_ENV):

@@ -220,10 +220,16 @@ async def serve_listeners(
 
     from app_server.rpc.websocket import MAX_MESSAGE, ConnectionHandler, HttpEdge, Limits
 
-    handler = ConnectionHandler(routes, services, limits or Limits())
+    limits = limits or Limits()
+    handler = ConnectionHandler(routes, services, limits)
     servers: list[Server] = []
     bound: list[Bound] = []
-    common: dict[str, Any] = {"max_size": MAX_MESSAGE, "compression": None, "server_header": None}
+    common: dict[str, Any] = {
+        "max_size": MAX_MESSAGE,
+        "compression": None,
+        "server_header": None,
+        "close_timeout": limits.close_timeout,
+    }
     with _unix_sockets() as made:
         try:
             for listen in listens:

@@ -50,6 +50,8 @@ class Limits:
     max_in_flight: int = 512
     stall_timeout: float = 10.0
     shutdown_grace: float = 10.0
+    close_timeout: float = 5.0
+    """How long a closing handshake may take before the connection is dropped."""
 
 
 class TokenCheck:
@@ -190,5 +192,9 @@ class ConnectionHandler:
         log.info("%s: opened", peer)
         await dispatcher.serve_messages(_Source(ws, peer))
         code, reason = sink.close or ((GOING_AWAY, "server shutting down") if self.stopping else (1000, ""))
-        await ws.close(code, reason)
+        # A client that stopped reading never lets the close frame out (websockets waits for the write
+        # buffer to drain first): the code is sent when it can be, and the connection dropped regardless.
+        with anyio.move_on_after(limits.close_timeout):
+            await ws.close(code, reason)
+        ws.transport.abort()
         log.info("%s: closed (%d)", peer, code)
