@@ -103,11 +103,13 @@ class WebSocketStream:
                 self.close_code, self.close_reason = wsframe.parse_close(payload)
                 with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                     await self.send_frame(OP_CLOSE, payload[:2])
+                    await self._stream.aclose()  # the closing handshake is done: the server waits for our EOF
                 raise anyio.EndOfStream
 
     async def aclose(self, code: int = 1000) -> None:
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            await self.send_frame(OP_CLOSE, wsframe.close_payload(code))
+        if self.close_code is None:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await self.send_frame(OP_CLOSE, wsframe.close_payload(code))
         await self._stream.aclose()
 
 
