@@ -13,17 +13,18 @@ cannot travel in a text frame: it is dropped with a line on stderr, as the serve
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import socket
 import sys
 import time
-from pathlib import Path
-from typing import Final
 
 from app_server.rpc import wsframe
 from app_server.rpc.wsframe import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+
+TYPE_CHECKING = False  # `typing` and `pathlib` cost the proxy milliseconds at start-up
+if TYPE_CHECKING:
+    from typing import Final
 
 USAGE: Final = "usage: codex-limits proxy [--sock PATH]"
 READ_CHUNK: Final = 1 << 16
@@ -38,36 +39,53 @@ def _fail(message: str, code: int = 5) -> int:
     return code
 
 
-def _parse(argv: list[str]) -> tuple[Path | None, str | None]:
+def _parse(argv: list[str]) -> tuple[str | None, str | None]:
     if not argv:
         return None, None
     if argv[0] in ("-h", "--help"):
         return None, "help"
     if len(argv) == 2 and argv[0] == "--sock":
-        return Path(argv[1]), None
+        return argv[1], None
     if len(argv) == 1 and argv[0].startswith("--sock="):
-        return Path(argv[0].removeprefix("--sock=")), None
+        return argv[0].removeprefix("--sock="), None
     return None, f"unexpected arguments: {' '.join(argv)}\n{USAGE}"
 
 
-def _socket_for(path: Path | None) -> tuple[str | None, str | None]:
-    """The socket to connect to (its real path), starting the default service when none answers."""
-    from app_server.service.state import answers, data_home, socket_path
+def _default_socket() -> tuple[str, str]:
+    """The data directory and its service socket, as `service.state` names them (without importing it)."""
+    home = os.path.abspath(os.path.expanduser(os.environ.get("CODEX_LIMITS_HOME") or "~/.codex-limits"))
+    return home, os.path.join(home, "service.sock")
 
+
+def _connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(os.path.realpath(path))
+    except OSError:
+        sock.close()
+        return None
+    return sock
+
+
+def _socket_for(path: str | None) -> tuple[socket.socket | None, str | None]:
+    """A connected socket, starting the default service when none answers."""
     if path is not None:
-        if not answers(path):
-            return None, f"nothing answers on {path}"
-        return os.path.realpath(path), None
-    home = data_home()
-    default = socket_path(home)
-    if not answers(default):
-        from app_server.service import control
+        sock = _connect(path)
+        return (sock, None) if sock is not None else (None, f"nothing answers on {path}")
+    home, default = _default_socket()
+    sock = _connect(default)
+    if sock is not None:
+        return sock, None
+    from pathlib import Path
 
-        try:
-            control.start(home)
-        except control.ServiceError as exc:
-            return None, f"could not start the service: {exc}"
-    return os.path.realpath(default), None
+    from app_server.service import control
+
+    try:
+        control.start(Path(home))
+    except control.ServiceError as exc:
+        return None, f"could not start the service: {exc}"
+    sock = _connect(default)
+    return (sock, None) if sock is not None else (None, f"the service does not answer on {default}")
 
 
 def _handshake(sock: socket.socket) -> bytes:
@@ -90,6 +108,8 @@ def _is_request(line: bytes) -> bool:
     """Whether the service owes an answer to `line` (then its answer is counted at the end of input)."""
     if b'"id"' not in line:
         return False
+    import json  # here, not at start-up: the first request is already on its way when this runs
+
     try:
         message = json.loads(line)
     except (ValueError, RecursionError):
@@ -118,9 +138,11 @@ class _Bridge:
         except UnicodeDecodeError:
             sys.stderr.write(f"codex-limits proxy: a line of {len(line)} bytes is not UTF-8; dropped, no answer\n")
             return
+        self.pending_out += wsframe.encode_frame(OP_TEXT, line)
+        if len(self.pending_out) < OUTPUT_LIMIT:  # send before parsing: the service starts on it meanwhile
+            self._flush()
         if _is_request(line):
             self.requests += 1
-        self.pending_out += wsframe.encode_frame(OP_TEXT, line)
 
     def take_stdin(self, chunk: bytes) -> None:
         if not chunk:
@@ -219,12 +241,10 @@ def main(argv: list[str]) -> int:
         return 0
     if problem is not None:
         return _fail(problem, 2)
-    target, problem = _socket_for(path)
-    if target is None:
+    sock, problem = _socket_for(path)
+    if sock is None:
         return _fail(problem or "no socket")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(target)
         first = _handshake(sock)
         _Bridge(sock, first).run()
     except BrokenPipeError:

@@ -7,11 +7,18 @@ library, so the proxy starts as fast as Python does.
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import binascii
 import os
 import struct
-from typing import Final
+
+try:  # the builtin module: `hashlib` would load OpenSSL, a few ms of the proxy's start-up for one digest
+    from _sha1 import sha1  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover (a Python built without it)
+    from hashlib import sha1
+
+TYPE_CHECKING = False  # `typing` costs the proxy ~2 ms at start-up; mypy still reads the block below
+if TYPE_CHECKING:
+    from typing import Final
 
 OP_CONTINUATION: Final = 0x0
 OP_TEXT: Final = 0x1
@@ -39,7 +46,7 @@ class ProtocolError(Exception):
 
 def handshake_request(host: str, path: str = "/", headers: dict[str, str] | None = None) -> tuple[bytes, bytes]:
     """The upgrade request and the `Sec-WebSocket-Accept` value it expects back."""
-    key = base64.b64encode(os.urandom(16))
+    key = binascii.b2a_base64(os.urandom(16), newline=False)
     lines = [
         f"GET {path} HTTP/1.1",
         f"Host: {host}",
@@ -49,7 +56,7 @@ def handshake_request(host: str, path: str = "/", headers: dict[str, str] | None
         "Sec-WebSocket-Version: 13",
     ]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+    accept = binascii.b2a_base64(sha1(key + _GUID).digest(), newline=False)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), accept
 
 
