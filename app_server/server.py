@@ -1,31 +1,113 @@
-"""Run the app-server on this process's stdin/stdout: wiring, signals, and a clean exit."""
+"""Run the app-server: on this process's stdin/stdout, or on WebSocket listeners; wiring, signals, a clean exit.
+
+`ServeOptions` is what `serve` was asked for (`--listen`, `--ws-auth`); `run` picks the transport.
+Every transport feeds the same routes through a `Dispatcher` per connection, on one `Services`.
+Serving the data directory's default socket (`--listen unix://`) makes this process *the service*:
+it holds the service lock and publishes `service.json` (see `app_server.service.state`).
+"""
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from app_server.config import Settings
+from app_server.config import Settings, log_level
 from app_server.rpc.dispatcher import Dispatcher
 from app_server.rpc.framing import DEFAULT_MAX_LINE
 from app_server.rpc.memory import Harness, connect_in_memory
 from app_server.rpc.outbox import Outbox
-from app_server.rpc.stdio import FdSink, FdSource
+from app_server.rpc.stdio import FdSink, FdSource, claim_stdout
 from app_server.services import Services
+
+if TYPE_CHECKING:
+    from app_server.rpc.listeners import Bound, Listen
+    from app_server.rpc.websocket import Limits, TokenCheck
 
 log = logging.getLogger(__name__)
 
 
+class ServeError(Exception):
+    """`serve` cannot start as asked; the text says why (a usage error, exit status 2)."""
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The transports `serve` was asked for. The default is stdio, as upstream."""
+
+    listen: Sequence[str] = ("stdio://",)
+    ws_auth: str | None = None
+    ws_token_file: str | None = None
+    ws_token_sha256: str | None = None
+    limits: Limits | None = field(default=None)
+
+    def stdio(self) -> bool:
+        return list(self.listen) in ([], ["stdio://"], ["stdio"])
+
+
+def parse_listens(options: ServeOptions, data_home: Path) -> list[Listen]:
+    from app_server.rpc.listeners import ListenError, parse_listen
+    from app_server.service.state import socket_path
+
+    try:
+        listens = [parse_listen(text, default_unix=socket_path(data_home)) for text in options.listen]
+    except ListenError as exc:
+        raise ServeError(str(exc)) from None
+    if any(listen.scheme == "stdio" for listen in listens):
+        raise ServeError("--listen stdio:// cannot be combined with other listeners")
+    listens = [listen for listen in listens if listen.scheme != "off"]
+    if not listens:
+        raise ServeError("--listen off leaves nothing to serve")
+    return listens
+
+
+def token_check(options: ServeOptions, listens: Sequence[Listen]) -> TokenCheck | None:
+    """The capability token of `--ws-auth`, and the refusal of a non-loopback listener without one."""
+    if options.ws_auth is None:
+        if options.ws_token_file or options.ws_token_sha256:
+            raise ServeError("--ws-token-file and --ws-token-sha256 need --ws-auth capability-token")
+        exposed = [listen.url() for listen in listens if not listen.loopback]
+        if exposed:
+            raise ServeError(
+                f"refusing to listen on {', '.join(exposed)} without authentication: anyone who can reach it "
+                "could spend reset credits; add --ws-auth capability-token --ws-token-file PATH, "
+                "or listen on 127.0.0.1"
+            )
+        return None
+    if options.ws_auth != "capability-token":
+        raise ServeError(f"--ws-auth {options.ws_auth} is not supported; use capability-token")
+    from app_server.rpc.websocket import TokenCheck
+
+    if bool(options.ws_token_file) == bool(options.ws_token_sha256):
+        raise ServeError("--ws-auth capability-token needs exactly one of --ws-token-file or --ws-token-sha256")
+    if options.ws_token_sha256:
+        digest = options.ws_token_sha256.strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ServeError("--ws-token-sha256 must be 64 hexadecimal digits (a SHA-256 digest)")
+        return TokenCheck(bytes.fromhex(digest))
+    assert options.ws_token_file is not None
+    try:
+        token = Path(options.ws_token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ServeError(f"cannot read --ws-token-file {options.ws_token_file}: {exc}") from None
+    if not token:
+        raise ServeError(f"--ws-token-file {options.ws_token_file} is empty")
+    return TokenCheck(hashlib.sha256(token.encode("utf-8")).digest())
+
+
 def setup_logging(level: str | None = None) -> None:
-    name = (level or os.environ.get("CODEX_LIMITS_LOG") or "WARNING").upper()
+    name = log_level(given=level)
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, name, logging.WARNING),
@@ -33,24 +115,68 @@ def setup_logging(level: str | None = None) -> None:
     )
 
 
-def claim_stdout() -> int:
-    """Keep the real stdout for protocol messages only; anything printed goes to stderr instead."""
-    sys.stdout.flush()
-    protocol_fd = os.dup(1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    return protocol_fd
+def run(settings: Settings, *, simulate: bool = False, options: ServeOptions | None = None) -> None:
+    """Serve until end of input (stdio) or a signal (listeners); with `simulate`, against a throwaway
+    simulated upstream. Raises `ServeError` before serving anything when the options cannot work."""
+    options = options or ServeOptions()
+    serve: Callable[[Settings], Awaitable[None]] = serve_stdio
+    if not options.stdio():
+        listens = parse_listens(options, settings.data_home)
+        token = token_check(options, listens)
 
+        async def serve(settings: Settings) -> None:
+            await serve_network(settings, listens, token=token, limits=options.limits)
 
-def run(settings: Settings, *, simulate: bool = False) -> None:
-    """Serve until end of input; with `simulate`, against a throwaway simulated upstream."""
     if not simulate:
-        anyio.run(serve_stdio, settings)
+        anyio.run(serve, settings)
         return
     from app_server.sandbox import simulated_world
 
     with simulated_world(settings.timeouts) as (_, sim_settings):
-        anyio.run(serve_stdio, sim_settings)
+        anyio.run(serve, sim_settings)
+
+
+async def serve_network(
+    settings: Settings, listens: Sequence[Listen], *, token: TokenCheck | None = None, limits: Limits | None = None
+) -> None:
+    """Serve `listens` until SIGTERM/SIGINT/SIGHUP; as the service when the default socket is among them."""
+    from app_server.handlers import routes
+    from app_server.rpc.listeners import serve_listeners
+    from app_server.service.state import AlreadyRunning, ServiceLock, State, socket_path
+
+    service_socket = socket_path(settings.data_home)
+    lock = ServiceLock(settings.data_home) if any(listen.path == service_socket for listen in listens) else None
+    if lock is not None:
+        try:
+            lock.acquire()
+        except AlreadyRunning as exc:
+            raise ServeError(f"{exc}; see `codex-limits service status`") from None
+    started = time.time()
+
+    def ready(bound: list[Bound]) -> None:
+        if lock is not None:
+            urls = [b.url for b in bound]
+            lock.publish(State(os.getpid(), str(service_socket), urls, started, str(settings.codex_home)))
+
+    services = Services(settings)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(background_refresh, services)
+            await serve_listeners(
+                list(listens),
+                routes(),
+                services,
+                broadcaster=services.broadcaster,
+                token=token,
+                limits=limits,
+                on_ready=ready,
+            )
+            tg.cancel_scope.cancel()
+    finally:
+        if lock is not None:
+            lock.release()
+        with anyio.CancelScope(shield=True):
+            await services.aclose()
 
 
 async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0) -> None:
@@ -59,7 +185,12 @@ async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, s
     from app_server.handlers import routes
 
     dispatcher = Dispatcher(
-        routes(), services, Outbox(FdSink(protocol_fd)), max_line=max_line, shutdown_grace=shutdown_grace
+        routes(),
+        services,
+        Outbox(FdSink(protocol_fd)),
+        max_line=max_line,
+        shutdown_grace=shutdown_grace,
+        broadcaster=services.broadcaster,
     )
     source = FdSource(0)
     # What start-up built lives as long as the process: keep it out of every collection from now on.
@@ -68,12 +199,26 @@ async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, s
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, dispatcher, tg.cancel_scope)
+            tg.start_soon(background_refresh, services)
             await dispatcher.serve(source)
             tg.cancel_scope.cancel()
     finally:
         source.close()  # input the client is still writing is refused now, not at loop shutdown
         with anyio.CancelScope(shield=True):
             await services.aclose()
+
+
+async def background_refresh(services: Services) -> None:
+    """With a refresh interval configured (`CODEX_LIMITS_REFRESH_INTERVAL`, `--refresh-interval`), read every
+    account on that schedule; each fresh read goes through the live updates (changes, alerts, history).
+    Never spends anything. Runs until cancelled."""
+    interval = services.settings.live.refresh_interval
+    if interval is None:
+        return
+    from app_server.pool.monitor import PoolSource, RefreshScheduler, server_identity
+
+    source = PoolSource(services.pool(), server_identity(), services.live.observe)
+    await RefreshScheduler(source, interval=interval).run()
 
 
 async def _stop_on_signal(dispatcher: Dispatcher, scope: anyio.CancelScope) -> None:
@@ -89,6 +234,7 @@ async def serve_in_memory(services: Services, **dispatcher_options: Any) -> Asyn
     """The real server (routes and `services`) and a client in this event loop; closes `services` after."""
     from app_server.handlers import routes
 
+    dispatcher_options.setdefault("broadcaster", services.broadcaster)
     try:
         async with connect_in_memory(routes(), services, **dispatcher_options) as harness:
             yield harness

@@ -1,5 +1,5 @@
 """The long-lived objects handlers share, wired once: settings, the HTTP pool, the registry of Codex
-accounts, the store, the pool.
+accounts, the store, the pool, the broadcaster of server notifications and the live updates.
 
 Built cheaply at start-up; everything with a cost (httpx, auth.json, the pool, the store) is
 created on first use, so `python -m app_server` answers `initialize` without importing any of it.
@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 from app_server.config import Settings
 
 if TYPE_CHECKING:
+    from app_server.pool.monitor import LiveUpdates
     from app_server.pool.pool import Pool
+    from app_server.rpc.sessions import Broadcaster
     from app_server.store.base import Store
     from app_server.upstream.account import AccountRegistry, CodexAccount
     from app_server.upstream.backend import HttpPool
@@ -27,6 +29,8 @@ class Services:
         self._registry: AccountRegistry | None = None
         self._store = store
         self._pool: Pool | None = None
+        self._broadcaster: Broadcaster | None = None
+        self._live: LiveUpdates | None = None
 
     @property
     def http(self) -> HttpPool:
@@ -45,6 +49,15 @@ class Services:
 
             self._registry = AccountRegistry(self.settings, self.http)
         return self._registry
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        """Every connection served in this process: `notify_all` reaches each initialized one."""
+        if self._broadcaster is None:
+            from app_server.rpc.sessions import Broadcaster
+
+            self._broadcaster = Broadcaster()
+        return self._broadcaster
 
     def default_account(self) -> CodexAccount:
         """The account of `$CODEX_HOME`, which the upstream methods act on."""
@@ -66,6 +79,23 @@ class Services:
             accounts = AccountsFile(self.settings.data_home / FILE_NAME, self.settings.codex_home)
             self._pool = Pool(accounts, self.registry, self.store)
         return self._pool
+
+    @property
+    def live(self) -> LiveUpdates:
+        """What every fresh read sets off: usage history, change notifications to every session, alerts."""
+        if self._live is None:
+            from app_server.pool.alerts import AlertRules
+            from app_server.pool.monitor import LiveUpdates
+            from app_server.pool.usage import UsageRecorder
+
+            cfg = self.settings.live
+            self._live = LiveUpdates(
+                self.broadcaster.notify_all,
+                codex_home=self.settings.codex_home,
+                rules=AlertRules(cfg.alert_thresholds, cfg.credit_expiry_days),
+                recorder=UsageRecorder(self.store, retention_seconds=cfg.usage_retention_days * 86_400),
+            )
+        return self._live
 
     async def aclose(self) -> None:
         if self._store is not None:

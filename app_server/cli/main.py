@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from app_server.cli import service
 from app_server.cli.exits import EXIT_MEANING, Exit
 
 if TYPE_CHECKING:
@@ -52,12 +53,7 @@ def _serve(args: argparse.Namespace) -> int:
     import gc
 
     gc.disable()  # start-up allocates only long-lived objects; serve_stdio freezes them and re-enables
-    from app_server.config import Settings
-    from app_server.server import run, setup_logging
-
-    setup_logging(log_level(args))
-    run(Settings.from_env(), simulate=args.simulate)
-    return Exit.OK
+    return service.serve(args, log_level(args))
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -306,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "run the app-server on stdin/stdout (JSON-RPC, one message per line)")
     simulate_flag(serve)
+    service.add_serve_flags(serve)
     serve.set_defaults(run=_serve)
 
     schema = command("schema", "export the JSON Schemas (upstream layout)")
@@ -437,17 +434,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to complete in")
     completion.set_defaults(run=_completion)
+    service.register(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["proxy"]:  # routed before the parser is built: the proxy must start fast
+        from app_server.cli.proxy import main as proxy
+
+        sys.exit(proxy(arguments[1:]))
     try:
         parser = build_parser()
         if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
             import argcomplete
 
             argcomplete.autocomplete(parser)
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         if getattr(args, "run", None) is None:
             parser.print_help()
             sys.exit(int(Exit.OK))

@@ -399,8 +399,24 @@ def server_args(simulate: bool) -> list[str]:
 async def connect(simulate: bool, *, command: list[str] | None = None, updates: bool = False) -> AsyncIterator[Server]:
     """Spawn the server, initialize, and yield it; the failure of the body is re-raised as is.
 
-    `updates`: keep the per-account `accountPool/accountUpdated` notifications (progress display)."""
+    `updates`: keep the per-account `accountPool/accountUpdated` notifications (progress display).
+    The running service of the data directory is used instead when there is one (not with `simulate`)."""
     failure: Exception | None = None
+    if not simulate and command is None:
+        from app_server.cli.attach import attach
+
+        async with attach() as attached:
+            if attached is not None:
+                try:
+                    server = Server(attached[0], None, None)
+                    await _initialize(server, updates=updates)
+                    yield server
+                except Exception as exc:
+                    failure = exc
+        if failure is not None:
+            raise failure
+        if attached is not None:
+            return
     with contextlib.ExitStack() as stack:
         log: IO[bytes] | None = None
         if not (OPTIONS.log_level or os.environ.get(LOG_ENV)):

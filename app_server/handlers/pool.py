@@ -18,18 +18,31 @@ def _identity(ctx: Context) -> Identity:
     return client_user_agent(ctx), originator(ctx)
 
 
-async def _announce(ctx: Context, summary: ext.AccountSummary) -> None:
-    await ctx.notify(POOL_ACCOUNT_UPDATED, ext.AccountUpdatedNotification(account=summary))
+async def _announce(ctx: Context, summary: ext.AccountSummary, *, everyone: bool) -> None:
+    """A fresh summary: recorded, alerted on, and sent to every session when it changed. The caller always
+    hears of the reads it asked for; with `everyone` (a refresh or apply, which someone asked for on
+    purpose) so does every session, changed or not."""
+    if await ctx.services.live.observe(summary):
+        return
+    notification = ext.AccountUpdatedNotification(account=summary)
+    if everyone:
+        await ctx.services.broadcaster.notify_all(POOL_ACCOUNT_UPDATED, notification)
+    else:
+        await ctx.notify(POOL_ACCOUNT_UPDATED, notification)
 
 
 async def list_accounts(ctx: Context, params: ext.AccountPoolListParams) -> ext.AccountPoolListResponse:
     pool = ctx.services.pool()
-    summaries = await pool.summaries(_identity(ctx), params.max_age_seconds, lambda summary: _announce(ctx, summary))
+    summaries = await pool.summaries(
+        _identity(ctx), params.max_age_seconds, lambda summary: _announce(ctx, summary, everyone=False)
+    )
     return ext.AccountPoolListResponse(accounts=summaries)
 
 
 async def refresh_account(ctx: Context, params: ext.AccountPoolRefreshParams) -> ext.AccountSummary:
-    return await ctx.services.pool().refresh(params.account_id, _identity(ctx), lambda s: _announce(ctx, s))
+    return await ctx.services.pool().refresh(
+        params.account_id, _identity(ctx), lambda s: _announce(ctx, s, everyone=True)
+    )
 
 
 def check_apply(params: ext.AccountPoolApplyParams) -> None:
@@ -39,7 +52,7 @@ def check_apply(params: ext.AccountPoolApplyParams) -> None:
 
 
 async def apply_reset_credit(ctx: Context, params: ext.AccountPoolApplyParams) -> ext.AccountPoolApplyResponse:
-    return await ctx.services.pool().apply(params, _identity(ctx), lambda s: _announce(ctx, s))
+    return await ctx.services.pool().apply(params, _identity(ctx), lambda s: _announce(ctx, s, everyone=True))
 
 
 async def history(ctx: Context, params: ext.AccountPoolHistoryParams) -> ext.AccountPoolHistoryResponse:

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NotifyAll = Callable[[Notification, BaseModel], Awaitable[None]]
+NotifyAll = Callable[[Notification, BaseModel], Awaitable[object]]
 
 JITTER: Final = 0.1
 """Each delay is stretched or shrunk by up to this fraction, so accounts do not read in lockstep."""
@@ -100,8 +100,10 @@ class LiveUpdates:
         self._last.pop(account_id, None)
         self.rules.forget(account_id)
 
-    async def observe(self, summary: ext.AccountSummary) -> None:
-        """Everything a fresh read of one account sets off. Never raises: the read it follows stands."""
+    async def observe(self, summary: ext.AccountSummary) -> bool:
+        """Everything a fresh read of one account sets off. Never raises: the read it follows stands.
+
+        Returns whether `accountPool/accountUpdated` went to every session (the summary changed)."""
         # State first, in one step: reads of one account that finish together must not both count as news.
         sends: list[tuple[Notification, BaseModel]] = []
         content = summary.model_copy(update={"refreshed_at": None})
@@ -127,6 +129,7 @@ class LiveUpdates:
                 await self._notify_all(kind, params)
             except Exception:
                 log.exception("sending %s failed", kind.name)
+        return bool(sends) and sends[0][0] is POOL_ACCOUNT_UPDATED
 
 
 # -- background refresh ------------------------------------------------------------------------

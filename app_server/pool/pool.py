@@ -44,7 +44,7 @@ LIST_CONCURRENCY: Final = 8
 APPLY_LOCK_WAIT: Final = 30.0
 
 Identity = tuple[str, str]  # (user agent, originator) of the client the calls are made for
-Notify = Callable[[ext.AccountSummary], Awaitable[None]]
+Notify = Callable[[ext.AccountSummary], Awaitable[object]]
 
 
 @dataclass

@@ -1,5 +1,9 @@
 """classify -> validate -> route -> answer: the one place where exceptions become wire errors.
 
+One `Dispatcher` serves one connection, whatever its framing: `serve` splits a byte stream into
+lines (stdio), `serve_messages` takes whole messages (a WebSocket's text frames); both hand each
+message to `handle_message`, so every transport gets the same answers.
+
 Every request line gets exactly one answer. Cheap answers (parse errors, state errors,
 parameter checks) are written inline by the reader; real work runs in one task per request.
 Backpressure instead of loss: when too many requests are in flight or the outbox is full,
@@ -8,24 +12,35 @@ the reader simply stops reading stdin until there is room (CONTRACT §10 D1).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 from pydantic import BaseModel
 
+from app_server.rpc.codec import (
+    WHITESPACE,
+    Dropped,
+    decode_line,
+    failure,
+    notification,
+    overlong_id,
+    success,
+    unknown_method,
+)
 from app_server.rpc.context import RequestContext, Session
-from app_server.rpc.framing import ByteSource, LineSplitter, Overlong
+from app_server.rpc.framing import ByteSource, LineSplitter, MessageSource, Overlong
 from app_server.rpc.outbox import Outbox
 from protocol import jsonrpc
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError, is_request_id
-from protocol.methods import METHODS, Method, Notification
+from protocol.methods import Method, Notification
 from protocol.validation import MISSING, parse_params
+
+if TYPE_CHECKING:
+    from app_server.rpc.sessions import Broadcaster
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +48,6 @@ Handler = Callable[[RequestContext[Any], Any], Awaitable[BaseModel]]
 Precheck = Callable[[Any], None]
 InlineHandler = Callable[[RequestContext[Any], Any], BaseModel]
 
-_WHITESPACE: Final = b" \t\r\n"  # JSON's whitespace, as serde_json skips it; not \v or \f
-_ENVELOPE_KEYS: Final = ("id", "method", "params")
 SHUTDOWN_MESSAGE: Final = "server shut down before this request finished; its outcome is unknown"
 
 
@@ -59,153 +72,6 @@ class _Work:
     params: Any
 
 
-class _Dropped(Exception):
-    """A line that is not a message we answer; the text is logged."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        return any("\ud800" <= ch <= "\udfff" for ch in value)
-    if isinstance(value, dict):
-        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_lone_surrogate(v) for v in value)
-    return False
-
-
-def decode_line(line: bytes) -> Any:
-    """Parse one line strictly as upstream's serde does: UTF-8, no BOM, no NaN, no lone surrogates,
-    no duplicated `id`/`method`/`params` member at the top level (nested objects may repeat keys)."""
-    text = line.decode("utf-8")
-    value, end = _decoder.raw_decode(text)  # the line is stripped: anything after the value is an error
-    if end != len(text):
-        raise ValueError(f"trailing characters at column {end + 1}")
-    escaped = b"\\u" in line
-    if type(value) is dict and (
-        escaped or line.count(b'"id"') > 1 or line.count(b'"method"') > 1 or line.count(b'"params"') > 1
-    ):
-        duplicate = _top_level_duplicate(text)
-        if duplicate is not None:
-            raise _Dropped(f"duplicate field `{duplicate}`")
-    if escaped and _has_lone_surrogate(value):
-        raise ValueError("lone surrogate in string escape")
-    return value
-
-
-def _top_level_duplicate(text: str) -> str | None:
-    """The envelope key the top-level object repeats (also when spelled with escapes), if any."""
-    found: list[str | None] = []
-
-    # object_pairs_hook runs when an object closes, innermost first: the last call is the top level.
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [key for key, _ in pairs]
-        found.append(next((key for key in _ENVELOPE_KEYS if keys.count(key) > 1), None))
-        return dict(pairs)
-
-    json.JSONDecoder(object_pairs_hook=hook).decode(text)
-    return found[-1] if found else None
-
-
-_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
-
-def encode_id(request_id: Any) -> bytes:
-    if type(request_id) is int:
-        return str(request_id).encode()
-    return _compact(request_id).encode("utf-8")
-
-
-def success(request_id: Any, result: BaseModel) -> bytes:
-    return b'{"id":' + encode_id(request_id) + b',"result":' + _to_wire(result) + b"}"
-
-
-def _to_wire(model: BaseModel) -> bytes:
-    return model.__pydantic_serializer__.to_json(model, by_alias=True)
-
-
-_heads: dict[tuple[int, str], bytes] = {}
-
-
-def _error_head(code: int, message: str) -> bytes:
-    # The same few errors repeat (a client looping on a bad request): encode each text once.
-    head = _heads.get((code, message))
-    if head is None:
-        head = b'{"error":{"code":' + str(code).encode() + b',"message":' + _compact(message).encode("utf-8")
-        if len(_heads) < 256:
-            _heads[(code, message)] = head
-    return head
-
-
-def failure(request_id: Any, error: RpcError) -> bytes:
-    """`{"error":{"code":…,"message":…[,"data":…]},"id":…}`, upstream's member order (§1.2)."""
-    head = _error_head(error.code, error.message)
-    if error.data is not None:
-        data = _to_wire(error.data) if isinstance(error.data, BaseModel) else _compact(error.data).encode("utf-8")
-        head += b',"data":' + data
-    return head + b'},"id":' + encode_id(request_id) + b"}"
-
-
-def notification(method: str, params: BaseModel, emitted_at_ms: int | None = None) -> bytes:
-    emitted = int(time.time() * 1000) if emitted_at_ms is None else emitted_at_ms
-    return (
-        b'{"method":'
-        + _compact(method).encode("utf-8")
-        + b',"params":'
-        + _to_wire(params)
-        + b',"emittedAtMs":'
-        + str(emitted).encode()
-        + b"}"
-    )
-
-
-def unknown_method(name: str) -> RpcError:
-    expected = ", ".join(f"`{m}`" for m in METHODS)
-    return jsonrpc.invalid_request(f"unknown variant `{name}`, expected one of {expected}")
-
-
-def overlong_id(prefix: bytes) -> Any:
-    """The top-level `id` of a line we will not parse whole, if it appears in the kept prefix."""
-    depth = 0
-    i = 0
-    n = len(prefix)
-    while i < n:
-        ch = prefix[i]
-        if ch == 0x22:  # a string: a key at depth 1 may be "id"
-            end = i + 1
-            while end < n and prefix[end] != 0x22:
-                end += 2 if prefix[end] == 0x5C else 1
-            if end >= n:
-                return None
-            token = prefix[i : end + 1]
-            i = end + 1
-            if depth == 1 and token == b'"id"':
-                rest = prefix[i:].lstrip(_WHITESPACE)
-                if rest[:1] != b":":
-                    continue
-                # Invalid UTF-8 becomes lone surrogates here, so such an id is refused like one
-                # spelled with a lone surrogate escape: it could not be echoed as sent.
-                text = rest[1:].lstrip(_WHITESPACE).decode("utf-8", "surrogateescape")
-                try:
-                    value, _ = _decoder.raw_decode(text)
-                except (ValueError, RecursionError):
-                    return None
-                return value if is_request_id(value) and not _has_lone_surrogate(value) else None
-            continue
-        if ch in b"{[":
-            depth += 1
-        elif ch in b"}]":
-            depth -= 1
-        i += 1
-    return None
-
-
 def _internal_error(exc: Exception, request_id: Any) -> RpcError:
     """Anything unforeseen: -32603 on the wire, the traceback on stderr."""
     log.error("unexpected error while serving request %r", request_id, exc_info=exc)
@@ -213,13 +79,17 @@ def _internal_error(exc: Exception, request_id: Any) -> RpcError:
 
 
 class Dispatcher:
-    """One connection: reads lines from a source, answers through the outbox.
+    """One connection: reads lines (or whole messages) from a source, answers through the outbox.
 
     Knows no method and no domain: `routes` say how each method is served, `services` is handed to
     every handler untouched, and every exception a handler lets through becomes a wire error here
-    (an `RpcError` as it is, anything else `-32603 internal error`). Usage::
+    (an `RpcError` as it is, anything else `-32603 internal error`). While it serves, it is registered
+    with `broadcaster` (when given), which sends server notifications to every initialized connection.
+    `overflow`, when given, is what happens when such a notification finds the outbox full: a listener
+    disconnects that client; without it the notification waits for room (stdio, where the only client
+    is the one that is slow). Usage::
 
-        dispatcher = Dispatcher(routes, services, Outbox(sink))
+        dispatcher = Dispatcher(routes, services, Outbox(sink), broadcaster=broadcaster)
         await dispatcher.serve(source)  # until end of input; in-flight requests drain first
     """
 
@@ -233,6 +103,8 @@ class Dispatcher:
         max_in_flight: int = 512,
         max_line: int | None = None,
         shutdown_grace: float = 10.0,
+        overflow: Callable[[], None] | None = None,
+        broadcaster: Broadcaster | None = None,
     ) -> None:
         self.routes = routes
         self.services = services
@@ -240,6 +112,8 @@ class Dispatcher:
         self.session = session or Session()
         self.splitter = LineSplitter() if max_line is None else LineSplitter(max_line)
         self.shutdown_grace = shutdown_grace
+        self._overflow = overflow
+        self._broadcaster = broadcaster
         self._slots = anyio.Semaphore(max_in_flight)
         self._in_flight = 0
         self._idle = anyio.Event()
@@ -258,12 +132,30 @@ class Dispatcher:
 
     async def serve(self, source: ByteSource) -> None:
         """Run until end of input (or `stop_reading`), drain in-flight requests, flush the outbox."""
+        await self._serve(self._read(source))
+
+    async def serve_messages(self, source: MessageSource) -> None:
+        """`serve` for a transport that delivers whole messages (one WebSocket text frame each)."""
+        await self._serve(self._read_messages(source))
+
+    async def _serve(self, reading: Awaitable[None]) -> None:
+        broadcaster = self._broadcaster
+        if broadcaster is None:
+            await self._serve_until_drained(reading)
+            return
+        broadcaster.add(self)
+        try:
+            await self._serve_until_drained(reading)
+        finally:
+            broadcaster.discard(self)
+
+    async def _serve_until_drained(self, reading: Awaitable[None]) -> None:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.outbox.pump)
             outer.start_soon(self._watch_broken_output, outer.cancel_scope)
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
-                await self._read(source)
+                await reading
                 with anyio.move_on_after(self.shutdown_grace):
                     await self._wait_idle()
                 if self._in_flight:
@@ -300,6 +192,14 @@ class Dispatcher:
         if not self._stopping:  # end of input: a last line without a newline still counts
             await self._handle(self.splitter.finish())
 
+    async def _read_messages(self, source: MessageSource) -> None:
+        while (message := await self._receive(source)) is not None:
+            await self.handle_message(message)
+
+    async def handle_message(self, message: bytes | Overlong) -> None:
+        """One whole message (a line without its newline, or a frame): answered, started, or dropped."""
+        await self._handle([message])
+
     async def _handle(self, lines: list[bytes | Overlong]) -> None:
         # The common cases (an inline answer, nothing to answer) cost no trip through the event loop.
         for line in lines:
@@ -313,7 +213,7 @@ class Dispatcher:
                 assert isinstance(outcome, _Work)
                 await self._start(outcome)
 
-    async def _receive(self, source: ByteSource) -> bytes | None:
+    async def _receive(self, source: ByteSource | MessageSource) -> bytes | None:
         """The next chunk, or None at end of input or once `stop_reading` was called."""
         if self._stopping:
             return None
@@ -330,10 +230,10 @@ class Dispatcher:
         """One input line -> the answer to write now, the work to start, or nothing (dropped or ignored)."""
         if isinstance(line, Overlong):
             return self._overlong(line)
-        stripped = line.strip(_WHITESPACE)
+        stripped = line.strip(WHITESPACE)
         try:
             message = decode_line(stripped)
-        except (ValueError, _Dropped) as exc:
+        except (ValueError, Dropped) as exc:
             self._drop(f"Failed to deserialize JSONRPCMessage: {exc}", stripped)
             return None
         except RecursionError:
@@ -433,3 +333,12 @@ class Dispatcher:
         if kind.name in self.session.opt_out:
             return
         await self.outbox.put(notification(kind.name, params))
+
+    async def offer(self, message: bytes) -> None:
+        """Queue a notification meant for every connection (see `Broadcaster`)."""
+        if self.outbox.put_nowait(message):
+            return
+        if self._overflow is None:
+            await self.outbox.put(message)
+        else:
+            self._overflow()

@@ -1,7 +1,8 @@
 """Line framing: bytes in, lines out, with a bound on a line that never buffers an over-long line whole.
 
-Also the two byte-stream shapes every transport speaks (`ByteSource`, `ByteSink`). Knows nothing
-about JSON-RPC: it splits on b"\\n" only.
+Also the shapes every transport speaks: byte streams (`ByteSource`, `ByteSink`) for stdio, whole
+messages (`MessageSource`, `MessageSink`) for WebSockets. Knows nothing about JSON-RPC: it splits on
+b"\\n" only.
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ class ByteSource(Protocol):
 class ByteSink(Protocol):
     async def send(self, data: bytes) -> None:
         """Write all of `data`; raises `anyio.BrokenResourceError` when the reader is gone."""
+        ...
+
+
+class MessageSource(Protocol):
+    async def receive(self) -> bytes:
+        """The next whole message (one WebSocket text frame); raises `anyio.EndOfStream` when the peer is gone."""
+        ...
+
+
+class MessageSink(Protocol):
+    async def send_messages(self, messages: list[bytes]) -> None:
+        """Send each message as its own frame; raises `anyio.BrokenResourceError` when the peer is gone."""
         ...
 
 

@@ -1,4 +1,5 @@
-"""The one writer: messages queued by every task, written in batches through a `ByteSink`."""
+"""The one writer: messages queued by every task, written in batches through a `ByteSink` (as lines)
+or a `MessageSink` (one frame each)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from app_server.rpc.framing import ByteSink
+from app_server.rpc.framing import ByteSink, MessageSink
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,35 @@ class Outbox:
                         break
                     batch += (message, b"\n")
                     size += len(message)
-                await self._sink.send(b"".join(batch))
+                await self._write(batch)
                 self.written += 1
         except anyio.BrokenResourceError:
-            log.info("stdout closed by the client; discarding further output")
-            self.broken.set()
-            self._recv.close()
+            log.info("output closed by the client; discarding further output")
+            self.abandon()
         finally:
             self.drained.set()
+
+    async def _write(self, batch: list[bytes]) -> None:
+        """`batch` alternates messages and b"\\n": written as one chunk of lines."""
+        await self._sink.send(b"".join(batch))
+
+    def abandon(self) -> None:
+        """Give up on this client: queued and later messages are discarded, `broken` is set."""
+        self.broken.set()
+        self._recv.close()
+
+
+class MessageOutbox(Outbox):
+    """The same single writer for a message transport: each message leaves as its own frame."""
+
+    def __init__(self, sink: MessageSink, *, capacity: int = 1024, batch_bytes: int = 1 << 20) -> None:
+        super().__init__(_NoByteSink(), capacity=capacity, batch_bytes=batch_bytes)
+        self._messages = sink
+
+    async def _write(self, batch: list[bytes]) -> None:
+        await self._messages.send_messages(batch[::2])
+
+
+class _NoByteSink:
+    async def send(self, data: bytes) -> None:
+        raise AssertionError("a MessageOutbox writes messages, not bytes")

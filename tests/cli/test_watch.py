@@ -26,7 +26,7 @@ from app_server.cli.exits import Exit
 from app_server.cli.main import build_parser
 from app_server.cli.watch import AlertCommand, follow
 from app_server.rpc.client import Client
-from app_server.rpc.dispatcher import notification
+from app_server.rpc.codec import notification
 from app_server.rpc.memory import MemoryPipe
 from protocol import ext
 from protocol.methods import POOL_ACCOUNT_UPDATED, POOL_ALERT

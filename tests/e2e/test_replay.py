@@ -81,7 +81,7 @@ from typing import Any, Final, Literal
 import pytest
 
 from app_server.config import Settings
-from app_server.rpc.dispatcher import notification
+from app_server.rpc.codec import notification
 from app_server.upstream.useragent import user_agent
 from protocol import methods, v2
 from tests.support import replay as rs

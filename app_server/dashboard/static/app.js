@@ -523,7 +523,8 @@
     });
     source.addEventListener("alert", (event) => {
       const data = JSON.parse(event.data);
-      showAlert(data.message || JSON.stringify(data));
+      const alert = data.alert || data; // the notification's params are {alert: AccountPoolAlert}
+      showAlert(alert.message || JSON.stringify(alert));
     });
     source.addEventListener("error", async () => {
       $("#connection").textContent = "Reconnecting…";

@@ -1,0 +1,128 @@
+"""`serve`'s transport flags, and `codex-limits service start|stop|status` (the pool service in the background).
+
+Parsing only at import: `register` adds the parsers; the work happens in the functions they call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from app_server.cli.exits import Exit
+
+NOT_RUNNING = Exit.REFUSED
+"""`service status` when no service runs (3, as `systemctl status` says for a stopped unit)."""
+
+
+def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    """Upstream's `codex app-server` transport flags."""
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="URL",
+        help="stdio:// (default), ws://IP:PORT, unix:// (the service socket in $CODEX_LIMITS_HOME), "
+        "unix://PATH, or off; may be given more than once for several listeners",
+    )
+    parser.add_argument(
+        "--ws-auth", choices=["capability-token"], help="require a bearer token on WebSocket upgrades over TCP"
+    )
+    parser.add_argument("--ws-token-file", metavar="PATH", help="file holding the capability token")
+    parser.add_argument("--ws-token-sha256", metavar="HEX", help="SHA-256 of the capability token (instead of a file)")
+
+
+def serve(args: argparse.Namespace, level: str | None) -> int:
+    """`serve` (and `python -m app_server`): stdio by default, listeners when `--listen` says so."""
+    from app_server.config import Settings
+    from app_server.server import ServeError, ServeOptions, run, setup_logging
+
+    setup_logging(level)
+    options = ServeOptions(
+        listen=args.listen or ["stdio://"],
+        ws_auth=args.ws_auth,
+        ws_token_file=args.ws_token_file,
+        ws_token_sha256=args.ws_token_sha256,
+    )
+    try:
+        run(Settings.from_env(), simulate=args.simulate, options=options)
+    except ServeError as exc:
+        print(f"codex-limits serve: {exc}", file=sys.stderr)
+        return Exit.USAGE
+    return Exit.OK
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add `service` and `proxy` to the top-level subparsers `sub` (`common`: the options every command has)."""
+    service = sub.add_parser(
+        "service",
+        parents=[common],
+        help="run the pool service in the background on $CODEX_LIMITS_HOME/service.sock",
+        description="One long-running server per data directory; operator commands and `proxy` use it when it runs.",
+    )
+    actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
+    start = actions.add_parser("start", help="start the service (nothing to do when it already runs)", parents=[common])
+    start.add_argument("--listen", action="append", metavar="URL", help="also listen on ws://IP:PORT (repeatable)")
+    actions.add_parser("stop", help="stop the service: it answers the requests it has, then exits", parents=[common])
+    status = actions.add_parser(
+        "status", help="running or not, pid, socket, uptime (exit 3: not running)", parents=[common]
+    )
+    status.add_argument("--json", action="store_true", help="print the state as JSON")
+    service.set_defaults(run=service_command)
+
+    proxy = sub.add_parser(
+        "proxy",
+        parents=[common],
+        help="bridge stdin/stdout to the service's socket (starting the service if needed)",
+        description="Like `codex app-server proxy`: one stdin line is one message to the service, one message "
+        "from it is one stdout line.",
+    )
+    proxy.add_argument("--sock", metavar="PATH", help="the service socket (default: $CODEX_LIMITS_HOME/service.sock)")
+    proxy.set_defaults(run=lambda args: _proxy(args))
+
+
+def _proxy(args: argparse.Namespace) -> int:
+    from app_server.cli.proxy import main
+
+    return main(["--sock", args.sock] if args.sock else [])
+
+
+def _uptime(seconds: float) -> str:
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
+def service_command(args: argparse.Namespace) -> int:
+    from app_server.service import control
+    from app_server.service.state import data_home, running
+
+    home = data_home()
+    if args.action == "start":
+        try:
+            state, started = control.start(home, listen=args.listen or (), log_level=args.log_level)
+        except control.ServiceError as exc:
+            print(f"codex-limits service: {exc}", file=sys.stderr)
+            return Exit.SERVER
+        verb = "started" if started else "already running"
+        print(f"service {verb}: pid {state.pid}, listening on {', '.join(state.listen)}")
+        return Exit.OK
+    if args.action == "stop":
+        try:
+            stopped = control.stop(home)
+        except control.ServiceError as exc:
+            print(f"codex-limits service: {exc}", file=sys.stderr)
+            return Exit.SERVER
+        print("service not running" if stopped is None else f"service stopped (pid {stopped.pid})")
+        return Exit.OK
+    current = running(home)
+    if args.json:
+        print(json.dumps({"running": current is not None, **(current.__dict__ if current else {})}))
+    elif current is None:
+        print(f"service not running (data directory {home})")
+    else:
+        print(f"service running\n  pid: {current.pid}\n  socket: {current.socket}")
+        print(f"  listening on: {', '.join(current.listen)}\n  uptime: {_uptime(current.uptime())}")
+        print(f"  codex home: {current.codex_home}")
+    return Exit.OK if current is not None else NOT_RUNNING

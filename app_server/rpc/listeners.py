@@ -1,0 +1,296 @@
+"""`--listen` addresses and the listeners behind them: WebSocket over TCP and over a Unix socket.
+
+`parse_listen` understands upstream's forms (`stdio://`, `ws://IP:PORT`, `unix://`, `unix://PATH`,
+`off`). `serve_listeners` runs every WebSocket listener of one process on the same routes and
+services (one session per connection) until SIGTERM/SIGINT/SIGHUP, then stops accepting, lets
+every connection finish the requests it has, and closes them with 1001.
+
+A Unix socket lives in a directory only its owner can enter, `$TMPDIR/codex-limits-<uid>/` (0700);
+the requested PATH is a symlink to it, as upstream does it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+
+if TYPE_CHECKING:
+    from app_server.rpc.dispatcher import Route
+    from app_server.rpc.sessions import Broadcaster
+    from app_server.rpc.websocket import Limits, TokenCheck
+
+log = logging.getLogger(__name__)
+
+Scheme = Literal["stdio", "ws", "unix", "off"]
+EXPECTED = "expected stdio://, ws://IP:PORT, unix://, unix://PATH or off"
+
+
+class ListenError(ValueError):
+    """A `--listen` address we cannot serve; the text says why."""
+
+
+@dataclass(frozen=True)
+class Listen:
+    scheme: Scheme
+    host: str = ""
+    port: int = 0
+    path: Path | None = None
+
+    def url(self, port: int | None = None) -> str:
+        if self.scheme == "ws":
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            return f"ws://{host}:{self.port if port is None else port}"
+        if self.scheme == "unix":
+            return f"unix://{self.path}"
+        return "stdio://" if self.scheme == "stdio" else "off"
+
+    @property
+    def loopback(self) -> bool:
+        return self.scheme != "ws" or is_loopback(self.host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_listen(text: str, *, default_unix: Path) -> Listen:
+    """One `--listen` value; `unix://` alone means `default_unix`."""
+    if text in ("stdio://", "stdio"):
+        return Listen("stdio")
+    if text == "off":
+        return Listen("off")
+    if text.startswith("unix://"):
+        rest = text.removeprefix("unix://")
+        return Listen("unix", path=Path(rest).expanduser().absolute() if rest else default_unix)
+    if text.startswith("ws://"):
+        rest = text.removeprefix("ws://").rstrip("/")
+        host, sep, port_text = rest.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ListenError(f"invalid --listen {text!r}: expected ws://IP:PORT")
+        if host != "localhost":
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ListenError(f"invalid --listen {text!r}: {host!r} is not an IP address") from None
+        return Listen("ws", host=host, port=int(port_text))
+    raise ListenError(f"unsupported --listen {text!r}: {EXPECTED}")
+
+
+# -- the Unix socket in its private directory ---------------------------------------------------------
+
+
+def private_dir() -> Path:
+    """`$TMPDIR/codex-limits-<uid>/`, made 0700 and checked to be ours (never followed through a symlink)."""
+    path = Path(tempfile.gettempdir()) / f"codex-limits-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise ListenError(f"{path} is not a directory of this user; refusing to put a socket in it")
+    if info.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
+
+
+def real_socket_path(path: Path) -> Path:
+    """Where the socket for `path` really lives (short: AF_UNIX paths are limited to ~100 bytes)."""
+    name = hashlib.sha256(str(path).encode()).hexdigest()[:20]
+    return private_dir() / f"{name}.sock"
+
+
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(os.path.realpath(path))
+        except OSError:
+            return False
+    return True
+
+
+def _clear_stale(path: Path) -> None:
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return
+    if not (stat.S_ISLNK(info.st_mode) or stat.S_ISSOCK(info.st_mode)):
+        raise ListenError(f"{path} exists and is not a socket; refusing to replace it")
+    if _answers(path):
+        raise ListenError(f"another server is already listening on {path}")
+    path.unlink()
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """A listening socket in the private directory, with `path` a symlink to it."""
+    real = real_socket_path(path)
+    _clear_stale(path)
+    _clear_stale(real)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(real))
+        os.chmod(real, 0o600)
+        sock.listen(128)
+        sock.setblocking(False)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path != real:
+            link = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            os.symlink(real, link)
+            os.replace(link, path)
+    except BaseException:
+        sock.close()
+        with contextlib.suppress(OSError):
+            real.unlink()
+        raise
+    return sock
+
+
+def unbind_unix(path: Path) -> None:
+    """Remove `path` and its socket, if `path` still leads to the socket this process made."""
+    real = real_socket_path(path)
+    with contextlib.suppress(OSError):
+        if path != real and os.readlink(path) == str(real):
+            path.unlink()
+    with contextlib.suppress(OSError):
+        real.unlink()
+
+
+# -- serving ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Bound:
+    """A listener that is up: what it was asked for and where it really listens (port 0 resolved)."""
+
+    listen: Listen
+    url: str
+    http: str | None = None
+
+
+def banner(bound: list[Bound]) -> str:
+    lines = ["codex-limits app-server (WebSockets)"]
+    for item in bound:
+        lines.append(f"  listening on: {item.url}")
+        if item.http is not None:
+            lines += [f"  readyz: {item.http}/readyz", f"  healthz: {item.http}/healthz"]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def _unix_sockets() -> Iterator[list[Path]]:
+    made: list[Path] = []
+    try:
+        yield made
+    finally:
+        for path in made:
+            unbind_unix(path)
+
+
+async def serve_listeners(
+    listens: list[Listen],
+    routes: dict[str, Route],
+    services: Any,
+    *,
+    broadcaster: Broadcaster,
+    token: TokenCheck | None = None,
+    limits: Limits | None = None,
+    on_ready: Callable[[list[Bound]], None] | None = None,
+    stop: anyio.Event | None = None,
+) -> None:
+    """Serve every listener until a signal (or `stop`), then drain and close every connection."""
+    from websockets.asyncio.server import Server, serve
+
+    from app_server.rpc.websocket import MAX_MESSAGE, ConnectionHandler, HttpEdge, Limits
+
+    limits = limits or Limits()
+    handler = ConnectionHandler(routes, services, limits, broadcaster)
+    servers: list[Server] = []
+    bound: list[Bound] = []
+    common: dict[str, Any] = {
+        "max_size": MAX_MESSAGE,
+        "compression": None,
+        "server_header": None,
+        "close_timeout": limits.close_timeout,
+    }
+    with _unix_sockets() as made:
+        try:
+            for listen in listens:
+                if listen.scheme == "ws":
+                    edge = HttpEdge(token, advertise_max_message=False)
+                    server = await serve(
+                        handler,
+                        listen.host,
+                        listen.port,
+                        process_request=edge.process_request,
+                        process_response=edge.process_response,
+                        **common,
+                    )
+                    port = server.sockets[0].getsockname()[1]
+                    url = listen.url(port)
+                    bound.append(Bound(listen, url, "http" + url.removeprefix("ws")))
+                elif listen.scheme == "unix":
+                    assert listen.path is not None
+                    sock = bind_unix(listen.path)
+                    made.append(listen.path)
+                    edge = HttpEdge(None, advertise_max_message=True)
+                    server = await serve(
+                        handler,
+                        sock=sock,
+                        unix=True,
+                        process_request=edge.process_request,
+                        process_response=edge.process_response,
+                        **common,
+                    )
+                    bound.append(Bound(listen, listen.url()))
+                else:
+                    raise ListenError(f"{listen.url()} cannot be served by a listener")
+                servers.append(server)
+            sys.stderr.write(banner(bound))
+            sys.stderr.flush()
+            if on_ready is not None:
+                on_ready(bound)
+            await _until_stopped(stop)
+            log.info("stopping: no new connections; finishing the requests in flight")
+        finally:
+            handler.stopping = True
+            for server in servers:
+                server.close(close_connections=False)
+            broadcaster.stop_reading()
+            with anyio.CancelScope(shield=True):
+                for server in servers:
+                    await server.wait_closed()
+
+
+async def _until_stopped(stop: anyio.Event | None) -> None:
+    async with anyio.create_task_group() as tg:
+        if stop is not None:
+
+            async def external() -> None:
+                await stop.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(external)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info("%s received", signal.Signals(signum).name)
+                break
+        tg.cancel_scope.cancel()

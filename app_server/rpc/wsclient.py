@@ -1,0 +1,161 @@
+"""An async WebSocket client connection on anyio streams (stdlib framing from `wsframe`), and a `Client` over it.
+
+`WebSocketStream` is both a `ByteSource` and a `ByteSink` of lines, so the line-based `Client` speaks
+to a WebSocket listener unchanged: each line sent leaves as one text frame, each text frame received
+comes back as one line. Pings are answered; a close frame is end of input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import anyio.abc
+
+from app_server.rpc import wsframe
+from app_server.rpc.client import Client
+from app_server.rpc.wsframe import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+
+
+class WebSocketStream:
+    """One client connection after a successful upgrade."""
+
+    def __init__(self, stream: anyio.abc.ByteStream, reader: wsframe.FrameReader, rest: bytes) -> None:
+        self._stream = stream
+        self._reader = reader
+        self._ready: list[tuple[int, bytes]] = reader.feed(rest) if rest else []
+        self._send_lock = anyio.Lock()
+        self.response_headers: dict[str, str] = {}
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.binary: list[bytes] = []
+        """Binary messages received (a server of ours never sends one)."""
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, stream: anyio.abc.ByteStream, host: str, path: str = "/", headers: dict[str, str] | None = None
+    ) -> WebSocketStream:
+        request, accept = wsframe.handshake_request(host, path, headers)
+        await stream.send(request)
+        head = bytearray()
+        while b"\r\n\r\n" not in head:
+            if len(head) > wsframe.MAX_HEAD:
+                raise wsframe.ProtocolError("response head too long")
+            try:
+                head += await stream.receive()
+            except anyio.EndOfStream:
+                raise wsframe.ProtocolError("connection closed during the handshake") from None
+        end = head.index(b"\r\n\r\n")
+        status, response_headers = wsframe.parse_response_head(bytes(head[:end]))
+        rest = bytes(head[end + 4 :])
+        if status != 101:
+            rest += await _body(stream, response_headers, rest)
+            await stream.aclose()
+            wsframe.check_accept(status, response_headers, accept, rest)
+        wsframe.check_accept(status, response_headers, accept)
+        self = cls(stream, wsframe.FrameReader(), rest)
+        self.response_headers = response_headers
+        return self
+
+    # -- frames ----------------------------------------------------------------------------------
+
+    async def send_frame(self, opcode: int, payload: bytes = b"") -> None:
+        async with self._send_lock:
+            await self._stream.send(wsframe.encode_frame(opcode, payload))
+
+    async def receive_message(self) -> tuple[int, bytes]:
+        """The next message or control frame; pings are answered here as well as returned."""
+        while not self._ready:
+            chunk = await self._stream.receive()
+            self._ready = self._reader.feed(chunk)
+        opcode, payload = self._ready.pop(0)
+        if opcode == OP_PING:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await self.send_frame(OP_PONG, payload)
+        return opcode, payload
+
+    # -- lines (ByteSink, ByteSource) ------------------------------------------------------------
+
+    async def send(self, data: bytes) -> None:
+        lines = data.split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        async with self._send_lock:
+            await self._stream.send(b"".join(wsframe.encode_frame(OP_TEXT, line) for line in lines))
+
+    async def receive(self) -> bytes:
+        while True:
+            try:
+                opcode, payload = await self.receive_message()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError):
+                raise anyio.EndOfStream from None
+            if opcode == OP_TEXT:
+                return payload + b"\n"
+            if opcode == OP_BINARY:
+                self.binary.append(payload)
+            elif opcode == OP_CLOSE:
+                self.close_code, self.close_reason = wsframe.parse_close(payload)
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    await self.send_frame(OP_CLOSE, payload[:2])
+                    await self._stream.aclose()  # the closing handshake is done: the server waits for our EOF
+                raise anyio.EndOfStream
+
+    async def aclose(self, code: int = 1000) -> None:
+        if self.close_code is None:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await self.send_frame(OP_CLOSE, wsframe.close_payload(code))
+        await self._stream.aclose()
+
+
+async def _body(stream: anyio.abc.ByteStream, headers: dict[str, str], have: bytes) -> bytes:
+    """The rest of a refusal's body, as far as Content-Length says (bounded)."""
+    want = min(int(headers.get("content-length", "0") or 0), wsframe.MAX_HEAD)
+    body = b""
+    with anyio.move_on_after(5):
+        while len(have) + len(body) < want:
+            try:
+                body += await stream.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError):
+                break
+    return body
+
+
+async def connect_unix(path: Path | str, *, headers: dict[str, str] | None = None) -> WebSocketStream:
+    """Upgrade over the Unix socket at `path` (a symlink is followed first: the real path is short)."""
+    stream = await anyio.connect_unix(os.path.realpath(path))  # noqa: ASYNC240 (no I/O worth a thread)
+    try:
+        return await WebSocketStream.open(stream, "localhost", "/", headers)
+    except BaseException:
+        await stream.aclose()
+        raise
+
+
+async def connect_tcp(
+    host: str, port: int, *, path: str = "/", headers: dict[str, str] | None = None
+) -> WebSocketStream:
+    stream = await anyio.connect_tcp(host, port)
+    try:
+        return await WebSocketStream.open(stream, f"{host}:{port}", path, headers)
+    except BaseException:
+        await stream.aclose()
+        raise
+
+
+@asynccontextmanager
+async def running_client(ws: WebSocketStream) -> AsyncIterator[Client]:
+    """A `Client` reading `ws` in a task; closes the connection on exit."""
+    client = Client(ws, ws)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(client.run)
+        try:
+            yield client
+        finally:
+            with anyio.CancelScope(shield=True):
+                await ws.aclose()
+            tg.cancel_scope.cancel()
