@@ -21,6 +21,7 @@ DEFAULT_BASE_URL: Final = "https://chatgpt.com/backend-api/"
 DEFAULT_REFRESH_URL: Final = "https://auth.openai.com/oauth/token"
 REFRESH_URL_ENV: Final = "CODEX_REFRESH_TOKEN_URL_OVERRIDE"
 MAX_BODY_ENV: Final = "CODEX_LIMITS_MAX_BODY_BYTES"
+REFRESH_INTERVAL_ENV: Final = "CODEX_LIMITS_REFRESH_INTERVAL"
 DEFAULT_MAX_BODY_BYTES: Final = 4 << 20
 """Usage, details and consume answers are a few KiB; 4 MiB (decoded) leaves room and bounds memory."""
 
@@ -85,7 +86,7 @@ class LiveSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LiveSettings:
         live = cls()
-        interval = _number(env, "CODEX_LIMITS_REFRESH_INTERVAL")
+        interval = _number(env, REFRESH_INTERVAL_ENV)
         if interval is not None:
             live = live.with_refresh_interval(interval)
         days = _number(env, "CODEX_LIMITS_CREDIT_EXPIRY_DAYS")

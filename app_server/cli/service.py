@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -63,6 +64,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
     start = actions.add_parser("start", help="start the service (nothing to do when it already runs)", parents=[common])
     start.add_argument("--listen", action="append", metavar="URL", help="also listen on ws://IP:PORT (repeatable)")
+    start.add_argument(
+        "--refresh-interval",
+        type=float,
+        metavar="SECONDS",
+        help="read every account in the background this often (at least 15; off by default): changes and "
+        "alerts are pushed to every client (`codex-limits watch`, the dashboard)",
+    )
     actions.add_parser("stop", help="stop the service: it answers the requests it has, then exits", parents=[common])
     status = actions.add_parser(
         "status", help="running or not, pid, socket, uptime (exit 3: not running)", parents=[common]
@@ -101,7 +109,12 @@ def service_command(args: argparse.Namespace) -> int:
     home = data_home()
     if args.action == "start":
         try:
-            state, started = control.start(home, listen=args.listen or (), log_level=args.log_level)
+            from app_server.config import REFRESH_INTERVAL_ENV
+
+            env = dict(os.environ)
+            if args.refresh_interval is not None:
+                env[REFRESH_INTERVAL_ENV] = f"{args.refresh_interval:g}"
+            state, started = control.start(home, listen=args.listen or (), log_level=args.log_level, env=env)
         except control.ServiceError as exc:
             print(f"codex-limits service: {exc}", file=sys.stderr)
             return Exit.SERVER

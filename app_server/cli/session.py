@@ -30,6 +30,7 @@ from rich.console import Console, RenderableType
 from rich.text import Text
 
 from app_server.cli.exits import Exit
+from app_server.config import LOG_ENV, log_level
 from app_server.rpc.client import Client, ServerClosed, spawn
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED, RATE_LIMITS_UPDATED
@@ -38,7 +39,6 @@ START_TIMEOUT: Final = 30.0
 """Seconds the spawned server has to answer `initialize`."""
 REQUEST_TIMEOUT: Final = 120.0
 """Seconds any other request may take (the server bounds each upstream call well below this)."""
-LOG_ENV: Final = "CODEX_LIMITS_LOG"
 SIMULATED: Final = "<simulated>"
 """Shown instead of the simulated world's temporary directory, which is gone when the command ends."""
 
@@ -391,7 +391,7 @@ def never_signed_in(summaries: list[Any], *, simulated: bool) -> set[str]:
 
 
 def server_args(simulate: bool) -> list[str]:
-    args = ["--log-level", OPTIONS.log_level or os.environ.get(LOG_ENV) or "WARNING"]
+    args = ["--log-level", log_level(given=OPTIONS.log_level)]
     return [*args, "--simulate"] if simulate else args
 
 
@@ -419,7 +419,7 @@ async def connect(simulate: bool, *, command: list[str] | None = None, updates: 
             return
     with contextlib.ExitStack() as stack:
         log: IO[bytes] | None = None
-        if not (OPTIONS.log_level or os.environ.get(LOG_ENV)):
+        if not (OPTIONS.log_level or os.environ.get(LOG_ENV)):  # nobody asked for the server's log
             log = stack.enter_context(tempfile.TemporaryFile(prefix="codex-limits-server-", suffix=".log"))
         try:
             context = spawn(server_args(simulate), stderr=log, command=command)

@@ -6,8 +6,9 @@ shell would, so `--exec "sh -c '…'"` is how to ask for one), in its own proces
 background: a slow or failing command is logged on stderr and never holds up the alerts after it;
 one still running after `--exec-timeout` seconds is killed with its whole group.
 
-Until the long-running service is there to connect to, `watch` spawns its own server with
-background refresh on, and so sees only the alerts of that process.
+With a running service (`codex-limits service start --refresh-interval 60`), `watch` shows the alerts
+of the service, which every client shares. Without one, it spawns its own server with background
+refresh on (`--refresh-interval`), and so sees only the alerts of that process.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from rich.text import Text
 
 from app_server.cli.commands import UI, CommandFailed, connect
 from app_server.cli.exits import Exit
+from app_server.config import REFRESH_INTERVAL_ENV
 from protocol import ext
 from protocol.methods import POOL_ALERT
 
 log = logging.getLogger(__name__)
 
 EXEC_TIMEOUT: Final = 30.0
-REFRESH_ENV: Final = "CODEX_LIMITS_REFRESH_INTERVAL"
 _STYLE: Final = {
     ext.AlertSeverity.INFO: "cyan",
     ext.AlertSeverity.WARNING: "yellow",
@@ -130,7 +131,7 @@ async def watch(
     ui: UI, *, simulate: bool, commands: Sequence[Sequence[str]], exec_timeout: float, refresh_interval: float
 ) -> Exit:
     # The spawned server refreshes in the background only when asked; it inherits this environment.
-    os.environ.setdefault(REFRESH_ENV, f"{refresh_interval:g}")
+    os.environ.setdefault(REFRESH_INTERVAL_ENV, f"{refresh_interval:g}")
     async with connect(simulate) as server:
         ui.info.print(Text("watching for alerts · Ctrl-C to stop", style="dim"))
         async with anyio.create_task_group() as tg:

@@ -25,6 +25,7 @@ from typing import IO, Final
 import anyio
 
 from app_server import __version__
+from app_server.config import log_level
 from app_server.dashboard._rpc import RpcClient, spawn
 from app_server.dashboard.app import create_app
 from app_server.dashboard.security import LOGIN_CODE_TTL, LOOPBACK_NAMES, is_loopback, new_secret
@@ -219,7 +220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _main(args: argparse.Namespace) -> None:
-    server_args = ["--log-level", os.environ.get("CODEX_LIMITS_LOG") or "WARNING"]
+    server_args = ["--log-level", log_level()]
     if args.simulate:
         server_args.append("--simulate")
     async with spawn(server_args) as (client, _process):
