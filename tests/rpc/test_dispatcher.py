@@ -269,7 +269,8 @@ async def test_duplicate_ids_in_flight_are_both_answered(settings: Settings, bac
 
 
 async def test_opt_out_of_notifications_is_per_connection(settings: Settings, tmp_path: Path) -> None:
-    """`accountPool/list` notifies `accountPool/accountUpdated` once per account, unless opted out."""
+    """`accountPool/list` tells its caller of every account it read (`accountPool/accountUpdated`), and
+    every other session of a change; a session that opted out hears none of it."""
     settings.data_home.mkdir()
     (settings.data_home / "accounts.toml").write_text(
         "".join(f'[[accounts]]\nid = "{name}"\ncodex_home = "{tmp_path / name}"\n' for name in ("work", "spare")),
@@ -285,19 +286,23 @@ async def test_opt_out_of_notifications_is_per_connection(settings: Settings, tm
         await plain.initialize()
         await quiet.initialize(capabilities={"optOutNotificationMethods": [updated]})
         await other.initialize(capabilities={"optOutNotificationMethods": ["account/rateLimits/updated"]})
-        listing = {"id": "list", "method": "accountPool/list", "params": {}}
-        for conn in (plain, quiet, other):
-            conn.send(listing)
-        results = [json.loads(await conn.output.wait_for("list")) for conn in (plain, quiet, other)]
+        results = []
+        for n, conn in enumerate((plain, quiet, other)):
+            results.append(json.loads(await conn.call({"id": f"list-{n}", "method": "accountPool/list", "params": {}})))
         outputs = [await conn.finish() for conn in (plain, quiet, other)]
     assert all([a["accountId"] for a in r["result"]["accounts"]] == ["default", "work", "spare"] for r in results)
-    notes = [[parsed([line])[0] for line in lines[1:-1]] for lines in outputs]
-    assert notes[1] == []
-    for seen in (notes[0], notes[2]):
-        assert sorted(n["params"]["account"]["accountId"] for n in seen) == ["default", "spare", "work"]
+    notes = [[n for n in parsed(lines) if n.get("method") == updated] for lines in outputs]
+    assert notes[1] == []  # quiet: opted out
+    for seen in notes[0], notes[2]:
         assert all(list(n) == ["method", "params", "emittedAtMs"] and n["method"] == updated for n in seen)
         assert all(type(n["emittedAtMs"]) is int for n in seen)
-    assert [len(lines) for lines in outputs] == [5, 2, 5]  # initialize, 3 notifications before the answer, answer
+    # plain's list was news to everyone: plain and other heard of each account once; other's own list
+    # changed nothing, so only other heard of it.
+    assert sorted(n["params"]["account"]["accountId"] for n in notes[0]) == ["default", "spare", "work"]
+    assert sorted(n["params"]["account"]["accountId"] for n in notes[2]) == sorted(["default", "spare", "work"] * 2)
+    # The caller hears of its reads before its answer.
+    plain_lines = parsed(outputs[0])
+    assert [m.get("id") for m in plain_lines].index("list-0") == len(plain_lines) - 1
 
 
 # -- §1.1, §1.2 output ------------------------------------------------------------------------------------------

@@ -260,7 +260,9 @@ async def test_server_exits_after_the_grace_when_its_client_stops_reading(
     source.write(json.dumps({"id": big_id, "method": "nope/x"}).encode() + b"\n")
     source.close()
     services = Services(settings)
-    dispatcher = Dispatcher(routes(), services, Outbox(FdSink(write_fd)), shutdown_grace=0.2)
+    dispatcher = Dispatcher(
+        routes(), services, Outbox(FdSink(write_fd)), shutdown_grace=0.2, broadcaster=services.broadcaster
+    )
     try:
         with anyio.fail_after(WAIT):
             await dispatcher.serve(source)

@@ -24,10 +24,9 @@ import pytest
 from app_server.store.base import AccountKey, LockTimeout, Store, StoreError, UsageSample
 from app_server.store.migrations_pg import LATEST, MIGRATIONS
 from app_server.store.postgres import PostgresStore
-from protocol import ext
-from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
-from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+from protocol.ext import ApplyRecord, ApplyStatus
 from tests.support import postgres as support_postgres
+from tests.support.ledger_data import response
 from tests.support.postgres import PostgresCluster, free_port
 
 pytestmark = pytest.mark.anyio
@@ -37,25 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ALICE = AccountKey("chatgpt:acct-a:user-a", Path("/homes/alice"))
 BOB = AccountKey("chatgpt:acct-b:user-b", Path("/homes/bob"))
-
-
-def summary(account_id: str, available: int | None) -> ext.AccountSummary:
-    return ext.AccountSummary(
-        account_id=account_id,
-        label=account_id,
-        codex_home=f"/homes/{account_id}",
-        status=ext.AccountStatus.ACTIVE,
-        reset_credits=None if available is None else ext.ResetCreditsOverview(available_count=available),
-        reset_action=ext.ResetAction(enabled=True, warning=ext.APPLY_WARNING),
-    )
-
-
-def response(
-    account_id: str, outcome: Outcome = Outcome.RESET, *, applied_at: int = 1_790_000_100
-) -> AccountPoolApplyResponse:
-    return AccountPoolApplyResponse(
-        outcome=outcome, before=summary(account_id, 2), after=summary(account_id, 1), applied_at=applied_at
-    )
 
 
 @pytest.fixture

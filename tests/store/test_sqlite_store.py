@@ -16,33 +16,12 @@ import pytest
 from app_server.store.base import AccountKey
 from app_server.store.sqlite import FILE_NAME
 from app_server.store.sqlite import SqliteStore as Ledger
-from protocol import ext
-from protocol.ext import AccountPoolApplyResponse
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+from tests.support.ledger_data import response
 
 pytestmark = pytest.mark.anyio
 
 WAIT = 10.0
-
-
-def summary(account_id: str, available: int | None) -> ext.AccountSummary:
-    return ext.AccountSummary(
-        account_id=account_id,
-        label=account_id,
-        codex_home=f"/homes/{account_id}",
-        status=ext.AccountStatus.ACTIVE,
-        reset_credits=None if available is None else ext.ResetCreditsOverview(available_count=available),
-        reset_action=ext.ResetAction(enabled=True, warning=ext.APPLY_WARNING),
-    )
-
-
-def response(account_id: str, outcome: Outcome, *, applied_at: int = 1_790_000_100) -> AccountPoolApplyResponse:
-    return AccountPoolApplyResponse(
-        outcome=outcome,
-        before=summary(account_id, 2),
-        after=summary(account_id, 1),
-        applied_at=applied_at,
-    )
 
 
 _homes: list[Path] = []

@@ -17,9 +17,9 @@ import anyio.lowlevel
 import pytest
 
 from app_server.store.base import AccountKey, KeyInUse, LockTimeout, Store, UsageSample
-from protocol import ext
-from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
+from protocol.ext import ApplyRecord, ApplyStatus
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+from tests.support.ledger_data import response
 from tests.support.store_backends import StoreBackend
 
 pytestmark = pytest.mark.anyio
@@ -27,25 +27,6 @@ pytestmark = pytest.mark.anyio
 WAIT = 20.0
 
 Accounts = Callable[[str], AccountKey]
-
-
-def summary(account_id: str, available: int | None) -> ext.AccountSummary:
-    return ext.AccountSummary(
-        account_id=account_id,
-        label=account_id,
-        codex_home=f"/homes/{account_id}",
-        status=ext.AccountStatus.ACTIVE,
-        reset_credits=None if available is None else ext.ResetCreditsOverview(available_count=available),
-        reset_action=ext.ResetAction(enabled=True, warning=ext.APPLY_WARNING),
-    )
-
-
-def response(
-    account_id: str, outcome: Outcome = Outcome.RESET, *, applied_at: int = 1_790_000_100
-) -> AccountPoolApplyResponse:
-    return AccountPoolApplyResponse(
-        outcome=outcome, before=summary(account_id, 2), after=summary(account_id, 1), applied_at=applied_at
-    )
 
 
 @pytest.fixture

@@ -144,6 +144,7 @@ async def connect(
     output = Output()
     source = Input()
     outbox = Outbox(sink if sink is not None else output, capacity=outbox_capacity, batch_bytes=batch_bytes)
+    options.setdefault("broadcaster", services.broadcaster)
     dispatcher = Dispatcher(handler_routes() if routes is None else routes, services, outbox, **options)
     conn = Conn(dispatcher, source, output, anyio.Event())
 

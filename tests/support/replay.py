@@ -446,7 +446,9 @@ class InMemoryServer:
         self._input = MemoryPipe()
         self._finished = anyio.Event()
         self._logs = _LogLines()
-        self._dispatcher = Dispatcher(routes(), services, Outbox(_OutputSink(self.output)))
+        self._dispatcher = Dispatcher(
+            routes(), services, Outbox(_OutputSink(self.output)), broadcaster=services.broadcaster
+        )
         self._services = services
         logging.getLogger("app_server").addHandler(self._logs)
         tg.start_soon(self._run)
