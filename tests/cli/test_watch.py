@@ -262,12 +262,12 @@ def test_watch_asks_the_spawned_server_to_refresh(monkeypatch: pytest.MonkeyPatc
 
     @asynccontextmanager
     async def fake_connect(simulate: bool) -> AsyncIterator[Any]:
-        seen["env"] = os.environ.get(module.REFRESH_ENV)
+        seen["env"] = os.environ.get(module.REFRESH_INTERVAL_ENV)
         raise CommandFailed(Exit.SERVER, "stop here")
         yield  # pragma: no cover
 
-    monkeypatch.setenv(module.REFRESH_ENV, "")  # so that teardown removes what watch sets
-    monkeypatch.delenv(module.REFRESH_ENV)
+    monkeypatch.setenv(module.REFRESH_INTERVAL_ENV, "")  # so that teardown removes what watch sets
+    monkeypatch.delenv(module.REFRESH_INTERVAL_ENV)
     monkeypatch.setattr(module, "connect", fake_connect)
     screen, _ = ui(as_json=True)
     with pytest.raises(CommandFailed):
