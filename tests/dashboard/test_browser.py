@@ -169,26 +169,19 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
             await second.set_viewport_size({"width": 390, "height": 844})
             # An alert pushed by the service: its whole message shows, wrapped inside 390 px, until dismissed.
             long_message = (
-                "Dave (Pro): the saved reset credit-dave-1 expires in 2 days and 3 hours; apply it before then or it "
-                "is lost (accountPool/alert, creditExpiring, https://example.invalid/a/very/long/path/without/spaces)"
+                "carol: needs to sign in again: run "
+                "`CODEX_HOME=/home/operator/.config/codex-accounts/carol-team-workspace-2025 codex login`"
             )
-            hub.publish(
-                "alert",
-                {
-                    "alert": {
-                        "kind": "creditExpiring",
-                        "accountId": "dave",
-                        "message": long_message,
-                        "severity": "warning",
-                        "emittedAt": int(time.time()),
-                    }
-                },
-            )
-            notice = second.locator("#alerts .alert").filter(has_text="credit-dave-1")
-            await expect(notice).to_contain_text(long_message)
+            alert = {"kind": "reauthRequired", "accountId": "carol", "message": long_message, "severity": "critical"}
+            hub.publish("alert", {"alert": {**alert, "emittedAt": int(time.time())}})
+            notice = second.locator("#alerts .alert").filter(has_text="carol-team-workspace-2025")
+            await expect(notice).to_have_text(f"{long_message} Dismiss")
+            await expect(notice).to_have_class("alert alert-critical")
             box = await notice.bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
-            assert box["height"] > 3 * 16  # wrapped over several lines, not clipped to one
+            assert box["height"] > 3 * 16  # wrapped over several lines, not one line running off the side
+            text = notice.locator("span")
+            assert await text.evaluate("(node) => node.scrollWidth <= node.clientWidth")
             await check_narrow(second)
             await second.screenshot(path=str(shots / "dashboard-390.png"), full_page=True)
             await notice.get_by_role("button", name="Dismiss").click()
