@@ -86,15 +86,22 @@ def run(args: argparse.Namespace, level: str | None, *, simulate: bool = False) 
         else:
             home, socket = _service(level)
             anyio.run(_on_service, args, home, socket)
-    except DashboardError as exc:
-        print(f"codex-limits: {exc}", file=sys.stderr)
-        return Exit.USAGE
-    except _Failed as exc:
-        print(f"codex-limits: {exc}", file=sys.stderr)
-        return Exit.SERVER
-    except KeyboardInterrupt:
-        return Exit.OK
+    except BaseException as raised:  # task groups wrap what their body raises: look at the one exception
+        exc = _single(raised)
+        if isinstance(exc, KeyboardInterrupt):
+            return Exit.OK
+        if isinstance(exc, DashboardError | _Failed):
+            print(f"codex-limits: {exc}", file=sys.stderr)
+            return Exit.USAGE if isinstance(exc, DashboardError) else Exit.SERVER
+        raise
     return Exit.OK
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside (nested) groups of one, or `exc` itself."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class _Failed(Exception):

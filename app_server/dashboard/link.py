@@ -98,18 +98,20 @@ class ServiceLink:
         Raises `ServerClosed` when no first connection could be made within `timeout` seconds.
         """
         link = cls(locate, **options)
+        connected = False
         async with anyio.create_task_group() as tg:
             tg.start_soon(link.run)
+            with anyio.move_on_after(timeout):
+                await link.wait_connected()
+                connected = True
             try:
-                with anyio.fail_after(timeout):
-                    await link.wait_connected()
-            except TimeoutError:
-                raise ServerClosed(f"could not connect to the codex-limits service within {timeout:g} s") from None
-            try:
-                yield link
+                if connected:
+                    yield link
             finally:
                 tg.cancel_scope.cancel()
                 link._notes_send.close()
+        if not connected:  # raised here, outside the task group, so it is not wrapped in a group
+            raise ServerClosed(f"could not connect to the codex-limits service within {timeout:g} s")
 
     async def run(self) -> None:
         """Connect, serve the connection until it ends, look for the service again; forever."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -179,6 +180,39 @@ async def test_the_dashboard_starts_the_service_and_shows_an_apply_made_in_a_ter
         assert process.returncode == 0, err.decode()
         assert "started the service" in err.decode()
         assert running(world.data_home) == state  # Ctrl-C stopped the dashboard, not the service
+    finally:
+        with anyio.CancelScope(shield=True), anyio.fail_after(WAIT):
+            await anyio.run_process([*CLI, "service", "stop"], env=env, cwd=REPO, check=False)
+
+
+@pytest.mark.subprocess
+async def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with anyio.fail_after(WAIT):
+            done = await anyio.run_process(
+                [*CLI, "demo", "--dashboard", "--port", str(port)], env=base_env(tmp_path), cwd=REPO, check=False
+            )
+    assert done.returncode == 2
+    assert done.stderr.decode().strip() == f"codex-limits: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert b"/login?code=" not in done.stdout
+
+
+@pytest.mark.subprocess
+async def test_a_service_on_another_codex_home_is_refused(world: World, tmp_path: Path) -> None:
+    env = world_env(world)
+    try:
+        with anyio.fail_after(WAIT):
+            started = await anyio.run_process([*CLI, "service", "start"], env=env, cwd=REPO, check=False)
+            assert started.returncode == 0, started.stderr.decode()
+            other = {**env, "CODEX_HOME": str(tmp_path / "another-codex-home")}
+            done = await anyio.run_process([*CLI, "dashboard"], env=other, cwd=REPO, check=False)
+        assert done.returncode == 5
+        err = done.stderr.decode()
+        assert f"acts on CODEX_HOME={world.codex_home}, not {tmp_path / 'another-codex-home'}" in err
+        assert "codex-limits service stop" in err and done.stdout == b""
     finally:
         with anyio.CancelScope(shield=True), anyio.fail_after(WAIT):
             await anyio.run_process([*CLI, "service", "stop"], env=env, cwd=REPO, check=False)

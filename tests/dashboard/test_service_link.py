@@ -17,6 +17,7 @@ from playwright.async_api import expect
 
 from app_server.config import Settings
 from app_server.dashboard import ServiceLink
+from app_server.dashboard._rpc import ServerClosed
 from app_server.dashboard.events import EventHub
 from app_server.sandbox import simulated_world
 from tests.support.browser import chromium
@@ -132,3 +133,9 @@ async def test_the_page_follows_other_clients_and_survives_a_service_restart(tmp
                 assert await page.evaluate("window.__notReloaded === true")
                 assert errors == []
             await service.stop()
+
+
+async def test_no_service_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ServerClosed, match=r"could not connect to the codex-limits service within 0.3 s"):
+        async with ServiceLink.open(lambda: str(tmp_path / "nothing.sock"), timeout=0.3, retry_first=0.05):
+            raise AssertionError("no first connection: the block never runs")
