@@ -96,10 +96,17 @@ async def next_event(lines: AsyncIterator[str]) -> tuple[str, dict[str, Any]]:
 
 @pytest.mark.subprocess
 async def test_demo_dashboard_serves_the_simulated_pool_until_ctrl_c(tmp_path: Path) -> None:
-    env = base_env(tmp_path)
-    async with dashboard(["demo", "--dashboard"], env) as (process, link, err):
+    opened = tmp_path / "opened"
+    os.mkfifo(opened)  # read below: returns once the "browser" has written the link it was given
+    browser = tmp_path / "browser.sh"  # what `webbrowser` runs for --open: $BROWSER with the link
+    browser.write_text(f'#!/bin/sh\nprintf %s "$1" > {opened}\n')
+    browser.chmod(0o700)
+    env = {**base_env(tmp_path), "BROWSER": str(browser)}
+    async with dashboard(["demo", "--dashboard", "--open"], env) as (process, link, err):
         base = link.split("/login", 1)[0]
         assert base.startswith("http://127.0.0.1:")
+        with anyio.fail_after(WAIT):
+            assert await anyio.to_thread.run_sync(opened.read_text, abandon_on_cancel=True) == link
         async with httpx.AsyncClient(base_url=base, timeout=WAIT) as http:
             await sign_in(http, link)
             listed = await http.get("/api/accounts")
