@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app_server.cli import service
+from app_server.cli import dashboard, service
 from app_server.cli.exits import EXIT_MEANING, Exit
 
 if TYPE_CHECKING:
@@ -196,6 +196,9 @@ def _duration(text: str) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from app_server.cli import commands as operator
+
+    if args.dashboard:
+        return dashboard.run(args, log_level(args), simulate=True)
 
     return _run_async(args, operator.demo)
 
@@ -424,7 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
     accounts.set_defaults(run=_accounts)
 
     demo = command("demo", "walk through status and apply against simulated accounts (no account needed)")
+    dashboard.add_demo_arguments(demo)
     demo.set_defaults(run=_demo)
+
+    board = command(
+        "dashboard",
+        "the accounts dashboard in a browser (starts the service if needed; prints a one-time sign-in link)",
+    )
+    dashboard.add_arguments(board)
+    board.set_defaults(run=lambda args: dashboard.run(args, log_level(args), simulate=args.simulate))
 
     completion = command(
         "completion",

@@ -3,9 +3,10 @@
 The dashboard is a client of the app-server like any other: every pool operation is one of the
 `accountPool/*` methods, and live updates are the server's notifications. `RpcClient` names the
 two things it needs, so the caller may hand it a spawned `codex-limits serve`, an in-memory pair,
-or (later) an in-process session of the long-running service.
+or a `link.ServiceLink` to the long-running service.
 
-This is the one module that imports the protocol client (`app_server.rpc.client`).
+This is the one module that imports the protocol client (`app_server.rpc.client`); `link` adds
+the WebSocket connection to the service's socket.
 """
 
 from __future__ import annotations

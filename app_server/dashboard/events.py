@@ -114,6 +114,12 @@ class EventHub:
         self._subscribers.discard(stream)
         stream.close()
 
+    def resync(self) -> None:
+        """End every subscriber's stream (the hub stays open): each page reconnects, gets `ready` and
+        re-reads the pool. For when notifications may have been missed (the service link was down)."""
+        for stream in list(self._subscribers):
+            self._drop(stream)
+
     def close(self) -> None:
         self._closed = True
         for stream in list(self._subscribers):

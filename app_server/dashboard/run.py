@@ -1,37 +1,30 @@
-"""Serving the dashboard: the HTTP listener (uvicorn), the admin token, and the `dashboard` command.
+"""Serving the dashboard: the HTTP listener (uvicorn) and the admin token.
 
 `serve_dashboard(rpc, host, port, token_file)` serves until stopped (Ctrl-C, SIGTERM, or
-`DashboardServer.stop`) and prints the one-time login link on stderr. It listens on loopback
-unless told otherwise; any other address needs a token file, and says so.
-
-`main` is the `codex-limits dashboard` command: it spawns `codex-limits serve` (with
-`--simulate` when asked), initializes one JSON-RPC session, and serves the dashboard over it.
+`DashboardServer.stop`) and prints the address and a one-time login link on stdout. It listens
+on loopback unless told otherwise; any other address needs a token file, and says so. The
+`codex-limits dashboard` command (`app_server.cli.dashboard`) finds the pool and calls it.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import socket
 import stat
 import sys
 import webbrowser
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
-import anyio
-
-from app_server import __version__
-from app_server.config import log_level
-from app_server.dashboard._rpc import RpcClient, spawn
+from app_server.dashboard._rpc import RpcClient
 from app_server.dashboard.app import create_app
+from app_server.dashboard.events import EventHub
 from app_server.dashboard.security import LOGIN_CODE_TTL, LOOPBACK_NAMES, is_loopback, new_secret
 
 TOKEN_FILE_MAX: Final = 4096
-START_TIMEOUT: Final = 30.0
 WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
 
 
@@ -113,6 +106,8 @@ async def serve_dashboard(
     allowed_hosts: Iterable[str] | None = None,
     open_browser: bool = False,
     on_ready: Callable[[DashboardServer], None] | None = None,
+    hub: EventHub | None = None,
+    stdout: IO[str] | None = None,
     stderr: IO[str] | None = None,
 ) -> None:
     """Serve the dashboard over `rpc` on `host:port` (0: a free port) until stopped.
@@ -120,10 +115,11 @@ async def serve_dashboard(
     Without `token_file` the admin token is made up for this run and never shown: the page works
     (through the login link) but scripts cannot call the API. With it, the token is read from the
     file, or created there (mode 0600) when the file does not exist. A non-loopback `host` needs
-    `token_file`.
+    `token_file`. The address and the login link go to `stdout`, notes to `stderr`.
     """
     import uvicorn
 
+    out = stdout or sys.stdout
     err = stderr or sys.stderr
     loopback = is_loopback(host)
     if not loopback and token_file is None:
@@ -134,7 +130,7 @@ async def serve_dashboard(
             print(f"codex-limits dashboard: wrote a new admin token to {token_file}", file=err)
     else:
         token = new_secret()
-    app = create_app(rpc, token=token, allowed_hosts=_served_hosts(host, allowed_hosts))
+    app = create_app(rpc, token=token, allowed_hosts=_served_hosts(host, allowed_hosts), hub=hub)
     gate = app.state.dashboard.gate
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -169,9 +165,8 @@ async def serve_dashboard(
     if not loopback:
         print(f"codex-limits dashboard: listening on {host} (not loopback), plain HTTP", file=err)
     print(
-        f"codex-limits dashboard: {url}\n"
-        f"  sign in (one-time link, valid {LOGIN_CODE_TTL / 60:g} minutes): {handle.login_url}",
-        file=err,
+        f"Dashboard: {url}\nSign in (one-time link, valid {LOGIN_CODE_TTL / 60:g} minutes): {handle.login_url}",
+        file=out,
         flush=True,
     )
     if open_browser:
@@ -183,47 +178,3 @@ async def serve_dashboard(
         await server.serve(sockets=[sock])
     finally:
         sock.close()
-
-
-# -- the `codex-limits dashboard` command ------------------------------------------------------
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="codex-limits dashboard",
-        description="Serve the accounts dashboard and the admin HTTP API over a codex-limits service.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others need a token)")
-    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
-    p.add_argument("--token-file", type=Path, help="the admin bearer token (created, mode 0600, if missing)")
-    p.add_argument("--simulate", action="store_true", help="against a simulated upstream (alice, bob, carol)")
-    p.add_argument("--open", action="store_true", help="open the login link in a browser")
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if not 0 <= args.port <= 65535:
-        print("codex-limits: --port must be 0..65535", file=sys.stderr)
-        return 2
-    if not is_loopback(args.host) and args.token_file is None:
-        print(f"codex-limits: {non_loopback_message(args.host)}", file=sys.stderr)
-        return 2
-    try:
-        anyio.run(_main, args)
-    except DashboardError as exc:
-        print(f"codex-limits: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 0
-    return 0
-
-
-async def _main(args: argparse.Namespace) -> None:
-    server_args = ["--log-level", log_level()]
-    if args.simulate:
-        server_args.append("--simulate")
-    async with spawn(server_args) as (client, _process):
-        with anyio.fail_after(START_TIMEOUT):
-            await client.initialize(name="codex-limits-dashboard", version=__version__)
-        await serve_dashboard(client, args.host, args.port, args.token_file, open_browser=args.open)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from playwright.async_api import Page, expect
 
+from app_server.dashboard.events import EventHub
 from tests.support.browser import chromium
 from tests.support.dashboard import auth_secrets, consume_calls, pool, served
 
@@ -31,7 +32,12 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
     shots = shots_dir(tmp_path)
     token_file = tmp_path / "token"
     with anyio.fail_after(60):
-        async with pool() as p, served(p.harness.client, token_file=token_file) as handle, chromium() as browser:
+        hub = EventHub()
+        async with (
+            pool() as p,
+            served(p.harness.client, token_file=token_file, hub=hub) as handle,
+            chromium() as browser,
+        ):
             token = token_file.read_text().strip()
             context = await browser.new_context(viewport={"width": 1280, "height": 900})
             page = await context.new_page()
@@ -53,7 +59,7 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
             login_code = handle.login_url.split("code=", 1)[1]
             await page.goto(handle.login_url)
             assert page.url == handle.url + "/"  # the code is gone from the address bar
-            alice, bob, carol = (page.locator(f"#account-{name}") for name in ("alice", "bob", "carol"))
+            alice, bob, carol, dave = (page.locator(f"#account-{n}") for n in ("alice", "bob", "carol", "dave"))
             await expect(page.locator(".account")).to_have_count(4)  # alice, bob, carol and dave
             await expect(alice.locator(".label")).to_have_text("Alice (Pro)")
             await expect(alice.locator(".status")).to_have_text("Rate limited")
@@ -65,6 +71,12 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
             await expect(alice.locator(".window")).to_have_count(2)
             await expect(alice.locator(".window").first).to_contain_text("100% used")
             await expect(alice.locator(".apply")).to_be_enabled()
+            # Applying helps alice now (a window is used up); dave could apply, but nothing is used up yet.
+            await expect(alice.locator(".readiness")).to_have_text("Ready: a window is used up.")
+            await expect(dave.locator(".apply")).to_be_enabled()
+            await expect(dave.locator(".readiness")).to_have_text("Available — nothing is used up yet.")
+            assert await dave.locator(".apply").get_attribute("aria-describedby") == "account-dave-readiness"
+            await expect(bob.locator(".readiness")).to_be_hidden()
             await expect(bob.locator(".apply")).to_be_disabled()
             await expect(bob.locator(".reason")).to_have_text("Cannot apply: no saved reset available.")
             assert await bob.locator(".apply").get_attribute("aria-describedby") == "account-bob-reason"
@@ -155,8 +167,25 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
             assert consume_calls(p.upstream) == 1
 
             await second.set_viewport_size({"width": 390, "height": 844})
+            # An alert pushed by the service: its whole message shows, wrapped inside 390 px, until dismissed.
+            long_message = (
+                "carol: needs to sign in again: run "
+                "`CODEX_HOME=/home/operator/.config/codex-accounts/carol-team-workspace-2025 codex login`"
+            )
+            alert = {"kind": "reauthRequired", "accountId": "carol", "message": long_message, "severity": "critical"}
+            hub.publish("alert", {"alert": {**alert, "emittedAt": int(time.time())}})
+            notice = second.locator("#alerts .alert").filter(has_text="carol-team-workspace-2025")
+            await expect(notice).to_have_text(f"{long_message} Dismiss")
+            await expect(notice).to_have_class("alert alert-critical")
+            box = await notice.bounding_box()
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390
+            assert box["height"] > 3 * 16  # wrapped over several lines, not one line running off the side
+            text = notice.locator("span")
+            assert await text.evaluate("(node) => node.scrollWidth <= node.clientWidth")
             await check_narrow(second)
             await second.screenshot(path=str(shots / "dashboard-390.png"), full_page=True)
+            await notice.get_by_role("button", name="Dismiss").click()
+            await expect(notice).to_have_count(0)
             assert errors == []
 
 

@@ -1,11 +1,8 @@
-"""The real listener: server-sent events over uvicorn, the token file, and the `dashboard` command."""
+"""The real listener: server-sent events over uvicorn, the event hub, the token file, the loopback rule."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +12,7 @@ import pytest
 
 from app_server.dashboard import DashboardError, serve_dashboard
 from app_server.dashboard.events import EventHub
-from app_server.dashboard.run import main, read_or_create_token
+from app_server.dashboard.run import read_or_create_token
 from tests.support.dashboard import auth_secrets, pool, served
 
 pytestmark = pytest.mark.anyio
@@ -76,6 +73,21 @@ async def test_a_slow_subscriber_is_dropped_not_waited_for() -> None:
         await slow.receive()
 
 
+async def test_resync_ends_every_stream_but_keeps_the_hub_open() -> None:
+    hub = EventHub()
+    first, second = hub.subscribe(), hub.subscribe()
+    hub.publish("account", {"n": 1})
+    hub.resync()  # the service link came back: every page must reconnect and re-read
+    assert hub.subscriber_count == 0
+    for stream in (first, second):
+        assert (await stream.receive()).data == {"n": 1}
+        with pytest.raises(anyio.EndOfStream):
+            await stream.receive()
+    again = hub.subscribe()
+    hub.publish("account", {"n": 2})
+    assert (await again.receive()).data == {"n": 2}
+
+
 def test_token_file(tmp_path: Path) -> None:
     path = tmp_path / "token"
     token, created = read_or_create_token(path)
@@ -92,35 +104,6 @@ def test_token_file(tmp_path: Path) -> None:
         read_or_create_token(tmp_path)
 
 
-async def test_a_non_loopback_address_needs_a_token_file(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_a_non_loopback_address_needs_a_token_file() -> None:
     with pytest.raises(DashboardError, match=r"not a loopback address.*--token-file"):
         await serve_dashboard(object(), "0.0.0.0", 0)  # type: ignore[arg-type]
-    assert main(["--host", "0.0.0.0"]) == 2
-    assert "needs --token-file" in capsys.readouterr().err
-
-
-@pytest.mark.subprocess
-async def test_the_dashboard_command_serves_a_simulated_pool() -> None:
-    """`python -m app_server.dashboard --simulate`: spawns the service, prints a one-time link, serves."""
-    command = [sys.executable, "-m", "app_server.dashboard", "--simulate", "--port", "0"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    async with await anyio.open_process(command, env=env) as process:
-        assert process.stderr is not None
-        try:
-            with anyio.fail_after(30):
-                text = ""
-                while "/login?code=" not in text or not text.endswith("\n"):
-                    text += (await process.stderr.receive()).decode()
-                link = text.split("): ", 1)[1].split()[0]
-                base = link.split("/login", 1)[0]
-                async with httpx.AsyncClient(base_url=base) as http:
-                    assert (await http.get("/api/accounts")).status_code == 401
-                    assert (await http.get(link)).status_code == 303
-                    listed = await http.get("/api/accounts")
-                    assert [a["accountId"] for a in listed.json()["accounts"]] == ["alice", "bob", "carol", "dave"]
-                    assert (await http.get(link)).status_code == 403  # one-time
-        finally:
-            process.send_signal(signal.SIGINT)
-            with anyio.fail_after(20):
-                await process.wait()
-    assert process.returncode == 0

@@ -15,6 +15,7 @@ import httpx
 from starlette.applications import Starlette
 
 from app_server.dashboard import DashboardServer, create_app, serve_dashboard
+from app_server.dashboard.events import EventHub
 from app_server.dashboard.security import Gate
 from app_server.rpc.memory import Harness
 from app_server.sandbox import simulated_world
@@ -50,7 +51,7 @@ class Pool:
 
 @asynccontextmanager
 async def pool() -> AsyncIterator[Pool]:
-    """The simulated world (alice, bob, carol) and an initialized in-memory JSON-RPC session."""
+    """The simulated world (alice, bob, carol, dave) and an initialized in-memory JSON-RPC session."""
     with simulated_world(seed_history=False) as (upstream, settings):
         async with initialized(settings) as harness:
             yield Pool(upstream, harness, settings.codex_home.parent)
@@ -93,7 +94,9 @@ async def api(**options: Any) -> AsyncIterator[Api]:
 
 
 @asynccontextmanager
-async def served(rpc: Any, *, token_file: Path, wait: float = 10.0) -> AsyncIterator[DashboardServer]:
+async def served(
+    rpc: Any, *, token_file: Path, wait: float = 10.0, hub: EventHub | None = None
+) -> AsyncIterator[DashboardServer]:
     """`serve_dashboard` on a free loopback port in this event loop, stopped on exit."""
     handle: DashboardServer | None = None
     ready = anyio.Event()
@@ -106,7 +109,9 @@ async def served(rpc: Any, *, token_file: Path, wait: float = 10.0) -> AsyncIter
     async with anyio.create_task_group() as tg:
 
         async def run() -> None:
-            await serve_dashboard(rpc, "127.0.0.1", 0, token_file, on_ready=on_ready, stderr=io.StringIO())
+            await serve_dashboard(
+                rpc, "127.0.0.1", 0, token_file, on_ready=on_ready, hub=hub, stdout=io.StringIO(), stderr=io.StringIO()
+            )
 
         tg.start_soon(run)
         with anyio.fail_after(wait):

@@ -87,6 +87,20 @@
     }
   }
 
+  // What applying would do now, as `codex-limits status` says it (resetAction.readiness; worked out
+  // from the windows for a server that does not send it).
+  const READINESS_TEXT = {
+    exhausted: "Ready: a window is used up.",
+    available: "Available — nothing is used up yet.",
+  };
+
+  function readinessOf(summary) {
+    const action = summary.resetAction;
+    if (!action.enabled) return null;
+    if (action.readiness) return action.readiness;
+    return windowsOf(summary).some((w) => w.used >= 100) ? "exhausted" : "available";
+  }
+
   const OUTCOME_TEXT = {
     reset: "Reset applied: one saved reset was consumed and the usage windows were reset.",
     nothingToReset: "Nothing to reset: upstream found no window eligible for a reset.",
@@ -220,8 +234,14 @@
     apply.disabled = !summary.resetAction.enabled;
     reason.textContent = reasonText(summary);
     reason.hidden = summary.resetAction.enabled;
-    if (summary.resetAction.enabled) apply.removeAttribute("aria-describedby");
-    else apply.setAttribute("aria-describedby", reasonId);
+    const readiness = $(".readiness", node);
+    const readinessId = `${id}-readiness`;
+    const ready = readinessOf(summary);
+    readiness.id = readinessId;
+    readiness.textContent = ready ? READINESS_TEXT[ready] || ready : "";
+    readiness.className = ready ? `readiness readiness-${ready}` : "readiness";
+    readiness.hidden = !ready;
+    apply.setAttribute("aria-describedby", summary.resetAction.enabled ? readinessId : reasonId);
     apply.setAttribute("aria-label", `Apply a saved reset to ${summary.label}`);
     const refresh = $(".refresh", node);
     refresh.setAttribute("aria-label", `Refresh ${summary.label}`);
@@ -328,9 +348,9 @@
     return data;
   }
 
-  function showAlert(text) {
+  function showAlert(text, severity = "warning") {
     const box = $("#alerts");
-    const item = el("p", { class: "alert" }, el("span", { text }));
+    const item = el("p", { class: `alert alert-${severity}` }, el("span", { text }));
     const close = el("button", { type: "button", class: "link", text: "Dismiss" });
     close.addEventListener("click", () => item.remove());
     item.append(" ", close);
@@ -524,7 +544,8 @@
     source.addEventListener("alert", (event) => {
       const data = JSON.parse(event.data);
       const alert = data.alert || data; // the notification's params are {alert: AccountPoolAlert}
-      showAlert(alert.message || JSON.stringify(alert));
+      showAlert(alert.message || JSON.stringify(alert), ["info", "warning", "critical"].includes(alert.severity)
+        ? alert.severity : "warning");
     });
     source.addEventListener("error", async () => {
       $("#connection").textContent = "Reconnecting…";
