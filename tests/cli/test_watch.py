@@ -25,6 +25,7 @@ from app_server.cli.commands import UI, CommandFailed
 from app_server.cli.exits import Exit
 from app_server.cli.main import build_parser
 from app_server.cli.watch import AlertCommand, follow
+from app_server.config import REFRESH_INTERVAL_ENV
 from app_server.rpc.client import Client
 from app_server.rpc.codec import notification
 from app_server.rpc.memory import MemoryPipe
@@ -262,12 +263,12 @@ def test_watch_asks_the_spawned_server_to_refresh(monkeypatch: pytest.MonkeyPatc
 
     @asynccontextmanager
     async def fake_connect(simulate: bool) -> AsyncIterator[Any]:
-        seen["env"] = os.environ.get(module.REFRESH_INTERVAL_ENV)
+        seen["env"] = os.environ.get(REFRESH_INTERVAL_ENV)
         raise CommandFailed(Exit.SERVER, "stop here")
         yield  # pragma: no cover
 
-    monkeypatch.setenv(module.REFRESH_INTERVAL_ENV, "")  # so that teardown removes what watch sets
-    monkeypatch.delenv(module.REFRESH_INTERVAL_ENV)
+    monkeypatch.setenv(REFRESH_INTERVAL_ENV, "")  # so that teardown removes what watch sets
+    monkeypatch.delenv(REFRESH_INTERVAL_ENV)
     monkeypatch.setattr(module, "connect", fake_connect)
     screen, _ = ui(as_json=True)
     with pytest.raises(CommandFailed):
