@@ -115,6 +115,13 @@ def setup_logging(level: str | None = None) -> None:
     )
 
 
+def serve_default() -> int:
+    """`codex-limits serve` with no flags: stdio, settings from the environment. The exit status."""
+    setup_logging()
+    run(Settings.from_env())
+    return 0
+
+
 def run(settings: Settings, *, simulate: bool = False, options: ServeOptions | None = None) -> None:
     """Serve until end of input (stdio) or a signal (listeners); with `simulate`, against a throwaway
     simulated upstream. Raises `ServeError` before serving anything when the options cannot work."""
