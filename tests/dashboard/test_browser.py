@@ -128,6 +128,14 @@ async def test_dashboard_in_a_browser(tmp_path: Path) -> None:
 
             await page.keyboard.press("Enter")
             await expect(dialog).to_be_visible()
+            # Cancel and open it again at once: the first dialog's `close` event, which arrives after the
+            # second one opened, must leave the new one alone (it used to forget which account it was for).
+            await page.evaluate(
+                "() => { document.querySelector('#apply-cancel').click();"
+                " document.querySelector('#account-alice .apply').click(); }"
+            )
+            await expect(dialog).to_be_visible()
+            await expect(page.locator("#apply-cancel")).to_be_focused()
             await page.keyboard.press("Tab")
             await expect(page.locator("#apply-submit")).to_be_focused()
             await page.keyboard.press("Enter")

@@ -569,6 +569,8 @@
       if (dialog.busy) event.preventDefault(); // Escape does not abandon a running apply
     });
     $("#apply-dialog").addEventListener("close", () => {
+      // `close` is queued: when the dialog was opened again meanwhile, this event belongs to the old one.
+      if ($("#apply-dialog").open) return;
       const id = dialog.accountId;
       dialog.accountId = null;
       const row = id && document.getElementById(rowId(id));
