@@ -8,12 +8,14 @@ account that a consume charges, not a pool id, a data directory or a process.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
+from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome
 
 
 @dataclass(frozen=True)
@@ -138,3 +140,32 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def _opt_int(value: object) -> int | None:
+    return None if value is None else int(str(value))
+
+
+def record_from_row(row: Sequence[object]) -> ApplyRecord:
+    """An `ApplyRecord` from the ledger's ten public columns, in both stores' order: idempotency_key,
+    account_id, credit_id, status, outcome, error, started_at, finished_at, available_before, available_after."""
+    (key, account_id, credit_id, status, outcome, error, started, finished, before, after) = row[:10]
+    return ApplyRecord(
+        idempotency_key=str(key),
+        account_id=str(account_id),
+        credit_id=None if credit_id is None else str(credit_id),
+        status=ApplyStatus(str(status)),
+        outcome=None if outcome is None else ConsumeAccountRateLimitResetCreditOutcome(str(outcome)),
+        error=None if error is None else str(error),
+        started_at=int(str(started)),
+        finished_at=_opt_int(finished),
+        available_before=_opt_int(before),
+        available_after=_opt_int(after),
+    )
+
+
+def attempt_from_row(row: Sequence[object]) -> Attempt:
+    """An `Attempt` from those ten columns followed by response_json and identity."""
+    response, identity = row[10], row[11]
+    parsed = None if response is None else AccountPoolApplyResponse.model_validate_json(str(response))
+    return Attempt(record_from_row(row), parsed, None if identity is None else str(identity))

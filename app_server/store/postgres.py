@@ -51,10 +51,18 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app_server.store.base import AccountKey, Attempt, KeyInUse, LockTimeout, StoreError, UsageSample
+from app_server.store.base import (
+    AccountKey,
+    Attempt,
+    KeyInUse,
+    LockTimeout,
+    StoreError,
+    UsageSample,
+    attempt_from_row,
+    record_from_row,
+)
 from app_server.store.migrations_pg import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
 from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
-from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome
 
 __all__ = ["PostgresStore"]
 
@@ -276,7 +284,7 @@ class PostgresStore:
         async with self._connection() as conn:
             cur = await conn.execute(f"SELECT {_COLUMNS} FROM applies WHERE idempotency_key = %s", (key,))
             row = await cur.fetchone()
-        return None if row is None else _attempt(row)
+        return None if row is None else attempt_from_row(row)
 
     async def start(
         self, key: str, account: AccountKey, account_id: str, credit_id: str | None, now: int, available: int | None
@@ -350,7 +358,7 @@ class PostgresStore:
                     (account_id, max(0, limit)),
                 )
             rows = await cur.fetchall()
-        return [_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     async def pending(
         self, account: AccountKey, *, exclude: str | None = None, account_id: str | None = None
@@ -361,7 +369,7 @@ class PostgresStore:
         async with self._connection() as conn:
             cur = await conn.execute(_PENDING_QUERY, {"i": account.identity, "x": exclude})
             row = await cur.fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else record_from_row(row)
 
     # The apply lock.
 
@@ -534,25 +542,3 @@ async def _clear_marker(conn: Connection, key: str) -> None:
             "ORDER BY started_at DESC, seq DESC LIMIT 1 ON CONFLICT (identity) DO NOTHING",
             (identity, key),
         )
-
-
-def _attempt(row: tuple[Any, ...]) -> Attempt:
-    response, identity = row[10], row[11]
-    parsed = None if response is None else AccountPoolApplyResponse.model_validate_json(str(response))
-    return Attempt(_record(row[:10]), parsed, None if identity is None else str(identity))
-
-
-def _record(row: tuple[Any, ...]) -> ApplyRecord:
-    (key, account_id, credit_id, status, outcome, error, started, finished, before, after) = row
-    return ApplyRecord(
-        idempotency_key=str(key),
-        account_id=str(account_id),
-        credit_id=None if credit_id is None else str(credit_id),
-        status=ApplyStatus(str(status)),
-        outcome=None if outcome is None else ConsumeAccountRateLimitResetCreditOutcome(str(outcome)),
-        error=None if error is None else str(error),
-        started_at=int(started),
-        finished_at=None if finished is None else int(finished),
-        available_before=None if before is None else int(before),
-        available_after=None if after is None else int(after),
-    )

@@ -21,9 +21,8 @@ import anyio.to_thread
 import filelock
 
 from app_server.store import local_guard
-from app_server.store.base import AccountKey, Attempt, KeyInUse, StoreError, UsageSample
+from app_server.store.base import AccountKey, Attempt, KeyInUse, StoreError, UsageSample, attempt_from_row
 from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
-from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome
 
 FILE_NAME: Final = "ledger.sqlite3"
 
@@ -126,7 +125,7 @@ class SqliteStore:
             row = (
                 self._connect().execute(f"SELECT {_COLUMNS} FROM applies WHERE idempotency_key = ?", (key,)).fetchone()
             )
-        return None if row is None else _attempt(row)
+        return None if row is None else attempt_from_row(row)
 
     def _start(
         self, key: str, account: AccountKey, account_id: str, credit_id: str | None, now: int, available: int | None
@@ -198,7 +197,7 @@ class SqliteStore:
         query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
         with self._lock:
             rows = self._connect().execute(query, (*args, limit)).fetchall()
-        return [_attempt(row).record for row in rows]
+        return [attempt_from_row(row).record for row in rows]
 
     def _pending(self, account: AccountKey, exclude: str | None, account_id: str | None) -> ApplyRecord | None:
         marker = local_guard.read_marker(account)
@@ -233,7 +232,7 @@ class SqliteStore:
                 )
                 .fetchone()
             )
-        return None if row is None else _attempt(row).record
+        return None if row is None else attempt_from_row(row).record
 
     def _settled(self, key: str) -> None:
         account = self._accounts.pop(key, None)
@@ -359,21 +358,3 @@ def _run_script(conn: sqlite3.Connection, script: str) -> None:
     # Not executescript: it commits first, and a migration must be one transaction.
     for statement in filter(str.strip, script.split(";")):
         conn.execute(statement)
-
-
-def _attempt(row: tuple[object, ...]) -> Attempt:
-    (key, account_id, credit_id, status, outcome, error, started, finished, before, after, response, identity) = row
-    record = ApplyRecord(
-        idempotency_key=str(key),
-        account_id=str(account_id),
-        credit_id=None if credit_id is None else str(credit_id),
-        status=ApplyStatus(str(status)),
-        outcome=None if outcome is None else ConsumeAccountRateLimitResetCreditOutcome(str(outcome)),
-        error=None if error is None else str(error),
-        started_at=int(str(started)),
-        finished_at=None if finished is None else int(str(finished)),
-        available_before=None if before is None else int(str(before)),
-        available_after=None if after is None else int(str(after)),
-    )
-    parsed = None if response is None else AccountPoolApplyResponse.model_validate_json(str(response))
-    return Attempt(record, parsed, None if identity is None else str(identity))

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -244,14 +244,6 @@ async def test_service_stop_answers_the_requests_in_flight(tmp_path: Path) -> No
 
 
 # -- operator commands and the proxy on the service -----------------------------------------------------------
-
-
-@pytest.fixture
-def upstream() -> Iterator[GatedUpstream]:
-    sim = GatedUpstream()
-    with sim:
-        yield sim
-        sim.release()
 
 
 @pytest.fixture

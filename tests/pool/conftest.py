@@ -3,7 +3,6 @@ the embedded SQLite ledger and a fresh database on the session's throwaway Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,6 @@ from tests.support.postgres import pg_url, postgres_cluster, postgres_url
 from tests.support.store_backends import StoreBackend, store_backend
 
 __all__ = ["pg_url", "postgres_cluster", "postgres_url", "store_backend"]
-
-
-@pytest.fixture
-def upstream() -> Iterator[GatedUpstream]:
-    sim = GatedUpstream()
-    with sim:
-        yield sim
-        sim.release()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ in memory, and an apply by one WebSocket client reaching the others."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +94,6 @@ class _Never:
     async def receive(self) -> bytes:
         await anyio.sleep_forever()
         raise AssertionError
-
-
-@pytest.fixture
-def upstream() -> Iterator[GatedUpstream]:
-    sim = GatedUpstream()
-    with sim:
-        yield sim
-        sim.release()
 
 
 async def test_an_apply_by_one_client_reaches_the_other_connections(upstream: GatedUpstream, tmp_path: Path) -> None:
