@@ -127,7 +127,7 @@ async def serve_dashboard(
     if token_file is not None:
         token, created = read_or_create_token(token_file)
         if created:
-            print(f"codex-limits dashboard: wrote a new admin token to {token_file}", file=err)
+            err.write(f"codex-limits dashboard: wrote a new admin token to {token_file}\n")
     else:
         token = new_secret()
     app = create_app(rpc, token=token, allowed_hosts=_served_hosts(host, allowed_hosts), hub=hub)
@@ -163,12 +163,10 @@ async def serve_dashboard(
 
     handle = DashboardServer(url=url, login_url=new_login_url(), stop=stop, new_login_url=new_login_url)
     if not loopback:
-        print(f"codex-limits dashboard: listening on {host} (not loopback), plain HTTP", file=err)
-    print(
-        f"Dashboard: {url}\nSign in (one-time link, valid {LOGIN_CODE_TTL / 60:g} minutes): {handle.login_url}",
-        file=out,
-        flush=True,
-    )
+        err.write(f"codex-limits dashboard: listening on {host} (not loopback), plain HTTP\n")
+    # The dashboard's own process: its stdout is the operator's terminal, not a JSON-RPC stream.
+    out.write(f"Dashboard: {url}\nSign in (one-time link, valid {LOGIN_CODE_TTL / 60:g} minutes): {handle.login_url}\n")
+    out.flush()
     if open_browser:
         with contextlib.suppress(Exception):
             webbrowser.open(handle.login_url)
