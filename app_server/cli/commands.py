@@ -214,7 +214,7 @@ async def demo(ui: UI, interrupt: Interrupt) -> Exit:
     """The whole story against a simulated upstream, through one connection so its state carries over."""
     say = _narrator(ui)
     say(
-        "codex-limits demo: a simulated upstream on 127.0.0.1 with three made-up accounts. "
+        "codex-limits demo: a simulated upstream on 127.0.0.1 with four made-up accounts. "
         "Nothing here touches a real account or the network.",
         step=None,
     )
