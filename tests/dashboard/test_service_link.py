@@ -103,6 +103,13 @@ async def test_the_page_follows_other_clients_and_survives_a_service_restart(tmp
                 await expect(alice.locator(".readiness")).to_have_text("Available — nothing is used up yet.")
                 await expect(page.locator("#alerts .alert").filter(has_text="alice:")).not_to_have_count(0)
                 await expect(page.locator("#history tbody tr")).to_have_count(1)
+                # An apply that changes nothing (nothing is used up: nothingToReset) still reaches the history.
+                async with first.client("unix") as terminal:
+                    quiet = await terminal.request(APPLY, {"accountId": "alice", "idempotencyKey": "nothing-to-do"})
+                assert quiet["outcome"] == "nothingToReset"
+                await expect(page.locator("#history tbody tr")).to_have_count(2)
+                await expect(page.locator("#history tbody tr").first).to_contain_text("Nothing to reset")
+                await expect(alice.locator(".reset-count")).to_have_text("1 saved reset available")
 
                 # The service stops: the API says so (503), and the page stops saying it is live.
                 await service.stop()
@@ -129,7 +136,7 @@ async def test_the_page_follows_other_clients_and_survives_a_service_restart(tmp
                 async with second.client("unix") as terminal:
                     await terminal.request(APPLY, {"accountId": "alice", "idempotencyKey": "after-the-restart"})
                 await expect(alice.locator(".reset-count")).to_have_text("0 saved resets available")
-                await expect(page.locator("#history tbody tr")).to_have_count(2)
+                await expect(page.locator("#history tbody tr")).to_have_count(3)
                 assert await page.evaluate("window.__notReloaded === true")
                 assert errors == []
             await service.stop()

@@ -301,6 +301,15 @@
     }
   }
 
+  let historyTimer = null;
+  function scheduleHistory() {
+    if (historyTimer !== null) clearTimeout(historyTimer);
+    historyTimer = setTimeout(() => {
+      historyTimer = null;
+      loadHistory();
+    }, 300);
+  }
+
   async function loadHistory() {
     try {
       const data = await api("GET", "/api/history?limit=50");
@@ -536,10 +545,10 @@
     });
     source.addEventListener("account", (event) => {
       const summary = JSON.parse(event.data);
-      const previous = upsert(summary);
-      const changed = !previous || countOf(previous) !== countOf(summary)
-        || JSON.stringify(previous.pendingApply) !== JSON.stringify(summary.pendingApply);
-      if (changed) loadHistory();
+      upsert(summary);
+      // Any read may follow an apply (even one that changed nothing, such as nothingToReset, made by
+      // another client): re-read the history once the burst of updates has passed.
+      scheduleHistory();
     });
     source.addEventListener("alert", (event) => {
       const data = JSON.parse(event.data);
