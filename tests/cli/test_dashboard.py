@@ -8,7 +8,6 @@ served until Ctrl-C.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -26,6 +25,7 @@ import pytest
 from app_server.cli.main import main
 from app_server.service.state import running
 from tests.support.cli import base_env
+from tests.support.dashboard import next_event
 from tests.support.pool_world import GatedUpstream, World, make_world
 
 pytestmark = pytest.mark.anyio
@@ -78,20 +78,6 @@ async def sign_in(http: httpx.AsyncClient, link: str) -> str:
     assert (await http.get(link)).status_code == 403  # one-time
     csrf: str = (await http.get("/api/session")).json()["csrfToken"]
     return csrf
-
-
-async def next_event(lines: AsyncIterator[str]) -> tuple[str, dict[str, Any]]:
-    name, data = "message", ""
-    async for line in lines:
-        if line == "":
-            if data:
-                return name, json.loads(data)
-            continue
-        if line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data += line[len("data: ") :]
-    raise AssertionError("the event stream ended")
 
 
 @pytest.mark.subprocess

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import anyio
 import httpx
@@ -13,24 +12,9 @@ import pytest
 from app_server.dashboard import DashboardError, serve_dashboard
 from app_server.dashboard.events import EventHub
 from app_server.dashboard.run import read_or_create_token
-from tests.support.dashboard import auth_secrets, pool, served
+from tests.support.dashboard import auth_secrets, next_event, pool, served
 
 pytestmark = pytest.mark.anyio
-
-
-async def next_event(lines: Any) -> tuple[str, dict[str, Any]]:
-    """The next SSE event (name, data) from an `aiter_lines()` iterator; comments are skipped."""
-    name, data = "message", ""
-    async for line in lines:
-        if line == "":
-            if data:
-                return name, json.loads(data)
-            continue
-        if line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data += line[len("data: ") :]
-    raise AssertionError("the event stream ended")
 
 
 async def test_events_reach_every_subscriber(tmp_path: Path) -> None:

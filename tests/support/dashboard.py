@@ -121,3 +121,18 @@ async def served(
             yield handle
         finally:
             handle.stop()
+
+
+async def next_event(lines: AsyncIterator[str]) -> tuple[str, dict[str, Any]]:
+    """The next server-sent event (name, data) from an `aiter_lines()` iterator; comments are skipped."""
+    name, data = "message", ""
+    async for line in lines:
+        if line == "":
+            if data:
+                return name, json.loads(data)
+            continue
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            data += line[len("data: ") :]
+    raise AssertionError("the event stream ended")
