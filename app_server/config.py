@@ -223,6 +223,25 @@ def read_base_url(home: Path) -> BaseUrl:
     return BaseUrl(DEFAULT_BASE_URL, problem)
 
 
+LOG_MAX_BYTES_ENV: Final = "CODEX_LIMITS_LOG_MAX_BYTES"
+DEFAULT_LOG_MAX_BYTES: Final = 10 << 20
+"""The service's log rotates at this size (one old generation kept: at most twice this on disk)."""
+
+
+def log_max_bytes(env: Mapping[str, str]) -> int:
+    """`CODEX_LIMITS_LOG_MAX_BYTES` (at least 4096), else 10 MiB."""
+    raw = env.get(LOG_MAX_BYTES_ENV)
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value >= 4096:
+            return value
+        log.warning("ignoring %s=%r: not a whole number of at least 4096", LOG_MAX_BYTES_ENV, raw)
+    return DEFAULT_LOG_MAX_BYTES
+
+
 DATABASE_URL_ENV: Final = "CODEX_LIMITS_DATABASE_URL"
 LOG_ENV: Final = "CODEX_LIMITS_LOG"
 DATA_CONFIG_NAME: Final = "config.toml"

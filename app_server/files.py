@@ -1,7 +1,8 @@
 """The files we read and write beside a Codex home or in the data directory.
 
 One home for three rules of DESIGN.md: a file we read must be a regular file of bounded size (a FIFO
-never blocks us, `/dev/zero` never fills memory); a file we write is replaced atomically and stays 0600;
+never blocks us, `/dev/zero` never fills memory), and a file holding a secret (a token file) must also be
+private to its owner (`read_private`); a file we write is replaced atomically and stays 0600;
 a lock file is 0600 whatever the umask, and is polled from the event loop rather than waited on in a thread.
 """
 
@@ -19,9 +20,11 @@ if TYPE_CHECKING:  # filelock loads with the first lock, not at start-up (config
 
 __all__ = [
     "MAX_FILE_BYTES",
+    "MAX_SECRET_BYTES",
     "FileRefused",
     "acquire_polled",
     "lock_file",
+    "read_private",
     "read_regular",
     "remove_stale_temp_files",
     "write_atomic",
@@ -29,6 +32,9 @@ __all__ = [
 
 MAX_FILE_BYTES: Final = 1 << 20
 """auth.json, config.toml and accounts.toml are a few hundred bytes; anything past 1 MiB is not one of them."""
+
+MAX_SECRET_BYTES: Final = 4096
+"""A token file holds one line of a few dozen characters."""
 
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
@@ -51,11 +57,30 @@ def read_regular(path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
     is refused rather than followed. Raises FileNotFoundError when absent, FileRefused when refused, and any
     other OSError from the system as it is.
     """
-    fd = os.open(path, os.O_RDONLY | _NONBLOCK | _CLOEXEC)
+    return _read(path, limit, private=False, follow_symlinks=True)
+
+
+def read_private(path: Path, limit: int = MAX_SECRET_BYTES, *, follow_symlinks: bool = True) -> bytes:
+    """`read_regular` for a secret: also refused (`open to other users …`) when its mode gives group or
+    other users any access, as ssh does with a private key; without `follow_symlinks`, a symlink is refused."""
+    return _read(path, limit, private=True, follow_symlinks=follow_symlinks)
+
+
+def _read(path: Path, limit: int, *, private: bool, follow_symlinks: bool) -> bytes:
+    flags = os.O_RDONLY | _NONBLOCK | _CLOEXEC | (0 if follow_symlinks else getattr(os, "O_NOFOLLOW", 0))
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if not follow_symlinks and os.path.islink(path):
+            raise FileRefused(path, "a symbolic link") from None
+        raise
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise FileRefused(path, "not a regular file")
+        if private and info.st_mode & 0o077:
+            mode = stat.S_IMODE(info.st_mode)
+            raise FileRefused(path, f"open to other users (mode {mode:04o}); run: chmod 600 {path}")
         if info.st_size > limit:
             raise FileRefused(path, f"larger than {limit} bytes")
         chunks: list[bytes] = []

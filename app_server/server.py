@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -97,22 +96,20 @@ def token_check(options: ServeOptions, listens: Sequence[Listen]) -> TokenCheck 
             raise ServeError("--ws-token-sha256 must be 64 hexadecimal digits (a SHA-256 digest)")
         return TokenCheck(bytes.fromhex(digest))
     assert options.ws_token_file is not None
+    from app_server.service.token import TokenError, read_token
+
     try:
-        token = Path(options.ws_token_file).read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ServeError(f"cannot read --ws-token-file {options.ws_token_file}: {exc}") from None
-    if not token:
-        raise ServeError(f"--ws-token-file {options.ws_token_file} is empty")
-    return TokenCheck(hashlib.sha256(token.encode("utf-8")).digest())
+        token = read_token(Path(options.ws_token_file))
+    except TokenError as exc:
+        raise ServeError(f"--ws-token-file: {exc}") from None
+    source = str(Path(options.ws_token_file).absolute())
+    return TokenCheck(hashlib.sha256(token.encode("utf-8")).digest(), source=source)
 
 
 def setup_logging(level: str | None = None) -> None:
-    name = log_level(given=level)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, name, logging.WARNING),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    from app_server.logs import setup
+
+    setup(log_level(given=level))
 
 
 def serve_default() -> int:
@@ -163,7 +160,8 @@ async def serve_network(
     def ready(bound: list[Bound]) -> None:
         if lock is not None:
             urls = [b.url for b in bound]
-            lock.publish(State(os.getpid(), str(service_socket), urls, started, str(settings.codex_home)))
+            token_file = token.source if token is not None else None
+            lock.publish(State(os.getpid(), str(service_socket), urls, started, str(settings.codex_home), token_file))
 
     services = Services(settings)
     try:

@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from app_server.cli.exits import Exit
@@ -36,6 +37,7 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace, level: str | None) -> int:
     """`serve` (and `python -m app_server`): stdio by default, listeners when `--listen` says so."""
     from app_server.config import Settings
+    from app_server.rpc.listeners import ListenError
     from app_server.server import ServeError, ServeOptions, run, setup_logging
 
     setup_logging(level)
@@ -47,10 +49,34 @@ def serve(args: argparse.Namespace, level: str | None) -> int:
     )
     try:
         run(Settings.from_env(), simulate=args.simulate, options=options)
-    except ServeError as exc:
+    except (ServeError, ListenError) as exc:
         print(f"codex-limits serve: {exc}", file=sys.stderr)
         return Exit.USAGE
+    except BaseExceptionGroup as group:
+        refusal = _refusal(group)
+        if refusal is None:
+            raise
+        print(f"codex-limits serve: {refusal}", file=sys.stderr)
+        return Exit.USAGE
     return Exit.OK
+
+
+def _refusal(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The start-up refusal a task group wrapped (a listener that cannot bind, say), if that is all it holds."""
+    from app_server.rpc.listeners import ListenError
+    from app_server.server import ServeError
+
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if leaves and all(isinstance(leaf, ServeError | ListenError) for leaf in leaves):
+        return leaves[0]
+    return None
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -64,6 +90,15 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     actions = service.add_subparsers(dest="action", required=True, metavar="ACTION")
     start = actions.add_parser("start", help="start the service (nothing to do when it already runs)", parents=[common])
     start.add_argument("--listen", action="append", metavar="URL", help="also listen on ws://IP:PORT (repeatable)")
+    start.add_argument(
+        "--ws-auth",
+        choices=["capability-token", "none"],
+        help="ws:// listeners require a bearer token by default (capability-token: the one in "
+        "$CODEX_LIMITS_HOME/service-token, made 0600 on first use, unless --ws-token-file or --ws-token-sha256 "
+        "names another); `none` opts out: any local user could then reach the service on 127.0.0.1",
+    )
+    start.add_argument("--ws-token-file", metavar="PATH", help="file holding the capability token (0600)")
+    start.add_argument("--ws-token-sha256", metavar="HEX", help="SHA-256 of the capability token (instead of a file)")
     start.add_argument(
         "--refresh-interval",
         type=float,
@@ -102,6 +137,29 @@ def _uptime(seconds: float) -> str:
     return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
 
 
+def _ws_options(args: argparse.Namespace, home: Path) -> list[str]:
+    """`serve`'s `--ws-auth` options for the service: a token unless the operator said `--ws-auth none`.
+
+    Raises ValueError (the service's own token file refused, or options that contradict each other)."""
+    if args.ws_auth == "none":
+        if args.ws_token_file or args.ws_token_sha256:
+            raise ValueError("--ws-auth none takes no --ws-token-file or --ws-token-sha256")
+        return []
+    if args.ws_token_file and args.ws_token_sha256:
+        raise ValueError("give one of --ws-token-file or --ws-token-sha256, not both")
+    if not any(url.startswith("ws://") for url in args.listen or ()):
+        if args.ws_auth or args.ws_token_file or args.ws_token_sha256:
+            raise ValueError("--ws-auth, --ws-token-file and --ws-token-sha256 need a --listen ws://IP:PORT")
+        return []
+    if args.ws_token_sha256:
+        return ["--ws-auth", "capability-token", "--ws-token-sha256", args.ws_token_sha256]
+    if args.ws_token_file:
+        return ["--ws-auth", "capability-token", "--ws-token-file", str(Path(args.ws_token_file).absolute())]
+    from app_server.service.token import ensure_token
+
+    return ["--ws-auth", "capability-token", "--ws-token-file", str(ensure_token(home))]
+
+
 def service_command(args: argparse.Namespace) -> int:
     from app_server.service import control
     from app_server.service.state import data_home, running
@@ -109,12 +167,17 @@ def service_command(args: argparse.Namespace) -> int:
     home = data_home()
     if args.action == "start":
         try:
+            ws = _ws_options(args, home)
+        except (ValueError, OSError) as exc:
+            print(f"codex-limits service: {exc}", file=sys.stderr)
+            return Exit.USAGE
+        try:
             from app_server.config import REFRESH_INTERVAL_ENV
 
             env = dict(os.environ)
             if args.refresh_interval is not None:
                 env[REFRESH_INTERVAL_ENV] = f"{args.refresh_interval:g}"
-            state, started = control.start(home, listen=args.listen or (), log_level=args.log_level, env=env)
+            state, started = control.start(home, listen=args.listen or (), log_level=args.log_level, ws=ws, env=env)
         except control.ServiceError as exc:
             print(f"codex-limits service: {exc}", file=sys.stderr)
             return Exit.SERVER
@@ -138,4 +201,6 @@ def service_command(args: argparse.Namespace) -> int:
         print(f"service running\n  pid: {current.pid}\n  socket: {current.socket}")
         print(f"  listening on: {', '.join(current.listen)}\n  uptime: {_uptime(current.uptime())}")
         print(f"  codex home: {current.codex_home}")
+        if current.token_file is not None:
+            print(f"  ws:// token file: {current.token_file}")
     return Exit.OK if current is not None else NOT_RUNNING

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import stat
 import sys
 import webbrowser
 from collections.abc import Callable, Iterable
@@ -23,6 +22,7 @@ from app_server.dashboard._rpc import RpcClient
 from app_server.dashboard.app import create_app
 from app_server.dashboard.events import EventHub
 from app_server.dashboard.security import LOGIN_CODE_TTL, LOOPBACK_NAMES, is_loopback, new_secret
+from app_server.files import FileRefused, read_private
 
 TOKEN_FILE_MAX: Final = 4096
 WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})
@@ -44,20 +44,11 @@ def read_or_create_token(path: Path) -> tuple[str, bool]:
             f.write(token + "\n")
         return token, True
     try:
-        # O_NONBLOCK: opening a FIFO must not hang; O_NOFOLLOW: the token file is not a symlink.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        data = read_private(path, TOKEN_FILE_MAX, follow_symlinks=False)
+    except FileRefused as exc:
+        raise DashboardError(f"the token file {path} is {exc.reason}") from None
     except OSError as exc:
         raise DashboardError(f"cannot read the token file {path}: {exc.strerror}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        raise DashboardError(f"the token file {path} is not a regular file")
-    with os.fdopen(fd, "rb") as f:
-        if info.st_mode & 0o077:
-            raise DashboardError(f"the token file {path} is readable by others; run: chmod 600 {path}")
-        data = f.read(TOKEN_FILE_MAX + 1)
-    if len(data) > TOKEN_FILE_MAX:
-        raise DashboardError(f"the token file {path} is larger than {TOKEN_FILE_MAX} bytes")
     token = data.decode("utf-8", "replace").strip()
     if len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token):
         raise DashboardError(f"the token in {path} must be one line of at least 16 visible characters")

@@ -11,7 +11,10 @@ the requested PATH is a symlink to it, as upstream does it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -21,10 +24,11 @@ import socket
 import stat
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 import anyio
 
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 
 Scheme = Literal["stdio", "ws", "unix", "off"]
 EXPECTED = "expected stdio://, ws://IP:PORT, unix://, unix://PATH or off"
+LISTEN_BACKLOG: Final = 128
 
 
 class ListenError(ValueError):
@@ -100,15 +105,29 @@ def parse_listen(text: str, *, default_unix: Path) -> Listen:
 
 
 def private_dir() -> Path:
-    """`$TMPDIR/codex-limits-<uid>/`, made 0700 and checked to be ours (never followed through a symlink)."""
+    """`$TMPDIR/codex-limits-<uid>/`, made 0700; one found there must be a directory of ours, mode 0700
+    (never followed through a symlink): another user who made it first, or opened it, could read or replace
+    the socket, so it is refused with what to do rather than repaired."""
     path = Path(tempfile.gettempdir()) / f"codex-limits-{os.getuid()}"
-    with contextlib.suppress(FileExistsError):
+    try:
         path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise ListenError(f"cannot make the socket directory {path}: {exc.strerror or exc}") from None
     info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise ListenError(f"{path} is not a directory of this user; refusing to put a socket in it")
+    if not stat.S_ISDIR(info.st_mode):
+        raise ListenError(f"{path} is not a directory; refusing to put a socket there (remove it)")
+    if info.st_uid != os.getuid():
+        raise ListenError(
+            f"the socket directory {path} belongs to another user (uid {info.st_uid}); refusing to put a socket "
+            "in it (remove it, or set TMPDIR to a directory of your own)"
+        )
     if info.st_mode & 0o077:
-        os.chmod(path, 0o700)
+        raise ListenError(
+            f"the socket directory {path} is open to other users (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"refusing to put a socket in it (run: chmod 700 {path})"
+        )
     return path
 
 
@@ -140,16 +159,73 @@ def _clear_stale(path: Path) -> None:
     path.unlink()
 
 
+# -- accepting when the process is out of file descriptors -------------------------------------------
+
+ACCEPT_ERRNOS: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_QUIET: Final = 0.5
+"""Seconds after a failed accept() during which accept() reports an empty queue; below asyncio's 1 s pause."""
+
+
+class PacedSocket(socket.socket):
+    """A listening socket whose accept() fails once per pause when the process is out of resources.
+
+    asyncio's accept loop (3.11) answers EMFILE by logging, unregistering the socket and scheduling a retry
+    in 1 s, but then keeps calling accept() up to `backlog` times in the same tick: one traceback and one
+    more retry timer per call, and the retries multiply (126,000 tracebacks in seconds with 1,500 idle
+    clients at a limit of 512). After one failure this socket answers "nothing waiting" (EAGAIN) for
+    `ACCEPT_QUIET` seconds, which ends asyncio's loop: one log line and one retry per second.
+    """
+
+    _quiet_until = 0.0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        if self._quiet_until and time.monotonic() < self._quiet_until:
+            raise BlockingIOError(errno.EAGAIN, "accept paused: out of resources")
+        try:
+            return super().accept()
+        except OSError as exc:
+            if exc.errno in ACCEPT_ERRNOS:
+                self._quiet_until = time.monotonic() + ACCEPT_QUIET
+            raise
+
+
+def _loop_exception_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's handler, but the accept failure it reports once per pause is one line, not a traceback."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in ACCEPT_ERRNOS and "socket.accept()" in context.get("message", ""):
+        log.error("cannot accept connections: %s; trying again in 1 s", exc.strerror or exc)
+        return
+    loop.default_exception_handler(context)
+
+
+def bind_tcp(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on `host` (an IP address, or `localhost` for 127.0.0.1) and `port`."""
+    address = "127.0.0.1" if host == "localhost" else host
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = PacedSocket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def bind_unix(path: Path) -> socket.socket:
     """A listening socket in the private directory, with `path` a symlink to it."""
     real = real_socket_path(path)
     _clear_stale(path)
     _clear_stale(real)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = PacedSocket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(real))
         os.chmod(real, 0o600)
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path != real:
@@ -231,26 +307,28 @@ async def serve_listeners(
         "server_header": None,
         "close_timeout": limits.close_timeout,
     }
+    asyncio.get_running_loop().set_exception_handler(_loop_exception_handler)
     with _unix_sockets() as made:
         try:
             for listen in listens:
                 if listen.scheme == "ws":
                     edge = HttpEdge(token, advertise_max_message=False)
+                    sock = _bound(listen, functools.partial(bind_tcp, listen.host, listen.port))
                     server = await serve(
                         handler,
-                        listen.host,
-                        listen.port,
+                        sock=sock,
                         process_request=edge.process_request,
                         process_response=edge.process_response,
                         **common,
                     )
-                    port = server.sockets[0].getsockname()[1]
+                    port = sock.getsockname()[1]
                     url = listen.url(port)
                     bound.append(Bound(listen, url, "http" + url.removeprefix("ws")))
                 elif listen.scheme == "unix":
-                    assert listen.path is not None
-                    sock = bind_unix(listen.path)
-                    made.append(listen.path)
+                    path = listen.path
+                    assert path is not None
+                    sock = _bound(listen, functools.partial(bind_unix, path))
+                    made.append(path)
                     edge = HttpEdge(None, advertise_max_message=True)
                     server = await serve(
                         handler,
@@ -278,6 +356,16 @@ async def serve_listeners(
             with anyio.CancelScope(shield=True):
                 for server in servers:
                     await server.wait_closed()
+
+
+def _bound(listen: Listen, bind: Callable[[], socket.socket]) -> socket.socket:
+    """`bind()`, with a system error said in one line naming the listener."""
+    try:
+        return bind()
+    except ListenError:
+        raise
+    except OSError as exc:
+        raise ListenError(f"cannot listen on {listen.url()}: {exc.strerror or exc}") from None
 
 
 async def _until_stopped(stop: anyio.Event | None) -> None:

@@ -57,8 +57,10 @@ class Limits:
 class TokenCheck:
     """`--ws-auth capability-token`: the SHA-256 of the one accepted bearer token."""
 
-    def __init__(self, digest: bytes) -> None:
+    def __init__(self, digest: bytes, *, source: str | None = None) -> None:
         self._digest = digest
+        self.source = source
+        """The token file it was read from (published in `service.json` for the clients), if any."""
 
     @classmethod
     def from_token(cls, token: str) -> TokenCheck:

@@ -1,7 +1,8 @@
 """Start, stop and find the service of a data directory (standard library only: the proxy uses it).
 
 `start` spawns `python -m app_server --listen unix://` in its own session, detached from the
-caller's terminal, its stderr appended to `service.log`, and returns once it answers on its socket.
+caller's terminal, its stderr appended to `service.log` (which the service rotates at a size: see
+`app_server.logs`), and returns once it answers on its socket.
 `stop` sends SIGTERM: the service stops accepting connections, answers every request it has,
 then exits (as a stdio server does at end of input).
 """
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from app_server.service.state import LOG_NAME, State, answers, running, socket_path
+from app_server.service.state import LOG_NAME, SERVICE_LOG_ENV, State, answers, running, socket_path
 
 START_TIMEOUT: Final = 20.0
 STOP_TIMEOUT: Final = 30.0
@@ -28,11 +29,12 @@ class ServiceError(Exception):
     """The service could not be started or stopped; the text says why."""
 
 
-def service_command(listen: Sequence[str] = (), log_level: str | None = None) -> list[str]:
+def service_command(listen: Sequence[str] = (), log_level: str | None = None, ws: Sequence[str] = ()) -> list[str]:
+    """The service's command line; `ws` are `serve`'s `--ws-auth …` options for the ws:// listeners."""
     command = [sys.executable, "-m", "app_server", "--listen", "unix://"]
     for url in listen:
         command += ["--listen", url]
-    return command + (["--log-level", log_level] if log_level else [])
+    return command + list(ws) + (["--log-level", log_level] if log_level else [])
 
 
 def _log_tail(path: Path, since: int) -> str:
@@ -42,7 +44,7 @@ def _log_tail(path: Path, since: int) -> str:
             lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     except OSError:
         return ""
-    return lines[-1][:300] if lines else ""
+    return lines[-1].removeprefix("codex-limits serve: ")[:300] if lines else ""
 
 
 def start(
@@ -50,6 +52,7 @@ def start(
     *,
     listen: Sequence[str] = (),
     log_level: str | None = None,
+    ws: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
 ) -> tuple[State, bool]:
@@ -63,12 +66,14 @@ def start(
     since = os.lseek(fd, 0, os.SEEK_END)
     try:
         child = subprocess.Popen(
-            service_command(listen, log_level),
+            service_command(listen, log_level, ws),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=fd,
             start_new_session=True,  # a Ctrl-C in the caller's terminal must not reach the service
-            env=dict(os.environ if env is None else env, CODEX_LIMITS_HOME=str(home)),
+            env=dict(
+                os.environ if env is None else env, CODEX_LIMITS_HOME=str(home), **{SERVICE_LOG_ENV: str(log_path)}
+            ),
         )
     finally:
         os.close(fd)

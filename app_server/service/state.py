@@ -3,7 +3,9 @@
 * `service.sock`: the socket path (a symlink into a private directory, see `rpc.listeners`);
 * `service.lock`: held (flock) by the running service for its whole life, so exactly one runs per
   data directory; the kernel drops it when the process dies, even by SIGKILL;
-* `service.json`: pid, socket, listeners and start time, written once the service answers.
+* `service.json`: pid, socket, listeners, start time and the token file of its ws:// listeners, written
+  once the service answers;
+* `service-token`: the capability token `service start` made for its ws:// listeners (see `service.token`).
 
 Standard library only: `codex-limits proxy` imports this.
 """
@@ -25,6 +27,8 @@ SOCKET_NAME: Final = "service.sock"
 LOCK_NAME: Final = "service.lock"
 STATE_NAME: Final = "service.json"
 LOG_NAME: Final = "service.log"
+SERVICE_LOG_ENV: Final = "CODEX_LIMITS_SERVICE_LOG"
+"""Set by `control.start` for the service it spawns: the log file its stderr appends to, which it rotates."""
 
 
 def data_home(env: Mapping[str, str] | None = None) -> Path:
@@ -62,6 +66,8 @@ class State:
     started_at: float
     codex_home: str
     """The service acts on this `$CODEX_HOME`'s account: a client with another one must not use it."""
+    token_file: str | None = None
+    """The capability token its ws:// listeners require (`service.token.bearer_headers`), if any."""
 
     def uptime(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.started_at)
@@ -127,7 +133,15 @@ def read_state(home: Path) -> State | None:
     try:
         raw: Any = json.loads((home / STATE_NAME).read_text(encoding="utf-8"))
         listen = [str(u) for u in raw["listen"]]
-        return State(int(raw["pid"]), str(raw["socket"]), listen, float(raw["started_at"]), str(raw["codex_home"]))
+        token_file = raw.get("token_file")
+        return State(
+            int(raw["pid"]),
+            str(raw["socket"]),
+            listen,
+            float(raw["started_at"]),
+            str(raw["codex_home"]),
+            str(token_file) if token_file is not None else None,
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

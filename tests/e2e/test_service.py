@@ -125,6 +125,7 @@ async def test_start_up_refuses_what_it_cannot_serve_safely(tmp_path: Path) -> N
     env = settings_env(make_settings(tmp_path))
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     for args, text in (
         (["--listen", "ws://0.0.0.0:0"], "refusing to listen on ws://0.0.0.0:0 without authentication"),
         (["--listen", "http://127.0.0.1:1"], "unsupported --listen 'http://127.0.0.1:1'"),
@@ -151,6 +152,7 @@ async def test_ws_listener_banner_token_and_sigterm_drains_in_flight_requests(tm
     settings = make_settings(tmp_path)
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
+    token_file.chmod(0o600)
     with MockBackend() as backend:
         signed_in(settings, backend, delay=1.0)
         env = {**settings_env(settings), "CODEX_LIMITS_LOG": "WARNING"}

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from app_server.config import Settings
-from app_server.files import FileRefused, lock_file, read_regular, write_atomic
+from app_server.files import FileRefused, lock_file, read_private, read_regular, write_atomic
 from app_server.pool.accounts import AccountsFile
 from app_server.server import initialized as server
 from app_server.store.sqlite import SqliteStore as Ledger
@@ -99,6 +99,37 @@ def test_read_regular_refuses_a_fifo_a_device_and_a_large_file(tmp_path: Path, f
         with pytest.raises(FileRefused) as caught:
             read_regular(tmp_path / name, limit=1000)
         assert caught.value.reason == reason
+
+
+def test_read_private_refuses_what_read_regular_refuses_and_a_file_others_can_open(
+    tmp_path: Path, fifos: list[Fifo]
+) -> None:
+    fifos.append(Fifo(tmp_path / "fifo"))
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "big").write_bytes(b"x" * 4097)
+    (tmp_path / "big").chmod(0o600)
+    for name, bits in (("shared", 0o644), ("group", 0o640), ("writable", 0o602)):
+        (tmp_path / name).write_text("s3cret\n")
+        (tmp_path / name).chmod(bits)
+    refused = {
+        "fifo": "not a regular file",
+        "zero": "not a regular file",
+        "big": "larger than 4096 bytes",
+        "shared": f"open to other users (mode 0644); run: chmod 600 {tmp_path / 'shared'}",
+        "group": f"open to other users (mode 0640); run: chmod 600 {tmp_path / 'group'}",
+        "writable": f"open to other users (mode 0602); run: chmod 600 {tmp_path / 'writable'}",
+    }
+    for name, reason in refused.items():
+        with pytest.raises(FileRefused) as caught:
+            read_private(tmp_path / name)
+        assert caught.value.reason == reason
+    (tmp_path / "shared").chmod(0o600)
+    assert read_private(tmp_path / "shared") == b"s3cret\n"
+    (tmp_path / "link").symlink_to(tmp_path / "shared")
+    assert read_private(tmp_path / "link") == b"s3cret\n"
+    with pytest.raises(FileRefused) as caught:
+        read_private(tmp_path / "link", follow_symlinks=False)
+    assert caught.value.reason == "a symbolic link"
 
 
 def test_files_and_locks_we_create_are_0600_under_umask_zero(tmp_path: Path, umask_zero: None) -> None:
