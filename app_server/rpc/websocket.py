@@ -9,7 +9,8 @@ its outbox full.
 
 The HTTP edge is upstream's (TRANSPORTS.md): any `Origin` is refused (403), `/healthz` and
 `/readyz` answer 200, a plain GET is a 400, and a capability token, when configured, must come as
-`Authorization: Bearer …` (401 with upstream's texts).
+`Authorization: Bearer …` (401 with upstream's texts). A request with two `Authorization` headers is
+malformed: 400, whatever the token.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ MAX_MESSAGE: Final = 16 * 1024 * 1024
 MAX_MESSAGE_HEADER: Final = "x-codex-websocket-max-unfragmented-message-bytes"
 MISSING_TOKEN: Final = "missing websocket bearer token"
 INVALID_TOKEN: Final = "invalid websocket bearer token"
+DUPLICATE_AUTHORIZATION: Final = "more than one Authorization header"
 NOT_READING: Final = 1008  # policy violation: the client stopped reading its answers
 GOING_AWAY: Final = 1001
 
@@ -96,10 +98,14 @@ class HttpEdge:
         path = request.path.partition("?")[0]
         if path in ("/healthz", "/readyz"):
             return _plain(connection, http.HTTPStatus.OK, "")
-        if "websocket" not in headers.get("Upgrade", "").lower():
+        # get_all, never get: a header sent twice makes `get` raise, which websockets answers with a 500.
+        if not any("websocket" in value.lower() for value in headers.get_all("Upgrade")):
             return _plain(connection, http.HTTPStatus.BAD_REQUEST, "Bad Request")
+        authorization = headers.get_all("Authorization")
+        if len(authorization) > 1:
+            return _plain(connection, http.HTTPStatus.BAD_REQUEST, DUPLICATE_AUTHORIZATION)
         if self._token is not None:
-            refusal = self._token.refusal(headers.get("Authorization"))
+            refusal = self._token.refusal(authorization[0] if authorization else None)
             if refusal is not None:
                 return _plain(connection, http.HTTPStatus.UNAUTHORIZED, refusal)
         return None
