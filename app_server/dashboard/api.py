@@ -141,10 +141,21 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise ApiError("unsupportedMediaType", "send the body as application/json")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except RecursionError:
+        raise ApiError("invalidRequest", "the body is nested too deeply") from None
+    except ValueError:  # UnicodeDecodeError included
         raise ApiError("invalidRequest", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError("invalidRequest", "the body must be a JSON object")
+    try:
+        # JSON may escape a lone surrogate (\ud800) that no UTF-8 text holds: refused here, not at the first encode.
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(
+            "invalidRequest", "the body holds a lone surrogate (\\ud800 to \\udfff): not Unicode text"
+        ) from None
+    except RecursionError:
+        raise ApiError("invalidRequest", "the body is nested too deeply") from None
     return data
 
 
@@ -301,6 +312,11 @@ async def api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     headers = {"www-authenticate": 'Bearer realm="codex-limits"'} if exc.code == "unauthorized" else {}
     return JSONResponse(exc.body(), status_code=exc.status, headers={**NO_STORE, **headers})
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """A bug: the envelope, not Starlette's plain text (the traceback still goes to the log, once)."""
+    return error_response(500, "internalError", "the dashboard failed on this request; its log says why")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from app_server.dashboard._rpc import RpcClient
-from app_server.dashboard.api import REQUEST_TIMEOUT, Dashboard, api_error, http_error, routes
+from app_server.dashboard.api import REQUEST_TIMEOUT, Dashboard, api_error, http_error, internal_error, routes
 from app_server.dashboard.errors import ApiError
 from app_server.dashboard.events import EventHub
 from app_server.dashboard.security import LOOPBACK_NAMES, Gate, HostAndHeaders
@@ -49,7 +49,7 @@ def create_app(
     app = Starlette(
         routes=routes(),
         middleware=[Middleware(HostAndHeaders, allowed_hosts=allowed_hosts)],
-        exception_handlers={ApiError: api_error, HTTPException: http_error},
+        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: internal_error},
         lifespan=lifespan,
     )
     app.state.dashboard = dashboard

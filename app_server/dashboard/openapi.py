@@ -153,7 +153,12 @@ def document() -> dict[str, Any]:
                         "description": "Identifies this apply (a UUID); re-send the same key to retry it.",
                     },
                 ],
-                "requestBody": {"required": False, "content": _json_content(_ref("ApplyRequest"))},
+                "requestBody": {
+                    "required": False,
+                    "description": "A JSON object of at most 64 KiB (413 beyond), UTF-8 text: deeper nesting than "
+                    "an object of strings, or a lone surrogate escape, is a 400.",
+                    "content": _json_content(_ref("ApplyRequest")),
+                },
                 "responses": {
                     **_ok("What the apply did, with the account before and after", _ref("AccountPoolApplyResponse")),
                     **_errors(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -386,3 +388,51 @@ async def test_rpc_errors_map_to_stable_codes(failure: BaseException | None, sta
         assert error["pendingIdempotencyKey"] == failure.data["pendingIdempotencyKey"]
     if code == "timeout":
         assert "same Idempotency-Key" in error["message"]
+
+
+async def chunks(chunk: bytes, count: int) -> AsyncIterator[bytes]:
+    """A body sent in chunks, without Content-Length."""
+    for _ in range(count):
+        yield chunk
+
+
+async def test_malformed_bodies_are_400s_and_spend_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """Deep nesting and lone surrogates used to leave as a plain-text 500 (RecursionError, UnicodeEncodeError)."""
+    json_type = {"content-type": "application/json"}
+    async with api() as a:
+        with anyio.fail_after(30):
+            path = "/api/accounts/alice/usage-reset/apply"
+            for body, says in (
+                (b"[" * 65_000, "nested too deeply"),
+                (b'{"creditId": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "nested too deeply"),
+                (b'{"creditId": "\\ud800"}', "lone surrogate"),
+                (b'{"\\udfff": "credit-alice-1"}', "lone surrogate"),
+                (b'["creditId"]', "must be a JSON object"),
+                (b'"creditId"', "must be a JSON object"),
+                (b"\xff\xfe{}", "not valid JSON"),
+            ):
+                answer = await a.http.post(path, headers={**key(), **json_type}, content=body)
+                assert answer.status_code == 400, body[:40]
+                assert answer.headers["content-type"] == "application/json"
+                error = error_of(answer)
+                assert error["code"] == "invalidRequest" and says in error["message"], error
+            no_length = await a.http.post(path, headers={**key(), **json_type}, content=chunks(b"[" * 40_000, 2))
+            assert no_length.status_code == 413 and error_of(no_length)["code"] == "payloadTooLarge"
+            text = await a.http.post(
+                path, headers={**key(), "content-type": "text/plain"}, content=b'{"creditId": "x"}'
+            )
+            assert text.status_code == 415 and error_of(text)["code"] == "unsupportedMediaType"
+            assert consume_calls(a.upstream) == 0
+            listed = await a.http.get("/api/accounts", headers=BEARER)  # still serving
+            assert listed.status_code == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+async def test_a_bug_answers_the_json_envelope_not_plain_text() -> None:
+    app = create_app(ScriptedRpc(RuntimeError("a bug")), token=TOKEN)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url=BASE) as http:
+        with anyio.fail_after(10):
+            response = await http.get("/api/accounts", headers=BEARER)
+    assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+    assert error_of(response)["code"] == "internalError"
