@@ -155,8 +155,8 @@ def document() -> dict[str, Any]:
                 ],
                 "requestBody": {
                     "required": False,
-                    "description": "A JSON object of at most 64 KiB (413 beyond), UTF-8 text: deeper nesting than "
-                    "an object of strings, or a lone surrogate escape, is a 400.",
+                    "description": "A JSON object of at most 64 KiB (413 beyond); one nested too deeply to parse, "
+                    "or holding a lone surrogate escape (not Unicode text), is a 400.",
                     "content": _json_content(_ref("ApplyRequest")),
                 },
                 "responses": {
