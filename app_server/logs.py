@@ -73,8 +73,8 @@ class StderrHandler(logging.StreamHandler[TextIO]):
                     "name": last.name,
                     "levelno": last.levelno,
                     "levelname": last.levelname,
-                    "msg": "… repeated %d times",
-                    "args": (self._repeats,),
+                    "msg": "… repeated %d time%s",
+                    "args": (self._repeats, "" if self._repeats == 1 else "s"),
                 }
             )
             self._write(note)
