@@ -40,7 +40,7 @@ def service_command(listen: Sequence[str] = (), log_level: str | None = None, ws
 def _log_tail(path: Path, since: int) -> str:
     try:
         with path.open("rb") as f:
-            f.seek(since)
+            f.seek(max(since, f.seek(0, os.SEEK_END) - 64 * 1024))  # the last line is near the end
             lines = [ln.strip() for ln in f.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     except OSError:
         return ""

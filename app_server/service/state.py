@@ -17,6 +17,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,9 +130,27 @@ def lock_held(home: Path) -> bool:
     return False
 
 
+MAX_STATE_BYTES: Final = 64 * 1024
+"""service.json is a few hundred bytes: anything larger (or not a regular file) is not one we wrote."""
+
+
+def _read_small(path: Path) -> bytes:
+    """`files.read_regular` in the standard library (the proxy reads this): never blocks, never grows."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(f"{path} is not a regular file")
+        data = os.read(fd, MAX_STATE_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_STATE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_STATE_BYTES} bytes")
+    return data
+
+
 def read_state(home: Path) -> State | None:
     try:
-        raw: Any = json.loads((home / STATE_NAME).read_text(encoding="utf-8"))
+        raw: Any = json.loads(_read_small(home / STATE_NAME).decode("utf-8"))
         listen = [str(u) for u in raw["listen"]]
         token_file = raw.get("token_file")
         return State(

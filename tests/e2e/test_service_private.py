@@ -143,3 +143,17 @@ async def test_ws_auth_none_opts_out_and_contradictions_are_refused(tmp_path: Pa
             ws = await connect_tcp(*ws_address(state.listen))
             async with running_client(ws) as client:
                 assert "userAgent" in await client.request("initialize", INIT_PARAMS)
+
+
+async def test_a_state_file_that_is_a_fifo_or_huge_reads_as_no_service(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    env = settings_env(settings)
+    settings.data_home.mkdir(mode=0o700)
+    state = settings.data_home / "service.json"
+    os.mkfifo(state, 0o600)  # nobody writes it: a blocking read would wait for ever (WAIT fails the test)
+    status = await cli(["service", "status"], env)
+    assert status.returncode == 3, status.stderr.decode()
+    assert read_state(settings.data_home) is None
+    state.unlink()
+    state.write_bytes(b" " * (1 << 20) + b"{}")
+    assert read_state(settings.data_home) is None
