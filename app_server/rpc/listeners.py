@@ -216,9 +216,30 @@ def bind_tcp(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _check_link_dir(directory: Path) -> None:
+    """The directory that holds the symlink `PATH`: another user who owns it, or may write in it (without the
+    sticky bit of /tmp), could point `PATH` at a socket of theirs; refused rather than trusted."""
+    info = directory.stat()
+    if info.st_uid not in (os.getuid(), 0):
+        raise ListenError(
+            f"the socket directory {directory} belongs to another user (uid {info.st_uid}); refusing to put a "
+            "socket in it"
+        )
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise ListenError(
+            f"the socket directory {directory} is writable by other users (mode {stat.S_IMODE(info.st_mode):04o}); "
+            f"refusing to put a socket in it (run: chmod go-w {directory})"
+        )
+
+
 def bind_unix(path: Path) -> socket.socket:
     """A listening socket in the private directory, with `path` a symlink to it."""
     real = real_socket_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ListenError(f"cannot make the socket directory {path.parent}: {exc.strerror or exc}") from None
+    _check_link_dir(path.parent)
     _clear_stale(path)
     _clear_stale(real)
     sock = PacedSocket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -227,7 +248,6 @@ def bind_unix(path: Path) -> socket.socket:
         os.chmod(real, 0o600)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if path != real:
             link = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             os.symlink(real, link)

@@ -18,7 +18,16 @@ import pytest
 
 from app_server.config import Settings
 from app_server.handlers import routes
-from app_server.rpc.listeners import ListenError, PacedSocket, bind_tcp, parse_listen, private_dir, serve_listeners
+from app_server.rpc.listeners import (
+    ListenError,
+    PacedSocket,
+    bind_tcp,
+    bind_unix,
+    parse_listen,
+    private_dir,
+    serve_listeners,
+    unbind_unix,
+)
 from app_server.rpc.websocket import DUPLICATE_AUTHORIZATION, TokenCheck
 from app_server.services import Services
 from tests.support.connection import make_settings
@@ -109,6 +118,25 @@ async def test_a_socket_directory_another_user_owns_is_refused_in_one_line(
         "(remove it, or set TMPDIR to a directory of your own)"
     )
     assert "belongs to another user" in str(await refusal(settings, f"unix://{settings.data_home / 'x.sock'}"))
+
+
+async def test_a_path_in_a_directory_another_user_owns_or_may_write_is_refused(tmp_path: Path) -> None:
+    theirs, shared, sticky = tmp_path / "theirs", tmp_path / "shared", tmp_path / "sticky"
+    for directory in (theirs, shared, sticky):
+        directory.mkdir()
+    os.chown(theirs, nobody(), -1)
+    shared.chmod(0o777)
+    sticky.chmod(0o1777)  # as /tmp: others may write, but not replace what is ours
+    with pytest.raises(
+        ListenError, match=rf"^the socket directory {theirs} belongs to another user \(uid {nobody()}\)"
+    ):
+        bind_unix(theirs / "s.sock")
+    with pytest.raises(ListenError, match=rf"^the socket directory {shared} is writable by other users \(mode 0777\)"):
+        bind_unix(shared / "s.sock")
+    assert not (theirs / "s.sock").exists() and not (shared / "s.sock").exists()
+    sock = bind_unix(sticky / "s.sock")
+    sock.close()
+    unbind_unix(sticky / "s.sock")
 
 
 async def test_a_socket_directory_open_to_other_users_is_refused(own_tmpdir: Path) -> None:
