@@ -6,7 +6,10 @@ services (one session per connection) until SIGTERM/SIGINT/SIGHUP, then stops ac
 every connection finish the requests it has, and closes them with 1001.
 
 A Unix socket lives in a directory only its owner can enter, `$TMPDIR/codex-limits-<uid>/` (0700);
-the requested PATH is a symlink to it, as upstream does it.
+the requested PATH is a symlink to it, as upstream does it. A directory another user owns or may write
+in is refused, and so is any address we cannot bind, each as a `ListenError` of one line. Every listening
+socket is a `PacedSocket`: out of file descriptors, it fails accept() once a second rather than once per
+waiting connection.
 """
 
 from __future__ import annotations
