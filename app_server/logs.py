@@ -1,8 +1,9 @@
 """The server's log on stderr: bounded whatever happens.
 
 `setup` installs one `StderrHandler` for `serve` and the service. It collapses a run of identical records
-(same level, logger, message and exception) into the first one and a `… repeated N times` line, written when
-a different record arrives, every `window` seconds while the run lasts, and at exit. When this process is
+(same level, logger, message and exception): the first `REPEAT_BURST` are written, the rest only counted
+and said as `… repeated N more times` when a different record arrives, every `window` seconds while the run
+lasts, and at exit. When this process is
 the service, its stderr is the data directory's `service.log` (`service.control.start` says so in
 `CODEX_LIMITS_SERVICE_LOG`): the handler then rotates that file when it reaches `CODEX_LIMITS_LOG_MAX_BYTES`
 (`service.log` -> `service.log.1`, one generation kept) and points stderr (file descriptor 2) at the new
@@ -21,7 +22,10 @@ from typing import Final, TextIO
 
 FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REPEAT_WINDOW: Final = 60.0
-"""Seconds between two `… repeated N times` lines while the same record keeps coming."""
+"""Seconds between two `… repeated N more times` lines while the same record keeps coming."""
+REPEAT_BURST: Final = 5
+"""Identical records in a row written as they are before the rest are only counted (a few in a row are
+ordinary: the same malformed line sent twice gets its warning twice)."""
 
 _Key = tuple[int, str, str, str]
 
@@ -41,12 +45,15 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         rotate: Path | None = None,
         max_bytes: int = 0,
         window: float = REPEAT_WINDOW,
+        burst: int = REPEAT_BURST,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(stream if stream is not None else sys.stderr)
         self._rotate = rotate
         self._max_bytes = max_bytes
         self._window = window
+        self._burst = burst
+        self._run = 0
         self._clock = clock
         self._last: _Key | None = None
         self._last_record: logging.LogRecord | None = None
@@ -57,12 +64,16 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         key = _key(record)
         now = self._clock()
         if key == self._last:
+            if self._run < self._burst:
+                self._run += 1
+                self._write(record)
+                return
             self._repeats += 1
             if now - self._said_at >= self._window:
                 self._say_repeats(now)
             return
         self._say_repeats(now)
-        self._last, self._last_record, self._said_at = key, record, now
+        self._last, self._last_record, self._said_at, self._run = key, record, now, 1
         self._write(record)
 
     def _say_repeats(self, now: float) -> None:
@@ -73,7 +84,7 @@ class StderrHandler(logging.StreamHandler[TextIO]):
                     "name": last.name,
                     "levelno": last.levelno,
                     "levelname": last.levelname,
-                    "msg": "… repeated %d time%s",
+                    "msg": "… repeated %d more time%s",
                     "args": (self._repeats, "" if self._repeats == 1 else "s"),
                 }
             )
