@@ -1,6 +1,6 @@
-"""The log stays bounded: identical records past a few in a row collapse into `… repeated N more times`, the service's log file
-rotates at its size limit, and a service out of file descriptors pauses accept() instead of spinning (its
-log stays small, and it answers again once connections close)."""
+"""The log stays bounded: identical records past a few in a row collapse into `… repeated N more times`,
+the service's log file rotates at its size limit, and a service out of file descriptors pauses accept()
+instead of spinning (its log stays small, and it answers again once connections close)."""
 
 from __future__ import annotations
 
