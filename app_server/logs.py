@@ -141,12 +141,12 @@ def service_log(env: Mapping[str, str], stream: TextIO) -> Path | None:
     return None
 
 
-def setup(level: str, env: Mapping[str, str] | None = None) -> StderrHandler:
-    """stderr logging at `level` (a name such as `INFO`) through one `StderrHandler`; returns it."""
+def setup(level: str, stream: TextIO, env: Mapping[str, str] | None = None) -> StderrHandler:
+    """Logging at `level` (a name such as `INFO`) to `stream` (stderr) through one `StderrHandler`; returns it."""
     from app_server.config import log_max_bytes
 
     env = os.environ if env is None else env
-    handler = StderrHandler(rotate=service_log(env, sys.stderr), max_bytes=log_max_bytes(env))
+    handler = StderrHandler(stream, rotate=service_log(env, stream), max_bytes=log_max_bytes(env))
     handler.setFormatter(logging.Formatter(FORMAT))
     logging.basicConfig(level=getattr(logging, level, logging.WARNING), handlers=[handler])
     return handler

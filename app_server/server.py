@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -109,7 +110,7 @@ def token_check(options: ServeOptions, listens: Sequence[Listen]) -> TokenCheck 
 def setup_logging(level: str | None = None) -> None:
     from app_server.logs import setup
 
-    setup(log_level(given=level))
+    setup(log_level(given=level), sys.stderr)
 
 
 def serve_default() -> int:
