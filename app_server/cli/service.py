@@ -30,7 +30,11 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ws-auth", choices=["capability-token"], help="require a bearer token on WebSocket upgrades over TCP"
     )
-    parser.add_argument("--ws-token-file", metavar="PATH", help="file holding the capability token")
+    parser.add_argument(
+        "--ws-token-file",
+        metavar="PATH",
+        help="file holding the capability token (a regular file only its owner can read)",
+    )
     parser.add_argument("--ws-token-sha256", metavar="HEX", help="SHA-256 of the capability token (instead of a file)")
 
 
