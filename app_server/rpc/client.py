@@ -3,6 +3,10 @@
 Used by the operator CLI (over a spawned `codex-limits serve`) and by the tests (over memory
 streams or a real subprocess). It speaks bytes through the same `ByteSource`/`ByteSink` shapes
 as the server's transport.
+
+A connection that ends (or breaks while a request is being written) is `ServerClosed` for every
+request still waiting and every later one; for a request that may spend a saved reset, the exception
+says the outcome is unknown and names the idempotencyKey to re-send (`rpc.lost`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import BaseModel
 
 from app_server import __version__
+from app_server.rpc import lost
 from app_server.rpc.framing import ByteSink, ByteSource, LineSplitter, Overlong
 from protocol.jsonrpc import RpcError
 from protocol.methods import Method
@@ -37,7 +42,19 @@ TERMINATE_GRACE = 12.0
 
 
 class ServerClosed(Exception):
-    """The server's output ended before the answer arrived."""
+    """The server's output ended before the answer arrived.
+
+    `method` is the request left without an answer (None: no request was waiting); when it may spend a
+    saved reset, `outcome_unknown` is True and `idempotency_key` is the key to re-send to settle it."""
+
+    def __init__(self, message: str, *, method: str | None = None, params: Any = None) -> None:
+        spend = lost.spend_of(method, params) if method is not None else None
+        if spend is not None:
+            message += "; " + lost.unknown_outcome(spend[0])
+        super().__init__(message)
+        self.method = method
+        self.outcome_unknown = spend is not None
+        self.idempotency_key = spend[0] if spend is not None else None
 
 
 class Client:
@@ -85,22 +102,30 @@ class Client:
         await self._sink.send(data + b"\n")
 
     async def request(self, method: str, params: Any = None, *, request_id: Any = None) -> Any:
-        """Send one request and return its `result`; an error answer raises `RpcError`."""
+        """Send one request and return its `result`; an error answer raises `RpcError`, a connection
+        that ends first `ServerClosed`."""
+        if isinstance(params, BaseModel):
+            params = params.model_dump(mode="json", by_alias=True)
         if self._closed:
-            raise ServerClosed(f"server closed before {method}")
+            raise ServerClosed(f"server closed before {method}", method=method, params=params)
         rid = next(self._ids) if request_id is None else request_id
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
         self._pending[rid] = send
         message: dict[str, Any] = {"id": rid, "method": method}
         if params is not None:
-            message["params"] = (
-                params.model_dump(mode="json", by_alias=True) if isinstance(params, BaseModel) else params
-            )
-        await self.send_line(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+            message["params"] = params
         try:
-            answer = await receive.receive()
-        except anyio.EndOfStream:
-            raise ServerClosed(f"server closed before answering {method}") from None
+            try:
+                await self.send_line(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                # Part of the request may have left: for a spend, that is an unknown outcome too.
+                raise ServerClosed(
+                    f"the connection broke while sending {method} ({type(exc).__name__})", method=method, params=params
+                ) from None
+            try:
+                answer = await receive.receive()
+            except anyio.EndOfStream:
+                raise ServerClosed(f"server closed before answering {method}", method=method, params=params) from None
         finally:
             self._pending.pop(rid, None)
         if "error" in answer:

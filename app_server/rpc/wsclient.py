@@ -3,14 +3,19 @@
 `WebSocketStream` is both a `ByteSource` and a `ByteSink` of lines, so the line-based `Client` speaks
 to a WebSocket listener unchanged: each line sent leaves as one text frame, each text frame received
 comes back as one line. Pings are answered; a close frame is end of input.
+
+Opening has a deadline (`wsframe.HANDSHAKE_TIMEOUT`: a service that accepts but never answers raises
+`wsframe.HandshakeTimeout`), and however the connection breaks during the handshake (refused, reset,
+closed half-way) the caller gets an `OSError` (`HandshakeTimeout` is one too), a `HandshakeError`
+(an answer other than 101) or a `ProtocolError`: nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import anyio
@@ -42,15 +47,17 @@ class WebSocketStream:
         cls, stream: anyio.abc.ByteStream, host: str, path: str = "/", headers: dict[str, str] | None = None
     ) -> WebSocketStream:
         request, accept = wsframe.handshake_request(host, path, headers)
-        await stream.send(request)
         head = bytearray()
-        while b"\r\n\r\n" not in head:
-            if len(head) > wsframe.MAX_HEAD:
-                raise wsframe.ProtocolError("response head too long")
-            try:
+        try:
+            await stream.send(request)
+            while b"\r\n\r\n" not in head:
+                if len(head) > wsframe.MAX_HEAD:
+                    raise wsframe.ProtocolError("response head too long")
                 head += await stream.receive()
-            except anyio.EndOfStream:
-                raise wsframe.ProtocolError("connection closed during the handshake") from None
+        except anyio.EndOfStream:
+            raise wsframe.ProtocolError("connection closed during the handshake") from None
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise ConnectionResetError(f"the connection broke during the handshake ({type(exc).__name__})") from None
         end = head.index(b"\r\n\r\n")
         status, response_headers = wsframe.parse_response_head(bytes(head[:end]))
         rest = bytes(head[end + 4 :])
@@ -126,25 +133,46 @@ async def _body(stream: anyio.abc.ByteStream, headers: dict[str, str], have: byt
     return body
 
 
-async def connect_unix(path: Path | str, *, headers: dict[str, str] | None = None) -> WebSocketStream:
-    """Upgrade over the Unix socket at `path` (a symlink is followed first: the real path is short)."""
-    stream = await anyio.connect_unix(os.path.realpath(path))  # noqa: ASYNC240 (no I/O worth a thread)
+@contextmanager
+def _deadline(timeout: float) -> Iterator[None]:
+    """`timeout` seconds for connecting and upgrading; past it, `HandshakeTimeout`."""
     try:
-        return await WebSocketStream.open(stream, "localhost", "/", headers)
-    except BaseException:
-        await stream.aclose()
-        raise
+        with anyio.fail_after(timeout):
+            yield
+    except TimeoutError as exc:
+        if isinstance(exc, wsframe.HandshakeTimeout):
+            raise
+        raise wsframe.HandshakeTimeout(timeout) from None
+
+
+async def connect_unix(
+    path: Path | str, *, headers: dict[str, str] | None = None, timeout: float = wsframe.HANDSHAKE_TIMEOUT
+) -> WebSocketStream:
+    """Upgrade over the Unix socket at `path` (a symlink is followed first: the real path is short)."""
+    with _deadline(timeout):
+        stream = await anyio.connect_unix(os.path.realpath(path))  # noqa: ASYNC240 (no I/O worth a thread)
+        try:
+            return await WebSocketStream.open(stream, "localhost", "/", headers)
+        except BaseException:
+            await stream.aclose()
+            raise
 
 
 async def connect_tcp(
-    host: str, port: int, *, path: str = "/", headers: dict[str, str] | None = None
+    host: str,
+    port: int,
+    *,
+    path: str = "/",
+    headers: dict[str, str] | None = None,
+    timeout: float = wsframe.HANDSHAKE_TIMEOUT,
 ) -> WebSocketStream:
-    stream = await anyio.connect_tcp(host, port)
-    try:
-        return await WebSocketStream.open(stream, f"{host}:{port}", path, headers)
-    except BaseException:
-        await stream.aclose()
-        raise
+    with _deadline(timeout):
+        stream = await anyio.connect_tcp(host, port)
+        try:
+            return await WebSocketStream.open(stream, f"{host}:{port}", path, headers)
+        except BaseException:
+            await stream.aclose()
+            raise
 
 
 @asynccontextmanager
