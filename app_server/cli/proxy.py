@@ -412,7 +412,9 @@ def _gone(bridge: _Bridge, why: str, lead: str = lost.GONE) -> int:
     if answered:
         line += f"; answered the {answered} request(s) it still owed with an error"
     if spends:
-        keys = ", ".join(repr(key) for key in spends if key is not None) or "the same key"
+        import json
+
+        keys = ", ".join(json.dumps(key, ensure_ascii=False) for key in spends if key is not None) or "the same key"
         line += f"; apply outcome unknown: re-send idempotencyKey {keys}"
     return _fail(line, GONE)
 

@@ -8,10 +8,10 @@ up the others or the RPC connection.
 Events on the wire:
 
 - `ready` (data `{}`): sent first on every connection; a page (re-)reads the list on it, so
-  nothing that happened while it was disconnected is missed;
+  nothing that happened while it was disconnected is missed. While the link to the service is down
+  its data is `{"service": "reconnecting", "message": ...}` instead (the list is read once it is back);
 - `service` (data `{"service": "connected" | "reconnecting", "message": ...}`): the link to the service
-  was lost (the API answers 503 until it is back) or is back (re-read the list); while it is lost, one
-  follows `ready` at once;
+  was lost (the API answers 503 until it is back) or is back (re-read the list);
 - `account` (data: an `AccountSummary`): from `accountPool/accountUpdated`;
 - `alert` (data: the notification's params): from `accountPool/alert`;
 - a comment line every `keepalive` seconds, so dead connections are noticed.
@@ -162,10 +162,8 @@ class EventHub:
     ) -> AsyncIterator[bytes]:
         """The bytes of one SSE response: `ready`, then events and keep-alive comments."""
         with receive:
-            first = b"retry: 3000\n" + Event(0, "ready", {}).encode()
-            if self.service != CONNECTED:
-                first += Event(0, "service", {"service": self.service, "message": STATE_TEXT[self.service]}).encode()
-            yield first
+            down = {"service": self.service, "message": STATE_TEXT[self.service]}
+            yield b"retry: 3000\n" + Event(0, "ready", {} if self.service == CONNECTED else down).encode()
             while still_allowed():
                 item: Event | None = None
                 with anyio.move_on_after(keepalive):

@@ -106,6 +106,10 @@ class Stderr:
             self._grew.set()
             self._grew = anyio.Event()
 
+    async def grown(self) -> None:
+        """Until more data arrives."""
+        await self._grew.wait()
+
     async def wait_for(self, text: bytes, timeout: float = WAIT) -> None:
         with anyio.fail_after(timeout):
             while text not in self.data:

@@ -552,7 +552,12 @@
   function connectEvents() {
     const source = new EventSource("/api/events");
     state.source = source;
-    source.addEventListener("ready", () => {
+    source.addEventListener("ready", (event) => {
+      const data = JSON.parse(event.data || "{}");
+      if (data.service === "reconnecting") {
+        showLink(false); // the list is re-read on the `service` event that says it is back
+        return;
+      }
       showLink(true);
       catchUp();
     });
