@@ -29,7 +29,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from app_server import __version__
 from app_server.dashboard._rpc import Client, ServerClosed
 from app_server.rpc.wsclient import connect_unix, running_client
-from app_server.rpc.wsframe import HandshakeError, ProtocolError
+from app_server.rpc.wsframe import HANDSHAKE_TIMEOUT, HandshakeError, ProtocolError
 from protocol.jsonrpc import RpcError
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,10 @@ class ServiceLink:
         on_reconnect: Callable[[], None] | None = None,
         retry_first: float = RETRY_FIRST,
         retry_max: float = RETRY_MAX,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self._locate = locate
+        self._handshake_timeout = handshake_timeout
         self._on_reconnect = on_reconnect
         self._retry_first = retry_first
         self._retry_max = retry_max
@@ -168,8 +170,8 @@ class ServiceLink:
     async def _session(self, path: str, *, reconnected: bool) -> None:
         """One connection, served until it ends; `_served` says whether it was up (initialized)."""
         try:
-            ws = await connect_unix(path)
-        except (OSError, HandshakeError, ProtocolError) as exc:
+            ws = await connect_unix(path, timeout=self._handshake_timeout)
+        except (OSError, HandshakeError, ProtocolError) as exc:  # a handshake past its deadline is an OSError too
             log.debug("cannot connect to the service at %s: %s", path, exc)
             return
         async with running_client(ws) as client:
