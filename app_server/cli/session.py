@@ -321,7 +321,8 @@ class Server:
                 Exit.SERVER, f"{self.name} did not answer {method} within {REQUEST_TIMEOUT:g} s"
             ) from None
         except ServerClosed:
-            reason = await self.exit_reason(f"{self.name} stopped before answering {method}")
+            why = f" ({self.client.lost_reason})" if self.client.lost_reason else ""
+            reason = await self.exit_reason(f"{self.name} stopped before answering {method}{why}")
             raise CommandFailed(Exit.SERVER, reason) from None
         except RpcError as exc:
             raise RpcError(exc.code, self.scrub(exc.message), self.scrub(exc.data)) from None

@@ -64,6 +64,8 @@ class Client:
         self._ids = itertools.count(1)
         self._pending: dict[Any, MemoryObjectSendStream[dict[str, Any]]] = {}
         self._closed = False
+        self.lost_reason: str | None = None
+        """Why the connection was given up on (`abandon`), if it was."""
         self._note_send: MemoryObjectSendStream[dict[str, Any]]
         self.notifications: MemoryObjectReceiveStream[dict[str, Any]]
         self._note_send, self.notifications = anyio.create_memory_object_stream[dict[str, Any]](1000)
@@ -86,16 +88,34 @@ class Client:
                 stream.close()
             self._note_send.close()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a request is waiting for its answer."""
+        return bool(self._pending)
+
+    def abandon(self, reason: str) -> None:
+        """Give up on the connection now: every waiting request ends with `ServerClosed` saying `reason`,
+        and so does every later one; the notifications end."""
+        self.lost_reason = reason
+        self._closed = True
+        for stream in self._pending.values():
+            stream.close()
+        self._note_send.close()
+
+    def _lost(self, what: str) -> str:
+        return what if self.lost_reason is None else f"{what} ({self.lost_reason})"
+
     async def _dispatch(self, line: bytes) -> None:
         message = json.loads(line)
         if "method" in message:
             # A full buffer means nobody is listening for notifications: dropping them is the client's choice.
-            with contextlib.suppress(anyio.WouldBlock):
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
                 self._note_send.send_nowait(message)
             return
         stream = self._pending.pop(message.get("id"), None)
         if stream is not None:
-            await stream.send(message)
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):  # abandoned meanwhile
+                await stream.send(message)
 
     async def send_line(self, line: bytes | str) -> None:
         data = line.encode("utf-8") if isinstance(line, str) else line
@@ -107,7 +127,7 @@ class Client:
         if isinstance(params, BaseModel):
             params = params.model_dump(mode="json", by_alias=True)
         if self._closed:
-            raise ServerClosed(f"server closed before {method}", method=method, params=params)
+            raise ServerClosed(self._lost(f"server closed before {method}"), method=method, params=params)
         rid = next(self._ids) if request_id is None else request_id
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
         self._pending[rid] = send
@@ -125,7 +145,9 @@ class Client:
             try:
                 answer = await receive.receive()
             except anyio.EndOfStream:
-                raise ServerClosed(f"server closed before answering {method}", method=method, params=params) from None
+                raise ServerClosed(
+                    self._lost(f"server closed before answering {method}"), method=method, params=params
+                ) from None
         finally:
             self._pending.pop(rid, None)
         if "error" in answer:

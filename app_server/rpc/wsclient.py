@@ -7,7 +7,9 @@ comes back as one line. Pings are answered; a close frame is end of input.
 Opening has a deadline (`wsframe.HANDSHAKE_TIMEOUT`: a service that accepts but never answers raises
 `wsframe.HandshakeTimeout`), and however the connection breaks during the handshake (refused, reset,
 closed half-way) the caller gets an `OSError` (`HandshakeTimeout` is one too), a `HandshakeError`
-(an answer other than 101) or a `ProtocolError`: nothing else.
+(an answer other than 101) or a `ProtocolError`: nothing else. While answers are owed, `running_client`
+pings a service silent for `wsframe.SILENCE_TIMEOUT` and gives up on it when nothing comes back within as
+long again (stopped with SIGSTOP, wedged): the waiting requests then end with `ServerClosed`.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class WebSocketStream:
         self.close_reason = ""
         self.binary: list[bytes] = []
         """Binary messages received (a server of ours never sends one)."""
+        self.heard_at = anyio.current_time()
+        """When the server last sent anything (a pong included)."""
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -80,6 +84,7 @@ class WebSocketStream:
         """The next message or control frame; pings are answered here as well as returned."""
         while not self._ready:
             chunk = await self._stream.receive()
+            self.heard_at = anyio.current_time()
             self._ready = self._reader.feed(chunk)
         opcode, payload = self._ready.pop(0)
         if opcode == OP_PING:
@@ -175,12 +180,30 @@ async def connect_tcp(
             raise
 
 
+async def _watch(ws: WebSocketStream, client: Client, silence: float) -> None:
+    """Ping a server silent for `silence` s while answers are owed; give up on it after as long again."""
+    while True:
+        await anyio.sleep(silence / 4)
+        if not client.waiting or anyio.current_time() - ws.heard_at < silence:
+            continue
+        pinged = anyio.current_time()
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            await ws.send_frame(OP_PING, b"codex-limits")
+        await anyio.sleep(silence)
+        if ws.heard_at < pinged:
+            client.abandon(f"it did not answer a ping within {silence:g} s: stopped, or wedged")
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                await ws.aclose()
+            return
+
+
 @asynccontextmanager
-async def running_client(ws: WebSocketStream) -> AsyncIterator[Client]:
-    """A `Client` reading `ws` in a task; closes the connection on exit."""
+async def running_client(ws: WebSocketStream, *, silence: float = wsframe.SILENCE_TIMEOUT) -> AsyncIterator[Client]:
+    """A `Client` reading `ws` in a task (and watching for a server gone silent); closes the connection on exit."""
     client = Client(ws, ws)
     async with anyio.create_task_group() as tg:
         tg.start_soon(client.run)
+        tg.start_soon(_watch, ws, client, silence)
         try:
             yield client
         finally:

@@ -297,21 +297,29 @@ async def test_a_stopped_service_is_given_up_on_within_the_handshake_deadline(wo
         await cli(["service", "stop"], env)
 
 
-async def test_a_service_stopped_mid_apply_leaves_the_proxy_answering_outcome_unknown(world: World) -> None:
+async def test_a_service_stopped_mid_apply_leaves_each_client_saying_the_outcome_is_unknown(world: World) -> None:
     env = world_env(world)
     key = f"stopped-{random.Random(SEED).getrandbits(32):08x}"
-    world.upstream.hold(after=False)  # the consume waits at upstream before anything is spent
+    world.upstream.hold(after=False)  # the consumes wait at upstream before anything is spent
     credits = world.upstream.available_credit_count("proxy")
     state = await start_service(env)
+    applied: list[Any] = []
+    cli_done = anyio.Event()
+
+    async def via_cli() -> None:
+        applied.append(await cli(["apply", "unix", "--yes"], env, timeout=2 * wsframe.SILENCE_TIMEOUT + 2 * WAIT))
+        cli_done.set()
+
     try:
-        async with proxy(env) as bridge:
+        async with proxy(env) as bridge, anyio.create_task_group() as tg:
             await bridge.send(
                 {"id": "init", "method": "initialize", "params": INIT_PARAMS},
                 {"id": 7, "method": APPLY, "params": {"accountId": "proxy", "idempotencyKey": key}},
                 {"id": 8, "method": "accountPool/history", "params": {}},
             )
             await bridge.answer(8)
-            await consumes_held(world.upstream, 1)
+            tg.start_soon(via_cli)
+            await consumes_held(world.upstream, 2)
             async with stopped(state.pid):
                 with anyio.fail_after(2 * wsframe.SILENCE_TIMEOUT + WAIT):
                     await bridge.process.wait()
@@ -321,15 +329,26 @@ async def test_a_service_stopped_mid_apply_leaves_the_proxy_answering_outcome_un
                 assert "did not answer a ping within" in answer["error"]["message"]
                 said = one_line(bridge.err.data)
                 assert "did not answer a ping" in said and f'"{key}"' in said
+                with anyio.fail_after(2 * wsframe.SILENCE_TIMEOUT + WAIT):
+                    await cli_done.wait()
+                (done,) = applied
+                assert done.returncode == Exit.SERVER
+                said = one_line(done.stderr)
+                assert f"stopped before answering {APPLY} (it did not answer a ping within" in said
+                assert "the apply's outcome is unknown (idempotencyKey " in said
+                assert "run `codex-limits apply unix` again" in said
         world.upstream.release()
+        settled_by_cli = await cli(["apply", "unix", "--yes", "--json"], env)
+        assert settled_by_cli.returncode == 0, settled_by_cli.stderr.decode()
+        assert json.loads(settled_by_cli.stdout)["outcome"] in (Outcome.RESET.value, Outcome.ALREADY_REDEEMED.value)
         # The service goes on once continued: the same key settles the attempt, nothing spent twice.
         async with on_socket(state.socket) as client:
             with anyio.fail_after(WAIT):
                 settled = await client.request(APPLY, {"accountId": "proxy", "idempotencyKey": key})
         # (alreadyRedeemed when the service gave up on the consume as its client left: upstream spent it anyway)
         assert settled["outcome"] in (Outcome.RESET.value, Outcome.ALREADY_REDEEMED.value)
-        assert world.upstream.available_credit_count("proxy") == credits - 1  # exactly one spend
-        assert set(world.upstream.consume_keys()) == {key}
+        for account in ("proxy", "unix"):
+            assert world.upstream.available_credit_count(account) == credits - 1, account  # exactly one spend
     finally:
         world.upstream.release()
         await cli(["service", "stop"], env)

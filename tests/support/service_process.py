@@ -48,8 +48,10 @@ def world_env(world: World) -> dict[str, str]:
     return env_for(world.codex_home, world.data_home, world.upstream.refresh_url)
 
 
-async def cli(args: list[str], env: dict[str, str], command: list[str] = CLI) -> subprocess.CompletedProcess[bytes]:
-    with anyio.fail_after(WAIT):
+async def cli(
+    args: list[str], env: dict[str, str], command: list[str] = CLI, *, timeout: float = WAIT
+) -> subprocess.CompletedProcess[bytes]:
+    with anyio.fail_after(timeout):
         return await anyio.run_process([*command, *args], env=env, cwd=REPO, check=False)
 
 
