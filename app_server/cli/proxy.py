@@ -36,8 +36,10 @@ USAGE: Final = "usage: codex-limits proxy [--sock PATH]"
 READ_CHUNK: Final = 1 << 16
 OUTPUT_LIMIT: Final = 4 << 20
 """Bytes waiting for the socket beyond which stdin is not read (backpressure toward the client)."""
-EOF_GRACE: Final = 15.0
-"""After the end of stdin: seconds without any message before giving up on answers still owed."""
+EOF_GRACE: Final = 120.0
+"""After the end of stdin: seconds without any message before giving up on answers still owed (a silent
+service is found out sooner, by the ping; a live one may take this long: an apply can wait 30 s for another
+apply's lock, then 10 s for its consume; the CLI allows each request as long)."""
 GONE: Final = 5
 """Exit status when the service went away, never answered the handshake, or stopped answering (as the
 CLI's "the server stopped" status); every request still owed was answered with an error first."""
