@@ -18,6 +18,9 @@ killed again at once and after how long.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
 import json
 import os
 import random
@@ -40,6 +43,7 @@ from app_server.rpc.client import ServerClosed
 from app_server.rpc.wsclient import connect_tcp, running_client
 from app_server.service.state import running
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+from tests.support.connection import check_wire_line
 from tests.support.dashboard import next_event
 from tests.support.pool_world import GatedUpstream, World, make_world
 from tests.support.service_process import (
@@ -443,3 +447,80 @@ async def test_the_dashboard_survives_kills_and_restarts_and_shows_the_pool_afte
     assert survived == DASHBOARD_CYCLES
     assert "Traceback" not in err.data.decode() and "Error" not in err.data.decode(), err.data.decode()
     assert err.data.decode().count("lost the connection to the codex-limits service") >= DASHBOARD_CYCLES
+
+
+# -- the proxy's answers, against a service that goes away on cue ------------------------------------------------
+
+
+class GoingAway:
+    """A stand-in service on a Unix socket: upgrades, reads `expect` requests, answers the first, then goes
+    away: `how` is "drop" (the connection just ends) or "close" (a close frame, 1001, as a stopping service)."""
+
+    def __init__(self, path: Path, expect: int, how: str) -> None:
+        self.path, self.expect, self.how = path, expect, how
+
+    async def serve(self, tg: anyio.abc.TaskGroup) -> None:
+        listener = await anyio.create_unix_listener(self.path)
+        tg.start_soon(listener.serve, self._handle)
+
+    async def _handle(self, stream: anyio.abc.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive()
+            request, rest = head.split(b"\r\n\r\n", 1)
+            key = next(ln.split(b":", 1)[1].strip() for ln in request.split(b"\r\n") if b"websocket-key" in ln.lower())
+            accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+            await stream.send(b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+            reader = wsframe.FrameReader()
+            messages = [payload for _, payload in reader.feed(rest)]
+            while len(messages) < self.expect:
+                messages += [payload for _, payload in reader.feed(await stream.receive())]
+            first = json.loads(messages[0])
+            await stream.send(wsframe.encode_frame(wsframe.OP_TEXT, b'{"id":%d,"result":{}}' % first["id"], mask=False))
+            if self.how == "close":
+                await stream.send(
+                    wsframe.encode_frame(wsframe.OP_CLOSE, wsframe.close_payload(1001, "bye"), mask=False)
+                )
+                with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                    await stream.receive()
+
+
+@pytest.mark.parametrize("how", ["drop", "close"])
+async def test_the_proxy_answers_what_it_owed_in_the_servers_wire_shape(tmp_path: Path, how: str) -> None:
+    requests: list[dict[str, Any]] = [
+        {"id": 1, "method": "initialize", "params": INIT_PARAMS},
+        {"id": "read-1", "method": "account/rateLimits/read"},
+        {"id": 3, "method": "account/rateLimitResetCredit/consume", "params": ["K-consume", None]},
+        {"id": 4, "method": APPLY, "params": {"accountId": "alice", "idempotencyKey": "K-apply"}},
+        {"method": "initialized"},  # a notification: owed nothing
+    ]
+    service = GoingAway(tmp_path / "s.sock", expect=len(requests), how=how)
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            await service.serve(tg)
+            done = await anyio.run_process(
+                [*PROXY, "--sock", str(service.path)],
+                input=b"".join(line(r) for r in requests)[:-1] + b"\n",
+                env=dict(os.environ),
+                cwd=REPO,
+                check=False,
+            )
+            tg.cancel_scope.cancel()
+    assert done.returncode == 5
+    answers = [check_wire_line(raw) for raw in done.stdout.splitlines()]
+    assert answers[0] == {"id": 1, "result": {}}
+    by_id = {a["id"]: a["error"] for a in answers[1:]}
+    assert set(by_id) == {"read-1", 3, 4}
+    why = "its connection closed" if how == "drop" else "it closed the connection: 1001 bye"
+    assert by_id["read-1"] == {
+        "code": -32603,
+        "message": f"the codex-limits service went away before answering ({why}); send it again once the service runs",
+    }
+    assert by_id[3]["data"] == {"outcome": "unknown", "idempotencyKey": "K-consume"}
+    assert 're-send the same idempotencyKey "K-consume"' in by_id[3]["message"]
+    check_unknown(by_id[4], "K-apply", "alice")
+    assert one_line(done.stderr) == (
+        f"codex-limits proxy: the service went away ({why}); answered the 3 request(s) it still owed with an "
+        'error; apply outcome unknown: re-send idempotencyKey "K-consume", "K-apply"'
+    )
