@@ -386,7 +386,9 @@ def main(argv: list[str]) -> int:
         first = _handshake(sock)
         bridge = _Bridge(sock, first)
         bridge.run()
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if bridge is None:  # the socket, during the handshake (nothing is written to stdout before the bridge)
+            return _fail(f"connection to the service failed: {exc}", GONE)
         return 0  # our client closed its end of stdout: nobody is left to answer
     except wsframe.HandshakeTimeout as exc:
         return _fail(f"the service did not answer: {exc} (is it stopped? see `codex-limits service status`)", GONE)
@@ -417,7 +419,7 @@ def _gone(bridge: _Bridge, why: str, lead: str = lost.GONE) -> int:
         import json
 
         keys = ", ".join(json.dumps(key, ensure_ascii=False) for key in spends if key is not None) or "the same key"
-        line += f"; apply outcome unknown: re-send idempotencyKey {keys}"
+        line += f"; outcome unknown: re-send idempotencyKey {keys}"
     return _fail(line, GONE)
 
 

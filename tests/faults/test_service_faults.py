@@ -522,5 +522,5 @@ async def test_the_proxy_answers_what_it_owed_in_the_servers_wire_shape(tmp_path
     check_unknown(by_id[4], "K-apply", "alice")
     assert one_line(done.stderr) == (
         f"codex-limits proxy: the service went away ({why}); answered the 3 request(s) it still owed with an "
-        'error; apply outcome unknown: re-send idempotencyKey "K-consume", "K-apply"'
+        'error; outcome unknown: re-send idempotencyKey "K-consume", "K-apply"'
     )
