@@ -471,7 +471,12 @@ async def _initialize(server: Server, *, updates: bool) -> str | None:
             result = await server.client.initialize(opt_out=opt_out)
     except TimeoutError:
         raise CommandFailed(
-            Exit.SERVER, await server.exit_reason(f"{server.name} did not answer initialize within {START_TIMEOUT:g} s")
+            Exit.SERVER,
+            await server.exit_reason(
+                f"the server did not start within {START_TIMEOUT:g} s"
+                if server.name == "the server"
+                else f"{server.name} did not answer initialize within {START_TIMEOUT:g} s"
+            ),
         ) from None
     except ServerClosed:
         what = (

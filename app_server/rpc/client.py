@@ -45,10 +45,11 @@ class ServerClosed(Exception):
     """The server's output ended before the answer arrived.
 
     `method` is the request left without an answer (None: no request was waiting); when it may spend a
-    saved reset, `outcome_unknown` is True and `idempotency_key` is the key to re-send to settle it."""
+    saved reset and was (perhaps) sent, `outcome_unknown` is True and `idempotency_key` is the key to
+    re-send to settle it."""
 
-    def __init__(self, message: str, *, method: str | None = None, params: Any = None) -> None:
-        spend = lost.spend_of(method, params) if method is not None else None
+    def __init__(self, message: str, *, method: str | None = None, params: Any = None, sent: bool = True) -> None:
+        spend = lost.spend_of(method, params) if method is not None and sent else None
         if spend is not None:
             message += "; " + lost.unknown_outcome(spend[0])
         super().__init__(message)
@@ -127,7 +128,7 @@ class Client:
         if isinstance(params, BaseModel):
             params = params.model_dump(mode="json", by_alias=True)
         if self._closed:
-            raise ServerClosed(self._lost(f"server closed before {method}"), method=method, params=params)
+            raise ServerClosed(self._lost(f"server closed before {method}"), method=method, params=params, sent=False)
         rid = next(self._ids) if request_id is None else request_id
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
         self._pending[rid] = send
