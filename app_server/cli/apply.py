@@ -18,6 +18,7 @@ from app_server.cli import render
 from app_server.cli.exits import Exit
 from app_server.cli.prompt import confirm, stdin_is_terminal
 from app_server.cli.session import UI, CommandFailed, Interrupt, Server, connect, never_signed_in, rpc_failure
+from app_server.rpc import lost
 from protocol import ext
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
@@ -123,8 +124,10 @@ async def apply_on(
         raw = await server.apply(account, key, chosen)
     except RpcError as exc:
         raise await _apply_failure(server, exc, account, key, rerun) from None
-    except CommandFailed as failure:  # no answer at all
-        failure.message += f"; the apply's outcome is unknown: {rerun}"
+    except CommandFailed as failure:  # no answer at all: the service died, restarted or went silent
+        failure.message += f"; the apply's outcome is unknown (idempotencyKey {key}): {rerun}"
+        if failure.payload is None:
+            failure.payload = _unknown_payload(failure.message, account, key)
         raise
     interrupt.code, interrupt.message = Exit.INTERRUPTED, "interrupted"
     response = ext.AccountPoolApplyResponse.model_validate(raw)
@@ -133,6 +136,12 @@ async def apply_on(
     if ui.as_json:
         ui.emit_json(raw)
     return Exit.OK if response.outcome in (Outcome.RESET, Outcome.ALREADY_REDEEMED) else Exit.REFUSED
+
+
+def _unknown_payload(message: str, account: str, key: str) -> dict[str, Any]:
+    """With `--json`: the error a server would send for an unknown outcome (as `codex-limits proxy` does)."""
+    data = {"outcome": "unknown", "idempotencyKey": key, "accountId": account}
+    return {"error": {"code": lost.INTERNAL_ERROR, "message": message, "data": data}}
 
 
 async def _apply_failure(server: Server, exc: RpcError, account: str, key: str, rerun: str) -> CommandFailed:

@@ -1,8 +1,10 @@
 """The operator commands' way to the running service: a connected `Client` on its socket, if one answers.
 
 `session.connect` tries `attach` first and spawns `codex-limits serve` only when it yields None:
-no service for this data directory, one acting on another `$CODEX_HOME`, or one that does not
-answer the upgrade.
+no service for this data directory, one acting on another `$CODEX_HOME`, or one that refuses the
+connection or the upgrade. A service that holds the data directory but does not answer the handshake
+within `wsframe.HANDSHAKE_TIMEOUT` (stopped with SIGSTOP, wedged) raises `NotAnswering` (one line for
+the operator; exit 5): a spawned server next to it would share its ledger and its pending applies.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ import anyio.abc
 
 from app_server.rpc.client import Client
 from app_server.rpc.wsclient import connect_unix, running_client
-from app_server.rpc.wsframe import HandshakeError, ProtocolError
+from app_server.rpc.wsframe import HandshakeError, HandshakeTimeout, ProtocolError
 from app_server.service.state import codex_home, data_home, running
+
+
+class NotAnswering(Exception):
+    """The service holds the data directory but did not answer the handshake in time; the text says so."""
 
 
 class ServiceProcess(anyio.abc.Process):
@@ -69,6 +75,11 @@ async def attach() -> AsyncIterator[tuple[Client, anyio.abc.Process] | None]:
         return
     try:
         ws = await connect_unix(state.socket)
+    except HandshakeTimeout as exc:
+        raise NotAnswering(
+            f"the codex-limits service (pid {state.pid}) did not answer: {exc}; is it stopped? "
+            f"(`kill -CONT {state.pid}` resumes it; `codex-limits service status`)"
+        ) from None
     except (OSError, HandshakeError, ProtocolError):
         yield None
         return

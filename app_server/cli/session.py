@@ -32,6 +32,7 @@ from rich.text import Text
 from app_server.cli.exits import Exit
 from app_server.config import LOG_ENV, log_level
 from app_server.rpc.client import Client, ServerClosed, spawn
+from app_server.rpc.wsframe import ProtocolError
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED, RATE_LIMITS_UPDATED
 
@@ -281,7 +282,9 @@ def _expected(group: BaseExceptionGroup[BaseException]) -> CommandFailed | None:
         if isinstance(leaf, KeyboardInterrupt):
             return CommandFailed(Exit.INTERRUPTED, "interrupted")
     for leaf in leaves:
-        if isinstance(leaf, ServerClosed | json.JSONDecodeError | UnicodeDecodeError | pydantic.ValidationError):
+        if isinstance(leaf, ServerClosed):
+            return CommandFailed(Exit.SERVER, f"the server stopped: {leaf}")
+        if isinstance(leaf, ProtocolError | json.JSONDecodeError | UnicodeDecodeError | pydantic.ValidationError):
             return CommandFailed(Exit.SERVER, f"protocol failure: the server sent something unexpected ({leaf})")
     return None
 
@@ -299,16 +302,27 @@ class Server:
         self.sandbox: str | None = None
         """With `--simulate`: the simulated world's temporary directory, shown as `SIMULATED`."""
 
+    @property
+    def name(self) -> str:
+        """How the operator knows this server: the running service (with its pid), or the spawned one."""
+        from app_server.cli.attach import ServiceProcess
+
+        if isinstance(self.process, ServiceProcess):
+            return f"the codex-limits service (pid {self.process.pid})"
+        return "the server"
+
     async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """The answer's result; no answer (timeout, connection lost) is `CommandFailed(Exit.SERVER)`."""
         try:
             with anyio.fail_after(REQUEST_TIMEOUT):
                 return self.scrub(await self.client.request(method, params))
         except TimeoutError:
             raise CommandFailed(
-                Exit.SERVER, f"the server did not answer {method} within {REQUEST_TIMEOUT:g} s"
+                Exit.SERVER, f"{self.name} did not answer {method} within {REQUEST_TIMEOUT:g} s"
             ) from None
         except ServerClosed:
-            reason = await self.exit_reason(f"the server stopped before answering {method}")
+            why = f" ({self.client.lost_reason})" if self.client.lost_reason else ""
+            reason = await self.exit_reason(f"{self.name} stopped before answering {method}{why}")
             raise CommandFailed(Exit.SERVER, reason) from None
         except RpcError as exc:
             raise RpcError(exc.code, self.scrub(exc.message), self.scrub(exc.data)) from None
@@ -403,16 +417,19 @@ async def connect(simulate: bool, *, command: list[str] | None = None, updates: 
     The running service of the data directory is used instead when there is one (not with `simulate`)."""
     failure: Exception | None = None
     if not simulate and command is None:
-        from app_server.cli.attach import attach
+        from app_server.cli.attach import NotAnswering, attach
 
-        async with attach() as attached:
-            if attached is not None:
-                try:
-                    server = Server(attached[0], None, None)
-                    await _initialize(server, updates=updates)
-                    yield server
-                except Exception as exc:
-                    failure = exc
+        try:
+            async with attach() as attached:
+                if attached is not None:
+                    try:
+                        server = Server(attached[0], attached[1], None)
+                        await _initialize(server, updates=updates)
+                        yield server
+                    except Exception as exc:
+                        failure = exc
+        except NotAnswering as exc:
+            raise CommandFailed(Exit.SERVER, str(exc)) from None
         if failure is not None:
             raise failure
         if attached is not None:
@@ -454,10 +471,18 @@ async def _initialize(server: Server, *, updates: bool) -> str | None:
             result = await server.client.initialize(opt_out=opt_out)
     except TimeoutError:
         raise CommandFailed(
-            Exit.SERVER, await server.exit_reason(f"the server did not start within {START_TIMEOUT:g} s")
+            Exit.SERVER,
+            await server.exit_reason(
+                f"the server did not start within {START_TIMEOUT:g} s"
+                if server.name == "the server"
+                else f"{server.name} did not answer initialize within {START_TIMEOUT:g} s"
+            ),
         ) from None
     except ServerClosed:
-        raise CommandFailed(Exit.SERVER, await server.exit_reason("the server could not start")) from None
+        what = (
+            "the server could not start" if server.name == "the server" else f"{server.name} stopped before initialize"
+        )
+        raise CommandFailed(Exit.SERVER, await server.exit_reason(what)) from None
     except RpcError as exc:
         raise CommandFailed(Exit.SERVER, f"the server refused to initialize: {exc.message}") from None
     home = result.get("codexHome") if isinstance(result, dict) else None

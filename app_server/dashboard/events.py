@@ -8,7 +8,10 @@ up the others or the RPC connection.
 Events on the wire:
 
 - `ready` (data `{}`): sent first on every connection; a page (re-)reads the list on it, so
-  nothing that happened while it was disconnected is missed;
+  nothing that happened while it was disconnected is missed. While the link to the service is down
+  its data is `{"service": "reconnecting", "message": ...}` instead (the list is read once it is back);
+- `service` (data `{"service": "connected" | "reconnecting", "message": ...}`): the link to the service
+  was lost (the API answers 503 until it is back) or is back (re-read the list);
 - `account` (data: an `AccountSummary`): from `accountPool/accountUpdated`;
 - `alert` (data: the notification's params): from `accountPool/alert`;
 - a comment line every `keepalive` seconds, so dead connections are noticed.
@@ -25,6 +28,7 @@ from typing import Any, Final
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from app_server.dashboard.link import LINK_STATE
 from protocol import ext
 from protocol.methods import POOL_ACCOUNT_UPDATED
 
@@ -34,6 +38,12 @@ POOL_ALERT: Final = "accountPool/alert"
 SUBSCRIBER_BUFFER: Final = 256
 MAX_SUBSCRIBERS: Final = 64
 KEEPALIVE_SECONDS: Final = 15.0
+CONNECTED: Final = "connected"
+RECONNECTING: Final = "reconnecting"
+STATE_TEXT: Final = {
+    CONNECTED: "connected to the codex-limits service",
+    RECONNECTING: "reconnecting to the codex-limits service…",
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,9 @@ def translate(message: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         return "account", account_payload(params.get("account"))
     if method == POOL_ALERT and isinstance(params, dict):
         return "alert", params
+    if method == LINK_STATE and isinstance(params, dict):
+        state = CONNECTED if params.get("connected") else RECONNECTING
+        return "service", {"service": state, "message": STATE_TEXT[state]}
     return None
 
 
@@ -78,6 +91,8 @@ class EventHub:
         self._subscribers: set[MemoryObjectSendStream[Event]] = set()
         self._next_id = 1
         self._closed = False
+        self.service = CONNECTED
+        """The link's state as the last `service` event said (a hub over a plain session stays connected)."""
 
     @property
     def subscriber_count(self) -> int:
@@ -93,6 +108,8 @@ class EventHub:
                     log.exception("dropping a notification the dashboard could not read: %r", message.get("method"))
                     continue
                 if translated is not None:
+                    if translated[0] == "service":
+                        self.service = translated[1]["service"]
                     self.publish(*translated)
         finally:
             self.close()
@@ -145,7 +162,8 @@ class EventHub:
     ) -> AsyncIterator[bytes]:
         """The bytes of one SSE response: `ready`, then events and keep-alive comments."""
         with receive:
-            yield b"retry: 3000\n" + Event(0, "ready", {}).encode()
+            down = {"service": self.service, "message": STATE_TEXT[self.service]}
+            yield b"retry: 3000\n" + Event(0, "ready", {} if self.service == CONNECTED else down).encode()
             while still_allowed():
                 item: Event | None = None
                 with anyio.move_on_after(keepalive):

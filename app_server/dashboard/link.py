@@ -4,14 +4,21 @@
 `ServerClosed` while there is none, which the API answers 503), and `notifications` is one stream
 across every connection the link opens, so the event hub reads it once for the dashboard's life.
 While the service is gone the link keeps looking for it (`locate` names its socket, or None when
-none runs) and says on stderr that it lost it and when it is back; it never starts the service
-itself: a stopped service was stopped on purpose.
+none runs), with a bounded, jittered backoff, and says on stderr that it lost it and when it is back;
+it never starts the service itself: a stopped service was stopped on purpose.
+
+A service that dies, restarts or stops answering is a normal event here: however a connection
+attempt or a session fails (refused, reset, closed mid-handshake, a handshake past its deadline, a
+broken frame), the loop logs it and tries again; nothing escapes it. Each change of state is also a
+`LINK_STATE` notification in `notifications` (`{"connected": bool}`), so the page can say it is
+reconnecting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -22,7 +29,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from app_server import __version__
 from app_server.dashboard._rpc import Client, ServerClosed
 from app_server.rpc.wsclient import connect_unix, running_client
-from app_server.rpc.wsframe import HandshakeError, ProtocolError
+from app_server.rpc.wsframe import HANDSHAKE_TIMEOUT, HandshakeError, ProtocolError
+from protocol.jsonrpc import RpcError
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +38,11 @@ CLIENT_NAME: Final = "codex-limits-dashboard"
 CONNECT_TIMEOUT: Final = 30.0
 """Seconds the first connection (and each `initialize`) may take."""
 RETRY_FIRST: Final = 0.2
-RETRY_MAX: Final = 5.0
+RETRY_MAX: Final = 3.0
+"""The backoff between attempts doubles from `RETRY_FIRST` up to this; each wait is jittered (50-100 %)."""
 NOTIFICATION_BUFFER: Final = 1000
+LINK_STATE: Final = "codexLimits/serviceLink"
+"""The link's own notification (never sent by a server): params `{"connected": bool}`."""
 
 
 class ServiceLink:
@@ -49,12 +60,15 @@ class ServiceLink:
         on_reconnect: Callable[[], None] | None = None,
         retry_first: float = RETRY_FIRST,
         retry_max: float = RETRY_MAX,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT,
     ) -> None:
         self._locate = locate
+        self._handshake_timeout = handshake_timeout
         self._on_reconnect = on_reconnect
         self._retry_first = retry_first
         self._retry_max = retry_max
         self._client: Client | None = None
+        self._served = False
         self._up = anyio.Event()
         self.connections = 0
         """How many connections the link has opened (and initialized) so far."""
@@ -67,7 +81,9 @@ class ServiceLink:
     async def request(self, method: str, params: Any = None) -> Any:
         client = self._client
         if client is None:
-            raise ServerClosed("not connected to the codex-limits service (it is not running, or restarting)")
+            raise ServerClosed(
+                "reconnecting to the codex-limits service (it stopped, or is restarting); try again shortly"
+            )
         try:
             return await client.request(method, params)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
@@ -118,8 +134,12 @@ class ServiceLink:
         delay = self._retry_first
         lost = False
         while True:
-            path = self._locate()
-            if path is not None and await self._session(path, reconnected=self.connections > 0):
+            try:
+                path = self._locate()
+            except Exception as exc:  # a state file half-written by a starting service, say
+                log.debug("cannot locate the service: %s", exc)
+                path = None
+            if path is not None and await self._attempt(path):
                 delay = self._retry_first
                 lost = True
                 log.warning("lost the connection to the codex-limits service; reconnecting when it runs again")
@@ -127,30 +147,49 @@ class ServiceLink:
             if lost and path is None:
                 lost = False
                 log.warning("the codex-limits service is not running; waiting for it (codex-limits service start)")
-            await anyio.sleep(delay)
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self._retry_max)
 
-    async def _session(self, path: str, *, reconnected: bool) -> bool:
-        """One connection, served until it ends; False when it could not be opened or initialized."""
+    async def _attempt(self, path: str) -> bool:
+        """One session; True when it was up (initialized) before it ended. Never raises but cancellation."""
+        self._served = False
         try:
-            ws = await connect_unix(path)
-        except (OSError, HandshakeError, ProtocolError) as exc:
+            await self._session(path, reconnected=self.connections > 0)
+        except Exception as exc:  # whatever a dying service can cause, the loop goes on
+            log.debug("the session with the service at %s failed: %r", path, exc)
+        finally:
+            if self._client is not None or self._served:
+                self._client = None
+                self._state(connected=False)
+        return self._served
+
+    def _state(self, *, connected: bool) -> None:
+        with contextlib.suppress(anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._notes_send.send_nowait({"method": LINK_STATE, "params": {"connected": connected}})
+
+    async def _session(self, path: str, *, reconnected: bool) -> None:
+        """One connection, served until it ends; `_served` says whether it was up (initialized)."""
+        try:
+            ws = await connect_unix(path, timeout=self._handshake_timeout)
+        except (OSError, HandshakeError, ProtocolError) as exc:  # a handshake past its deadline is an OSError too
             log.debug("cannot connect to the service at %s: %s", path, exc)
-            return False
+            return
         async with running_client(ws) as client:
             try:
                 with anyio.fail_after(CONNECT_TIMEOUT):
                     await client.initialize(name=CLIENT_NAME, version=__version__)
             except (ServerClosed, TimeoutError, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-                return False
-            except Exception as exc:  # an error answer to initialize: this is not a service we can use
+                return
+            except RpcError as exc:  # an error answer to initialize: this is not a service we can use
                 log.warning("the service refused the dashboard's initialize: %s", exc)
-                return False
+                return
             self.connections += 1
+            self._served = True
             self._client = client
             self._up.set()
             self._up = anyio.Event()
             if reconnected:
+                self._state(connected=True)
                 log.warning("connected to the codex-limits service again")
                 if self._on_reconnect is not None:
                     self._on_reconnect()
@@ -160,4 +199,3 @@ class ServiceLink:
                         self._notes_send.send_nowait(note)
             finally:
                 self._client = None
-        return True

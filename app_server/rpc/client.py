@@ -3,6 +3,10 @@
 Used by the operator CLI (over a spawned `codex-limits serve`) and by the tests (over memory
 streams or a real subprocess). It speaks bytes through the same `ByteSource`/`ByteSink` shapes
 as the server's transport.
+
+A connection that ends (or breaks while a request is being written) is `ServerClosed` for every
+request still waiting and every later one; for a request that may spend a saved reset, the exception
+says the outcome is unknown and names the idempotencyKey to re-send (`rpc.lost`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import BaseModel
 
 from app_server import __version__
+from app_server.rpc import lost
 from app_server.rpc.framing import ByteSink, ByteSource, LineSplitter, Overlong
 from protocol.jsonrpc import RpcError
 from protocol.methods import Method
@@ -37,7 +42,20 @@ TERMINATE_GRACE = 12.0
 
 
 class ServerClosed(Exception):
-    """The server's output ended before the answer arrived."""
+    """The server's output ended before the answer arrived.
+
+    `method` is the request left without an answer (None: no request was waiting); when it may spend a
+    saved reset and was (perhaps) sent, `outcome_unknown` is True and `idempotency_key` is the key to
+    re-send to settle it."""
+
+    def __init__(self, message: str, *, method: str | None = None, params: Any = None, sent: bool = True) -> None:
+        spend = lost.spend_of(method, params) if method is not None and sent else None
+        if spend is not None:
+            message += "; " + lost.unknown_outcome(spend[0])
+        super().__init__(message)
+        self.method = method
+        self.outcome_unknown = spend is not None
+        self.idempotency_key = spend[0] if spend is not None else None
 
 
 class Client:
@@ -47,6 +65,8 @@ class Client:
         self._ids = itertools.count(1)
         self._pending: dict[Any, MemoryObjectSendStream[dict[str, Any]]] = {}
         self._closed = False
+        self.lost_reason: str | None = None
+        """Why the connection was given up on (`abandon`), if it was."""
         self._note_send: MemoryObjectSendStream[dict[str, Any]]
         self.notifications: MemoryObjectReceiveStream[dict[str, Any]]
         self._note_send, self.notifications = anyio.create_memory_object_stream[dict[str, Any]](1000)
@@ -69,38 +89,66 @@ class Client:
                 stream.close()
             self._note_send.close()
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a request is waiting for its answer."""
+        return bool(self._pending)
+
+    def abandon(self, reason: str) -> None:
+        """Give up on the connection now: every waiting request ends with `ServerClosed` saying `reason`,
+        and so does every later one; the notifications end."""
+        self.lost_reason = reason
+        self._closed = True
+        for stream in self._pending.values():
+            stream.close()
+        self._note_send.close()
+
+    def _lost(self, what: str) -> str:
+        return what if self.lost_reason is None else f"{what} ({self.lost_reason})"
+
     async def _dispatch(self, line: bytes) -> None:
         message = json.loads(line)
         if "method" in message:
             # A full buffer means nobody is listening for notifications: dropping them is the client's choice.
-            with contextlib.suppress(anyio.WouldBlock):
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError):
                 self._note_send.send_nowait(message)
             return
         stream = self._pending.pop(message.get("id"), None)
         if stream is not None:
-            await stream.send(message)
+            with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):  # abandoned meanwhile
+                await stream.send(message)
 
     async def send_line(self, line: bytes | str) -> None:
         data = line.encode("utf-8") if isinstance(line, str) else line
         await self._sink.send(data + b"\n")
 
     async def request(self, method: str, params: Any = None, *, request_id: Any = None) -> Any:
-        """Send one request and return its `result`; an error answer raises `RpcError`."""
+        """Send one request and return its `result`; an error answer raises `RpcError`, a connection
+        that ends first `ServerClosed`."""
+        if isinstance(params, BaseModel):
+            params = params.model_dump(mode="json", by_alias=True)
         if self._closed:
-            raise ServerClosed(f"server closed before {method}")
+            raise ServerClosed(self._lost(f"server closed before {method}"), method=method, params=params, sent=False)
         rid = next(self._ids) if request_id is None else request_id
         send, receive = anyio.create_memory_object_stream[dict[str, Any]](1)
         self._pending[rid] = send
         message: dict[str, Any] = {"id": rid, "method": method}
         if params is not None:
-            message["params"] = (
-                params.model_dump(mode="json", by_alias=True) if isinstance(params, BaseModel) else params
-            )
-        await self.send_line(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+            message["params"] = params
         try:
-            answer = await receive.receive()
-        except anyio.EndOfStream:
-            raise ServerClosed(f"server closed before answering {method}") from None
+            try:
+                await self.send_line(json.dumps(message, ensure_ascii=False, separators=(",", ":")))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                # Part of the request may have left: for a spend, that is an unknown outcome too.
+                raise ServerClosed(
+                    f"the connection broke while sending {method} ({type(exc).__name__})", method=method, params=params
+                ) from None
+            try:
+                answer = await receive.receive()
+            except anyio.EndOfStream:
+                raise ServerClosed(
+                    self._lost(f"server closed before answering {method}"), method=method, params=params
+                ) from None
         finally:
             self._pending.pop(rid, None)
         if "error" in answer:

@@ -30,6 +30,15 @@ OP_PONG: Final = 0xA
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 MAX_HEAD: Final = 64 * 1024
 
+# The deadlines every client of the service shares (the proxy, the operator commands, the dashboard):
+HANDSHAKE_TIMEOUT: Final = 5.0
+"""Seconds from connecting to the service's 101 answer. A service that accepts but never answers (stopped
+with SIGSTOP, wedged) is given up on after this; a live one answers in milliseconds."""
+SILENCE_TIMEOUT: Final = 10.0
+"""Seconds a client owed answers waits without a byte from the service before it pings, and then again
+for any byte back (the pong) before it takes the service for gone. Requests may take long; the service's
+event loop answers a ping at once."""
+
 
 class HandshakeError(Exception):
     """The server did not switch protocols: `status` and `body` say what it answered instead."""
@@ -42,6 +51,14 @@ class HandshakeError(Exception):
 
 class ProtocolError(Exception):
     """A frame no server should send (or one we do not support)."""
+
+
+class HandshakeTimeout(TimeoutError):
+    """The service accepted the connection but did not answer the upgrade within `HANDSHAKE_TIMEOUT`."""
+
+    def __init__(self, timeout: float = HANDSHAKE_TIMEOUT) -> None:
+        super().__init__(f"no answer to the WebSocket handshake within {timeout:g} s")
+        self.timeout = timeout
 
 
 def handshake_request(host: str, path: str = "/", headers: dict[str, str] | None = None) -> tuple[bytes, bytes]:

@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,104 +16,33 @@ import anyio
 import anyio.abc
 import pytest
 
-from app_server.config import Settings
 from app_server.config import data_home as config_data_home
 from app_server.rpc import wsframe
-from app_server.rpc.client import Client, ServerClosed
-from app_server.rpc.wsclient import connect_tcp, connect_unix, running_client
-from app_server.service.state import State, data_home, read_state, running
+from app_server.rpc.client import ServerClosed
+from app_server.rpc.wsclient import connect_tcp, running_client
+from app_server.service.state import data_home, read_state, running
 from protocol import ext
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 from tests.support.connection import READ, make_settings, signed_in
 from tests.support.mock_backend import MockBackend
 from tests.support.pool_world import GatedUpstream, World, make_world
+from tests.support.service_process import (
+    APPLY,
+    CLI,
+    INIT_PARAMS,
+    REPO,
+    SERVE,
+    WAIT,
+    Stderr,
+    cli,
+    killed_at_exit,
+    on_socket,
+    service,
+    settings_env,
+    world_env,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
-
-WAIT = 30.0
-REPO = Path(__file__).resolve().parents[2]
-SERVE = [sys.executable, "-m", "app_server"]
-CLI = [sys.executable, "-m", "app_server.cli.main"]
-PROXY = [sys.executable, "-m", "app_server.proxy"]
-INIT_PARAMS: dict[str, Any] = {"clientInfo": {"name": "probe", "title": None, "version": "1.0"}}
-APPLY = "accountPool/resetCredit/apply"
-
-
-def env_for(codex_home: Path, data: Path, refresh_url: str = "http://127.0.0.1:9/oauth/token") -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "OPENAI_"))}
-    env.update(
-        CODEX_HOME=str(codex_home),
-        CODEX_LIMITS_HOME=str(data),
-        CODEX_REFRESH_TOKEN_URL_OVERRIDE=refresh_url,
-        CODEX_LIMITS_LOG="INFO",
-    )
-    return env
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    return env_for(settings.codex_home, settings.data_home)
-
-
-def world_env(world: World) -> dict[str, str]:
-    return env_for(world.codex_home, world.data_home, world.upstream.refresh_url)
-
-
-async def cli(args: list[str], env: dict[str, str], command: list[str] = CLI) -> subprocess.CompletedProcess[bytes]:
-    with anyio.fail_after(WAIT):
-        return await anyio.run_process([*command, *args], env=env, cwd=REPO, check=False)
-
-
-@asynccontextmanager
-async def service(env: dict[str, str], *extra: str) -> AsyncIterator[State]:
-    """`codex-limits service start`; stopped (or found dead) at the end."""
-    started = await cli(["service", "start", *extra], env)
-    assert started.returncode == 0, started.stderr.decode()
-    state = running(Path(env["CODEX_LIMITS_HOME"]))
-    assert state is not None
-    try:
-        yield state
-    finally:
-        await cli(["service", "stop"], env)
-
-
-@asynccontextmanager
-async def on_socket(path: str) -> AsyncIterator[Client]:
-    ws = await connect_unix(path)
-    async with running_client(ws) as client:
-        with anyio.fail_after(WAIT):
-            await client.request("initialize", INIT_PARAMS)
-        yield client
-
-
-class Stderr:
-    """A child's stderr, read to the end in a task (a pipe nobody reads would block the child)."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self._grew = anyio.Event()
-
-    async def drain(self, stream: anyio.abc.ByteReceiveStream | None) -> None:
-        assert stream is not None
-        async for chunk in stream:
-            self.data += chunk
-            self._grew.set()
-            self._grew = anyio.Event()
-
-    async def banner(self) -> str:
-        with anyio.fail_after(WAIT):
-            while b"healthz:" not in self.data:
-                await self._grew.wait()
-        return self.data.decode()
-
-
-@asynccontextmanager
-async def killed_at_exit(process: anyio.abc.Process) -> AsyncIterator[None]:
-    """A failing test must not wait forever for a child that still runs."""
-    try:
-        yield
-    finally:
-        if process.returncode is None:
-            process.kill()
 
 
 # -- serve --listen ---------------------------------------------------------------------------------------------

@@ -529,18 +529,46 @@
 
   // -- live updates -----------------------------------------------------------------------
 
+  function showLink(up, text) {
+    $("#connection").textContent = up ? "Live" : text || "Reconnecting to the service…";
+    $("#connection").className = up ? "connection live" : "connection down reconnecting";
+  }
+
+  async function catchUp() {
+    try {
+      await loadAccounts(60); // on every (re)connection: catch up on what was missed
+      $("#refresh-all").disabled = false;
+      await loadHistory();
+    } catch (err) {
+      if (err instanceof SignedOut) return;
+      if (err.code === "serviceUnavailable") {
+        showLink(false); // the `service` event that follows says so too; the list is re-read when it is back
+      } else {
+        showAlert(`Could not load the accounts: ${err.message}`);
+      }
+    }
+  }
+
   function connectEvents() {
     const source = new EventSource("/api/events");
     state.source = source;
-    source.addEventListener("ready", async () => {
-      $("#connection").textContent = "Live";
-      $("#connection").className = "connection live";
-      try {
-        await loadAccounts(60); // on every (re)connection: catch up on what was missed
-        $("#refresh-all").disabled = false;
-        await loadHistory();
-      } catch (err) {
-        if (!(err instanceof SignedOut)) showAlert(`Could not load the accounts: ${err.message}`);
+    source.addEventListener("ready", (event) => {
+      const data = JSON.parse(event.data || "{}");
+      if (data.service === "reconnecting") {
+        showLink(false); // the list is re-read on the `service` event that says it is back
+        return;
+      }
+      showLink(true);
+      catchUp();
+    });
+    // The dashboard's link to the codex-limits service went down (it stopped or restarts) or is back.
+    source.addEventListener("service", (event) => {
+      const data = JSON.parse(event.data);
+      if (data.service === "connected") {
+        showLink(true);
+        catchUp();
+      } else {
+        showLink(false, "Reconnecting to the service…");
       }
     });
     source.addEventListener("account", (event) => {
