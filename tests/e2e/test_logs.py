@@ -18,8 +18,8 @@ import pytest
 from app_server.logs import REPEAT_BURST, StderrHandler
 from app_server.rpc.wsclient import connect_tcp, running_client
 from app_server.service.state import LOG_NAME
-from tests.e2e.test_service import INIT_PARAMS, WAIT, cli, on_socket, service, settings_env
 from tests.support.connection import make_settings
+from tests.support.service_process import INIT_PARAMS, WAIT, cli, on_socket, service, settings_env
 
 pytestmark = pytest.mark.anyio
 

@@ -22,8 +22,8 @@ from app_server.rpc import wsframe
 from app_server.rpc.wsclient import connect_tcp, running_client
 from app_server.service.state import read_state
 from app_server.service.token import TOKEN_NAME, bearer_headers
-from tests.e2e.test_service import INIT_PARAMS, SERVE, WAIT, cli, service, settings_env
 from tests.support.connection import make_settings
+from tests.support.service_process import INIT_PARAMS, SERVE, WAIT, cli, service, settings_env
 
 pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
 
