@@ -84,15 +84,15 @@ def test_handles_opening_a_new_ledger_at_the_same_moment_all_succeed(tmp_path: P
     for trial in range(60):
         path = tmp_path / f"ledger-{trial}.sqlite3"
         barrier = threading.Barrier(8)
-        account = acct("alice")
+        accounts = [acct(f"user-{n}") for n in range(8)]
 
         def open_and_write(
-            n: int, path: Path = path, barrier: threading.Barrier = barrier, account: AccountKey = account
+            n: int, path: Path = path, barrier: threading.Barrier = barrier, accounts: list[AccountKey] = accounts
         ) -> None:
             ledger = Ledger(path)
             try:
                 barrier.wait(timeout=WAIT)
-                ledger._start(f"key-{n}", account, "alice", None, 1_790_000_000, 1)
+                anyio.run(ledger.start, f"key-{n}", accounts[n], f"user-{n}", None, 1_790_000_000, 1)
             except BaseException as exc:
                 failures.append(exc)
             finally:
