@@ -160,9 +160,7 @@ class Ledger:
                         {"started": standing.started_at, "key": key},
                     )
 
-    async def _retake_key(
-        self, tx: Tx, key: str, account: AccountKey, account_id: str, credit_id: str | None
-    ) -> int:
+    async def _retake_key(self, tx: Tx, key: str, account: AccountKey, account_id: str, credit_id: str | None) -> int:
         """A key already in the ledger: a retry of a pending or failed attempt of this account (the same pool
         id, or any pool id on the same upstream identity) counts one more attempt; anything else is refused.
         The first identity, start and count of credits stay; a credit first unknown is filled in."""

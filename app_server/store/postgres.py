@@ -21,7 +21,9 @@ dies (at once for a dead process, whose kernel closes the socket; within about a
 machine, through the TCP keepalives set on that connection); a lease row would instead need a clock, a
 renewal task and fencing tokens checked on every write, for no gain here, because what guards the money
 is the claim committed before the consume, which refuses every other key whoever holds the lock. A lock
-lost while held (its connection killed) lets a waiter in early; that waiter's `start` is refused. The wait is PostgreSQL's own (`lock_timeout` on a blocking `pg_advisory_lock`) rather than a loop of
+lost while held (its connection killed) lets a waiter in early; that waiter's `start` is refused.
+
+The wait is PostgreSQL's own (`lock_timeout` on a blocking `pg_advisory_lock`) rather than a loop of
 `pg_try_advisory_lock`: a waiter is woken the moment the lock is released, and nothing polls the server;
 `wait <= 0` tries once. A waiter cancelled mid-wait is taken out of the lock's queue at once
 (`pg_cancel_backend` on its backend, and `client_connection_check_interval` on PostgreSQL 14+), so it never

@@ -12,6 +12,7 @@ at open; a file that is not a readable ledger is refused with a message naming i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -128,14 +129,18 @@ class SqliteDriver:
         except sqlite3.OperationalError as error:
             text = str(error)
             if "unable to open" in text:
-                raise LedgerUnusable(f"the ledger {self.path} cannot be opened ({text}): check it and its directory") from None
+                raise LedgerUnusable(
+                    f"the ledger {self.path} cannot be opened ({text}): check it and its directory"
+                ) from None
             raise StoreError(
                 f"the ledger {self.path} cannot be used ({text}): check that it is writable and the disk has room"
             ) from None
         except sqlite3.DatabaseError as error:  # not a database, malformed: never written over
             raise LedgerUnusable(f"the ledger {self.path} is damaged ({error}): {_WHAT_TO_DO}") from None
         except PermissionError as error:
-            raise LedgerUnusable(f"the ledger {self.path} cannot be opened ({error.strerror}): check its permissions") from None
+            raise LedgerUnusable(
+                f"the ledger {self.path} cannot be opened ({error.strerror}): check its permissions"
+            ) from None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -196,11 +201,11 @@ class SqliteDriver:
 class SqliteStore(Ledger):
     """The default `Store`: the rules of `Ledger` on a SQLite file in the data directory.
 
-        store = SqliteStore(data_home / FILE_NAME)
-        async with store.apply_lock(account, wait=30):
-            await store.start(key, account, "alice", None, now, 2)   # claim (row + marker), durable
-            ...                                                       # the one consume call
-            await store.finish(key, response, 1)                      # outcome; claim released
+    store = SqliteStore(data_home / FILE_NAME)
+    async with store.apply_lock(account, wait=30):
+        await store.start(key, account, "alice", None, now, 2)   # claim (row + marker), durable
+        ...                                                       # the one consume call
+        await store.finish(key, response, 1)                      # outcome; claim released
     """
 
     def __init__(self, path: Path) -> None:
@@ -213,10 +218,9 @@ class SqliteStore(Ledger):
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
-    try:
+    # No transaction may be left (it failed to begin, or SQLite rolled it back itself).
+    with contextlib.suppress(sqlite3.Error):
         conn.execute("ROLLBACK")
-    except sqlite3.Error:
-        pass  # no transaction left (it failed to begin, or SQLite rolled it back itself)
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:

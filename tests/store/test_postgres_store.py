@@ -1,6 +1,6 @@
 """What is particular to the PostgreSQL store, against a real server: claim rows by upstream identity, the
-advisory apply lock seen from the server (waiters, terminated and killed holders), migrations, and errors that are clear and never carry the password. The rules it
-shares with SQLite: `test_store_contract.py`."""
+advisory apply lock seen from the server (waiters, terminated and killed holders), migrations, and errors
+that are clear and never carry the password. The rules it shares with SQLite: `test_store_contract.py`."""
 
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ async def query(url: str, sql: Any, params: Sequence[object] = ()) -> list[tuple
 
 
 async def claim(url: str, identity: str) -> tuple[Any, ...] | None:
-    rows = await query(url, "SELECT idempotency_key, account_id, started_at FROM claims WHERE identity = %s", (identity,))
+    sql = "SELECT idempotency_key, account_id, started_at FROM claims WHERE identity = %s"
+    rows = await query(url, sql, (identity,))
     return rows[0] if rows else None
 
 
