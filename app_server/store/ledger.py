@@ -255,7 +255,7 @@ class Ledger:
             for account in self._accounts.pop(key, ()):
                 await anyio.to_thread.run_sync(local_guard.clear_marker, account, key)
 
-    async def history(self, account_id: str | None, limit: int) -> list[ApplyRecord]:
+    async def history(self, account_id: str | None = None, limit: int = 100) -> list[ApplyRecord]:
         where = "" if account_id is None else " WHERE account_id = :account_id"
         async with self.driver.transaction(write=False) as tx:
             result = await tx.run(
