@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from app_server.store.base import AccountKey, ClaimHeld, LockTimeout, Store, StoreError
-from app_server.store.migrations_pg import LATEST, MIGRATIONS
+from app_server.store.migrations_pg import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
 from app_server.store.postgres import PostgresStore
 from protocol.ext import ApplyRecord, ApplyStatus
 from tests.support import postgres as support_postgres
@@ -428,3 +428,33 @@ def test_missing_server_binaries_fail_with_the_install_command(monkeypatch: pyte
         support_postgres.PostgresCluster()
     assert "/usr/lib/postgresql/*/bin/initdb" in str(raised.value)
     assert ".ci/install-postgres.sh" in str(raised.value)
+
+
+async def test_a_schema_1_database_keeps_its_pending_markers_as_claims(pg_url: str) -> None:
+    """A database of the release before issue 18 (migration 1 only: `pending_markers`) is migrated in place:
+    its markers are the claims, so its pending attempt still refuses a new key."""
+    first = MIGRATIONS[0]
+    await query(pg_url, SCHEMA_VERSION_TABLE.encode())
+    await query(pg_url, first.sql.encode())
+    await query(pg_url, "INSERT INTO schema_version (version, name) VALUES (1, %s)", (first.name,))
+    await query(
+        pg_url,
+        "INSERT INTO applies (idempotency_key, account_id, identity, status, started_at) "
+        "VALUES ('key-unknown', 'alice', %s, 'pending', 1790000000)",
+        (ALICE.identity,),
+    )
+    await query(
+        pg_url,
+        "INSERT INTO pending_markers (identity, idempotency_key, account_id, started_at) "
+        "VALUES (%s, 'key-unknown', 'alice', 1790000000)",
+        (ALICE.identity,),
+    )
+    with anyio.fail_after(WAIT):
+        store = await PostgresStore.open(pg_url)
+        try:
+            with pytest.raises(ClaimHeld) as refused:
+                await store.start("key-new", ALICE, "alice", None, 1_790_000_100, 1)
+        finally:
+            await store.aclose()
+    assert refused.value.holder == "key-unknown"
+    assert await claim(pg_url, ALICE.identity) == ("key-unknown", "alice", 1_790_000_000)
