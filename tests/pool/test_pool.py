@@ -710,7 +710,8 @@ async def test_a_key_claimed_for_another_account_meanwhile_is_refused(
 ) -> None:
     # Another process claims the key for bob between this apply's first look at the ledger and its write.
     other_process = await world.backend.open(world.data_home)
-    store_class = Ledger  # the one logic both stores (and the service's lazily opened one) run
+    assert isinstance(other_process, Ledger)  # the one logic both stores (and the service's lazy one) run
+    store_class = Ledger
     original = store_class.start
 
     async def claimed_first(self: Any, key: str, *args: Any) -> None:
