@@ -185,22 +185,23 @@ class Ledger:
 
     async def _claim(self, tx: Tx, key: str, account: AccountKey, account_id: str, started: int) -> None:
         """The one atomic conditional write: the identity's claim for `key`, unless another key holds it."""
-        claimed = await tx.run(
-            "INSERT INTO claims (identity, idempotency_key, account_id, started_at) "
-            "VALUES (:identity, :key, :account_id, :started) ON CONFLICT (identity) DO NOTHING "
-            "RETURNING idempotency_key",
-            {"identity": account.identity, "key": key, "account_id": account_id, "started": started},
-        )
-        if claimed.rows:
-            return
-        holder = await tx.run(
-            "SELECT idempotency_key, account_id FROM claims WHERE identity = :identity", {"identity": account.identity}
-        )
-        if not holder.rows:  # released between the insert and the read: the claim is not ours either
-            raise ClaimHeld(key, "<released meanwhile; try again>", "")
-        holder_key, holder_account = holder.rows[0]
-        if str(holder_key) != key:
-            raise ClaimHeld(key, str(holder_key), str(holder_account))
+        args = {"identity": account.identity, "key": key, "account_id": account_id, "started": started}
+        for _ in range(3):  # a claim released between our insert and our read: insert again
+            claimed = await tx.run(
+                "INSERT INTO claims (identity, idempotency_key, account_id, started_at) "
+                "VALUES (:identity, :key, :account_id, :started) ON CONFLICT (identity) DO NOTHING "
+                "RETURNING idempotency_key",
+                args,
+            )
+            if claimed.rows:
+                return
+            holder = await tx.run("SELECT idempotency_key, account_id FROM claims WHERE identity = :identity", args)
+            if holder.rows:
+                holder_key, holder_account = holder.rows[0]
+                if str(holder_key) != key:
+                    raise ClaimHeld(key, str(holder_key), str(holder_account))
+                return
+        raise StoreError(f"the claim on {account.identity} kept changing hands; try {key!r} again")
 
     async def finish(self, key: str, response: AccountPoolApplyResponse, available_after: int | None) -> None:
         async with self.driver.transaction(write=True) as tx:
