@@ -141,6 +141,8 @@ class SqliteDriver:
             raise LedgerUnusable(
                 f"the ledger {self.path} cannot be opened ({error.strerror}): check its permissions"
             ) from None
+        except OSError as error:  # a read-only file system, a full disk, a directory in the way
+            raise LedgerUnusable(f"the ledger {self.path} cannot be opened ({error.strerror or error})") from None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app_server.store.base import AccountKey
+from app_server.store.base import AccountKey, LedgerUnusable
 from app_server.store.sqlite import FILE_NAME
 from app_server.store.sqlite import SqliteStore as Ledger
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
@@ -107,3 +107,31 @@ def test_handles_opening_a_new_ledger_at_the_same_moment_all_succeed(tmp_path: P
         with closing(sqlite3.connect(path)) as conn:
             assert conn.execute("SELECT count(*) FROM applies").fetchone() == (8,)
     assert failures == []
+
+
+GARBAGE = b"not a ledger at all " * 200
+
+
+@pytest.fixture(params=["garbage", "directory"])
+def damaged(request: pytest.FixtureRequest, path: Path) -> str:
+    path.parent.mkdir(parents=True)
+    if request.param == "garbage":
+        path.write_bytes(GARBAGE)
+    else:
+        path.mkdir()
+    return str(request.param)
+
+
+async def test_a_damaged_or_unopenable_ledger_is_named_and_left_as_it_is(path: Path, damaged: str) -> None:
+    ledger = Ledger(path)
+    try:
+        with pytest.raises(LedgerUnusable) as raised, anyio.fail_after(WAIT):
+            await ledger.history(None, 10)
+    finally:
+        ledger.close()
+    assert str(path) in str(raised.value)
+    if damaged == "garbage":
+        assert "move it aside" in str(raised.value)
+        assert await anyio.Path(path).read_bytes() == GARBAGE
+    else:
+        assert await anyio.Path(path).is_dir()
