@@ -1,8 +1,12 @@
 """The `Store` contract, run against both stores: the SQLite ledger (with its guard beside the Codex homes)
 and PostgreSQL on the session's throwaway cluster (a fresh database per test).
 
-The ledger's states and key rules, pending attempts by upstream identity, history, several handles on one
-store (as several processes or machines have), the apply lock, and usage history. What is particular to
+The ledger's states and key rules, the claim (refused while another key's attempt is pending, re-taken by
+its own key, released only by settling it), pending attempts by upstream identity, history, several handles
+on one store (as several processes or machines have), the apply lock, and usage history. The rules that
+had drifted between the two stores are pinned here once for both: a retry keeps the first identity and
+fills an unknown credit, a usage sample recorded twice in one second is kept once with the later values,
+a negative limit is clamped. What is particular to
 one store lives in its own file: `test_sqlite_store.py` (the file, WAL, opening races) and
 `test_postgres_store.py` (marker rows, advisory-lock specifics, migrations, connection errors).
 """
