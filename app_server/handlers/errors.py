@@ -28,6 +28,7 @@ READ_FAILED: Final = "failed to fetch codex rate limits: "
 CONSUME_FAILED: Final = "failed to consume rate limit reset: "
 CONSUME_TIMED_OUT: Final = "rate limit reset consume timed out"
 RESEND: Final = "re-send the same idempotencyKey to learn its outcome (it will not spend a second reset)"
+UNKNOWN: Final = "unknown"
 
 REASON_TEXT: Final = {
     ext.ResetDisabledReason.NO_CREDIT: "it has no saved reset available",
@@ -73,9 +74,14 @@ def to_rpc(exc: Exception) -> RpcError | None:
             f"another apply on account {exc.account_id!r} is still running (waited {exc.waited:g} s); try again",
         )
     if isinstance(exc, OutcomeUnknown):
+        resend = f"; the attempt stays pending: {RESEND} ({exc.key!r})"
+        data = {"accountId": exc.account_id, "idempotencyKey": exc.key, "outcome": UNKNOWN}
         if exc.timeout:
-            return RpcError(INTERNAL_ERROR, CONSUME_TIMED_OUT + "; the attempt stays pending: " + RESEND)
-        return RpcError(INTERNAL_ERROR, CONSUME_FAILED + exc.detail + "; the attempt stays pending: " + RESEND)
+            return RpcError(INTERNAL_ERROR, CONSUME_TIMED_OUT + resend, data)
+        if exc.after_consume:
+            text = f"the outcome of the apply on account {exc.account_id!r} is unknown ({exc.detail})"
+            return RpcError(INTERNAL_ERROR, text + resend, data)
+        return RpcError(INTERNAL_ERROR, CONSUME_FAILED + exc.detail + resend, data)
     if isinstance(exc, ApplyFailed):
         return RpcError(INTERNAL_ERROR, CONSUME_FAILED + exc.detail + "; nothing was spent")
     if isinstance(exc, GuardUnavailable):

@@ -6,9 +6,11 @@ PoolError
 ├── ApplyRefused        refused before any upstream call: the reason says why
 ├── KeyTaken            the idempotency key belongs to an apply on another account
 ├── ApplyBusy           another apply on the same upstream account held the lock too long
-├── GuardUnavailable    the pending marker beside the Codex home cannot be written: nothing is spent
+├── GuardUnavailable    the claim cannot be taken (the marker beside the Codex home, the ledger or the
+│                       database cannot be written or reached) before the consume: nothing is spent
 ├── OutcomeUnknown      the consume may have happened (timeout, dropped connection, 5xx, unreadable
-│                       answer): the attempt stays pending, settle it by re-sending the same key
+│                       answer, or any failure after it was sent: the ledger gone, a crash of a step):
+│                       the attempt stays pending, settle it by re-sending the same key
 └── ApplyFailed         upstream refused the consume (a 4xx): nothing was spent
 """
 
@@ -72,14 +74,16 @@ class GuardUnavailable(PoolError):
 
 
 class OutcomeUnknown(PoolError):
-    """`timeout` tells a timed-out consume from other ambiguous failures; `detail` is the backend's text."""
+    """`timeout` tells a timed-out consume from other ambiguous failures; `detail` is the backend's text, or
+    what failed after the consume was sent (`after_consume`: the ledger could not record the outcome)."""
 
-    def __init__(self, account_id: str, key: str, *, timeout: bool, detail: str) -> None:
+    def __init__(self, account_id: str, key: str, *, timeout: bool, detail: str, after_consume: bool = False) -> None:
         super().__init__(f"consume on {account_id!r} has an unknown outcome: {detail}")
         self.account_id = account_id
         self.key = key
         self.timeout = timeout
         self.detail = detail
+        self.after_consume = after_consume
 
 
 class ApplyFailed(PoolError):

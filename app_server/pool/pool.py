@@ -1,10 +1,11 @@
 """The account pool: per-account summaries (saved resets, windows, what an operator can do) and apply.
 
 Apply is manual and careful: a fresh read first (refused without any upstream call when it shows
-no credit, an account needing re-auth, or one that cannot use resets), the attempt recorded as
-pending (the ledger row and the marker beside the Codex home) before the one consume call, one
-apply at a time per upstream account across processes, and a fresh read after, so the caller sees
-what changed. Nothing here ever applies on its own, and nothing that may have spent is retried.
+no credit, an account needing re-auth, or one that cannot use resets), the upstream account claimed
+(the pending ledger row, and the marker beside the Codex home) before the one consume call, refused
+while another key's attempt is pending, and a fresh read after, so the caller sees what changed. Every
+failure after the consume was sent answers that the outcome is unknown and names the key to re-send.
+Nothing here ever applies on its own, and nothing that may have spent is retried.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from app_server.pool.errors import (
     OutcomeUnknown,
     UnknownAccount,
 )
-from app_server.store.base import AccountKey, KeyInUse, LockTimeout, Store, StoreError
+from app_server.store.base import AccountKey, ClaimHeld, KeyInUse, LockTimeout, Store, StoreError
 from app_server.store.local_guard import GuardError
 from app_server.upstream.account import AccountRegistry, CodexAccount, auth_error
 from app_server.upstream.auth import AuthKind, AuthState
@@ -273,26 +274,29 @@ class Pool:
         self, params: ext.AccountPoolApplyParams, identity: Identity, notify: Notify
     ) -> ext.AccountPoolApplyResponse:
         member = self.member(params.account_id)
-        recorded = await self._recorded(params.idempotency_key, params.account_id)
-        if recorded is not None:
-            return recorded
         key = account_key(member.account)
-        # The account's FIFO queue is shared with the upstream consume method; the store's lock holds
-        # across processes (and machines, for a shared store) per upstream account.
-        async with member.account.spend_lock:
-            try:
-                async with self.store.apply_lock(key, wait=APPLY_LOCK_WAIT):
-                    return await self._apply_locked(member, key, params, identity, notify)
-            except LockTimeout as timeout:
-                raise ApplyBusy(params.account_id, timeout.waited) from None
-            except GuardError as problem:
-                raise GuardUnavailable(params.account_id, str(problem)) from None
+        try:
+            recorded = await self._recorded(params.idempotency_key, params.account_id, key)
+            if recorded is not None:
+                return recorded
+            # The account's FIFO queue is shared with the upstream consume method; the store's lock orders
+            # applies across processes (and machines, for a shared store) per upstream account. The claim
+            # taken by `store.start` is what lets one attempt at a time spend.
+            async with member.account.spend_lock, self.store.apply_lock(key, wait=APPLY_LOCK_WAIT):
+                return await self._apply_locked(member, key, params, identity, notify)
+        except LockTimeout as timeout:
+            raise ApplyBusy(params.account_id, timeout.waited) from None
+        except (GuardError, StoreError) as problem:
+            # Only before the consume: every failure after it is an OutcomeUnknown (see `_spend`).
+            raise GuardUnavailable(params.account_id, str(problem)) from None
 
-    async def _recorded(self, key: str, account_id: str) -> ext.AccountPoolApplyResponse | None:
+    async def _recorded(self, key: str, account_id: str, account: AccountKey) -> ext.AccountPoolApplyResponse | None:
+        """The finished answer of `key`, replayed; None if it has none yet. A key belongs to its upstream
+        account: any pool id on the same identity may re-send it."""
         attempt = await self.store.get(key)
         if attempt is None:
             return None
-        if attempt.record.account_id != account_id:
+        if attempt.record.account_id != account_id and attempt.identity != account.identity:
             raise KeyTaken(key, attempt.record.account_id)
         if attempt.status is ext.ApplyStatus.FINISHED and attempt.response is not None:
             return attempt.response.model_copy(update={"replayed": True})
@@ -309,7 +313,7 @@ class Pool:
         key = params.idempotency_key
         account_id = params.account_id
         # Another process may have finished this key while we waited for the lock.
-        recorded = await self._recorded(key, account_id)
+        recorded = await self._recorded(key, account_id, account)
         if recorded is not None:
             return recorded
         # Only a pending key may have spent its credit already: it is the one attempt that may be re-sent.
@@ -346,22 +350,44 @@ class Pool:
             raise ApplyRefused(account_id, caller.reset_action.disabled_reason or ext.ResetDisabledReason.UNAVAILABLE)
         available_before = before.reset_credits.available_count if before.reset_credits else None
         try:
+            # The claim: refused while another key's attempt on this upstream account is pending, whoever
+            # holds (or lost) the apply lock.
             await self.store.start(key, account, account_id, credit_id, self._now(), available_before)
+        except ClaimHeld as held:
+            raise ApplyRefused(account_id, ext.ResetDisabledReason.PENDING_APPLY, pending_key=held.holder) from None
         except KeyInUse as taken:
             # Claimed meanwhile: for another account by a concurrent apply, or finished by another process.
             if taken.account_id != account_id:
                 raise KeyTaken(key, taken.account_id) from None
-            recorded = await self._recorded(key, account_id)
+            recorded = await self._recorded(key, account_id, account)
             if recorded is None:
                 raise
             return recorded
+        return await self._spend(member, caller, key, account_id, credit_id, before, identity, notify)
+
+    async def _spend(
+        self,
+        member: _Member,
+        caller: Caller,
+        key: str,
+        account_id: str,
+        credit_id: str | None,
+        before: ext.AccountSummary,
+        identity: Identity,
+        notify: Notify,
+    ) -> ext.AccountPoolApplyResponse:
+        """The consume and what follows it. From here on every failure (the ledger gone, a disk full, a crash
+        of any step) answers `OutcomeUnknown` naming the key; the claim stays until that key is re-sent."""
         try:
             outcome = await member.account.consume(caller, key, credit_id)
         except BackendError as exc:
             raise await self._consume_failed(account_id, key, exc) from None
+        except Exception as exc:
+            log.exception("apply %r on %r failed after the consume was sent", key, account_id)
+            await self._keep_pending(key, f"interrupted: {type(exc).__name__}; outcome unknown")
+            raise OutcomeUnknown(account_id, key, timeout=False, detail=_why(exc), after_consume=True) from None
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.store.fail(key, "interrupted; outcome unknown", self._now(), keep_pending=True)
+            await self._keep_pending(key, "interrupted; outcome unknown")
             raise
         response = ext.AccountPoolApplyResponse(
             outcome=outcome, before=before, after=None, applied_at=self._now(), replayed=False
@@ -383,22 +409,51 @@ class Pool:
                 else None
             )
             with anyio.CancelScope(shield=True):
-                await self.store.finish(key, response, available_after)
+                try:
+                    await self.store.finish(key, response, available_after)
+                except Exception as exc:
+                    log.error(
+                        "apply %r on %r: upstream answered %s but the ledger failed: %s",
+                        key,
+                        account_id,
+                        outcome.value,
+                        exc,
+                    )
+                    raise OutcomeUnknown(
+                        account_id,
+                        key,
+                        timeout=False,
+                        detail=f"upstream answered {outcome.value}, but it could not be recorded: {_why(exc)}",
+                        after_consume=True,
+                    ) from None
         return response
+
+    async def _keep_pending(self, key: str, why: str) -> None:
+        """Best effort: the claim and the pending row stay whatever this write does."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.store.fail(key, why, self._now(), keep_pending=True)
+            except Exception as exc:
+                log.warning("could not note %r as interrupted (it stays pending): %s", key, exc)
 
     async def _consume_failed(self, account_id: str, key: str, exc: BackendError) -> Exception:
         """Record the failure and say what it means. Only what proves upstream did not act finishes the
         attempt as failed: a 4xx, a redirect (not followed), a config.toml that stopped the call before it
         was sent. A 5xx (a gateway's 502/503/504 in particular), a timeout, a dropped connection, an
-        oversized or unreadable 2xx may come after upstream acted: the attempt stays pending."""
+        oversized or unreadable 2xx may come after upstream acted: the attempt stays pending. A ledger that
+        cannot record the failure leaves the attempt pending too (its claim stays): unknown, re-send it."""
         definite = exc.kind in ("redirect", "config") or (
             exc.kind == "status" and exc.status is not None and 300 <= exc.status < 500
         )
         if not definite:
             message = "consume timed out; outcome unknown" if exc.kind == "timeout" else exc.detail
-            await self.store.fail(key, message, self._now(), keep_pending=True)
+            await self._keep_pending(key, message)
             return OutcomeUnknown(account_id, key, timeout=exc.kind == "timeout", detail=exc.detail)
-        await self.store.fail(key, exc.detail, self._now(), keep_pending=False)
+        try:
+            await self.store.fail(key, exc.detail, self._now(), keep_pending=False)
+        except Exception as failure:
+            detail = f"upstream refused ({exc.detail}), but the ledger could not record it: {_why(failure)}"
+            return OutcomeUnknown(account_id, key, timeout=False, detail=detail, after_consume=True)
         if exc.status == 401:
             return ApplyRefused(account_id, ext.ResetDisabledReason.REAUTH_REQUIRED)
         if exc.status == 404:
@@ -413,6 +468,13 @@ class Pool:
     @property
     def data_home(self) -> Path:
         return self.accounts_file.path.parent
+
+
+def _why(exc: BaseException) -> str:
+    """A failure in a few words: a store's message is written to be shown; anything else by its type."""
+    if isinstance(exc, (StoreError, GuardError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _first(group: BaseExceptionGroup[StoreError]) -> StoreError:

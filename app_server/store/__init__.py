@@ -1,4 +1,5 @@
-"""Storage: the apply ledger, pending markers, apply locks and usage history (SQLite or PostgreSQL)."""
+"""Storage: the apply ledger, claims, apply locks and usage history. One logic (`ledger.py`) over two
+drivers: SQLite (`sqlite.py`, the default) or PostgreSQL (`postgres.py`)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ def open_store(data_home: Path, database_url: str | None) -> Store:
         return SqliteStore(data_home / FILE_NAME)
     if not database_url.startswith(("postgresql://", "postgres://")):
         raise StoreError("CODEX_LIMITS_DATABASE_URL (or database_url) must be a postgresql:// URL")
-    from app_server.store.lazy import LazyStore
+    from app_server.store.lazy import LazyDriver
+    from app_server.store.ledger import POSTGRES, Driver, Ledger
 
-    async def connect() -> Store:
-        from app_server.store.postgres import PostgresStore
+    async def connect() -> Driver:
+        from app_server.store.postgres import PostgresDriver
 
-        return await PostgresStore.open(database_url)
+        return await PostgresDriver.open(database_url)
 
-    return LazyStore(connect)
+    return Ledger(LazyDriver(connect), POSTGRES)

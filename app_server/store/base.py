@@ -1,9 +1,12 @@
-"""The storage interface the pool uses: the apply ledger, per-account pending markers, the per-account
-apply lock, and usage history. Two implementations: SQLite beside files on one machine (the default)
-and PostgreSQL shared by several machines. The pool never knows which one it has.
+"""The storage interface the pool uses: the apply ledger, per-account claims, the per-account apply
+lock, and usage history. One logic (`ledger.Ledger`) over two drivers: SQLite beside files on one machine
+(the default) and PostgreSQL shared by several machines. The pool never knows which one it has.
 
-Money-protecting state (pending markers, the apply lock) is keyed by `AccountKey`: the upstream
-account that a consume charges, not a pool id, a data directory or a process.
+Money-protecting state (claims, the apply lock) is keyed by `AccountKey`: the upstream account that a
+consume charges, not a pool id, a data directory or a process. The claim is the lock: `start` takes the
+account's claim with one atomic conditional write, refused while another key's attempt is pending, and
+only settling that key (`finish`, or `fail` proving nothing was spent) releases it. The apply lock only
+orders waiters; losing it can delay an apply, never let a second one through.
 """
 
 from __future__ import annotations
@@ -68,6 +71,22 @@ class StoreError(Exception):
     is safe to show (it never carries a password)."""
 
 
+class LedgerUnusable(StoreError):
+    """The SQLite ledger file cannot be opened or read (corrupt, unreadable): the message names the file and
+    what to do. Nothing is ever recreated over it."""
+
+
+class ClaimHeld(Exception):
+    """`start` found the upstream account claimed by another key's attempt, whose outcome is unknown.
+    Nothing was written; `holder` is the key to re-send to settle that attempt."""
+
+    def __init__(self, key: str, holder: str, holder_account_id: str) -> None:
+        super().__init__(f"the upstream account is claimed by the pending attempt {holder!r}; {key!r} not started")
+        self.key = key
+        self.holder = holder
+        self.holder_account_id = holder_account_id
+
+
 class KeyInUse(Exception):
     """`start` found the key already taken: by an apply on another account, or one that has finished."""
 
@@ -96,20 +115,22 @@ class Store(Protocol):
     async def start(
         self, key: str, account: AccountKey, account_id: str, credit_id: str | None, now: int, available: int | None
     ) -> None:
-        """Record the attempt as pending and set the account's pending marker, durably, before the consume.
+        """Record the attempt as pending and claim the upstream account, durably, before the consume.
 
-        A retry of a pending or failed key counts one more attempt and keeps the first `started_at` and
-        `available_before`. Raises `KeyInUse` when the key belongs to another account or has finished.
+        A retry of a pending or failed key counts one more attempt and keeps the first `started_at`,
+        `available_before` and identity (a `credit_id` first recorded as unknown is filled in). Raises
+        `KeyInUse` when the key has finished or belongs to another account (neither the same pool id nor
+        the same upstream identity), `ClaimHeld` when another key's attempt holds the account's claim.
         """
         ...
 
     async def finish(self, key: str, response: AccountPoolApplyResponse, available_after: int | None) -> None:
-        """Record the outcome (never overwriting a recorded one) and clear the pending marker."""
+        """Record the outcome (never overwriting a recorded one) and release the key's claims."""
         ...
 
     async def fail(self, key: str, error: str, now: int, *, keep_pending: bool) -> None:
-        """A failed call: `keep_pending` when upstream may have acted (the marker stays), else `failed`
-        (proved not spent; the marker is cleared)."""
+        """A failed call: `keep_pending` when upstream may have acted (the claim stays), else `failed`
+        (proved not spent; the key's claims are released)."""
         ...
 
     async def history(self, account_id: str | None, limit: int) -> list[ApplyRecord]:
@@ -120,13 +141,14 @@ class Store(Protocol):
         self, account: AccountKey, *, exclude: str | None = None, account_id: str | None = None
     ) -> ApplyRecord | None:
         """The attempt on this upstream account whose outcome is unknown, other than `exclude`. Found
-        through the marker even when the ledger row is gone (a deleted ledger loses no pending attempt).
+        through the claim even when the ledger row is gone (a deleted ledger loses no pending attempt).
         `account_id` also finds rows written before attempts carried an identity (by pool id)."""
         ...
 
     def apply_lock(self, account: AccountKey, *, wait: float) -> AbstractAsyncContextManager[None]:
-        """Held for the whole apply; one holder per upstream account across processes (and machines,
-        for a shared store). A crashed holder releases it. Raises `LockTimeout` after `wait` seconds."""
+        """Held for the whole apply; orders the applies on one upstream account across processes (and
+        machines, for a shared store). A crashed holder releases it. Raises `LockTimeout` after `wait`
+        seconds. Not what guards the money: the claim taken by `start` is."""
         ...
 
     async def record_usage(self, samples: list[UsageSample]) -> None: ...

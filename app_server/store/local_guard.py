@@ -1,10 +1,16 @@
-"""Per-account state that protects money on one machine: the pending marker and the apply lock.
+"""Per-account state that protects money on one machine: the pending marker (the local claim) and the
+apply lock.
 
 Both live beside the Codex home, in `<CODEX_HOME>/codex-limits/`, named after the upstream account's
 identity (`AccountKey.digest`). Every process that can spend a credit of that account reaches the Codex
 home, whatever its data directory (`CODEX_LIMITS_HOME`) or pool id for it; a ledger can be deleted
-without losing the marker. The marker is written (and fsynced) before the consume call and removed
-only when the attempt's outcome is known.
+without losing the marker.
+
+The marker is the claim: created exclusively before the consume call (written and fsynced under a
+temporary name, then hard-linked into place, which fails if any marker is there: an atomic
+O_CREAT|O_EXCL that never shows a half-written file), never replaced, and removed only when its own
+key's outcome is known. The file lock only orders waiters: whoever loses it (a deleted lock file, a
+crashed holder) can delay an apply, but the marker still refuses a second key.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from typing import Final
 
 import anyio
 
-from app_server.files import acquire_polled, lock_file, read_regular, write_atomic
-from app_server.store.base import AccountKey, LockTimeout
+from app_server.files import acquire_polled, lock_file, read_regular
+from app_server.store.base import AccountKey, ClaimHeld, LockTimeout
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +81,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_marker(account: AccountKey, marker: Marker) -> None:
-    """Durably record the pending attempt (atomic replace, fsync of file and directory)."""
-    _ensure_dir(account)
+def claim_marker(account: AccountKey, marker: Marker) -> Marker:
+    """Create the account's marker for `marker.idempotency_key`, exclusively and durably; the marker that
+    stands afterwards. The same key may re-take its own marker (it is left as it is); another key's
+    marker (or a damaged one) raises `ClaimHeld` and is never replaced."""
+    directory = _ensure_dir(account)
     data = json.dumps(
         {
             "identity": account.identity,
@@ -89,10 +97,32 @@ def write_marker(account: AccountKey, marker: Marker) -> None:
         ensure_ascii=False,
     ).encode("utf-8")
     path = _marker_path(account)
+    tmp = directory / f".pending.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     try:
-        write_atomic(path, data, tmp_prefix=".pending.")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)  # atomic and exclusive: fails with EEXIST whatever stands there
+            created = True
+        except FileExistsError:
+            created = False
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(directory)
     except OSError as exc:
         raise GuardError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if created:
+        return marker
+    standing = read_marker(account)
+    if standing is None:  # settled between our link and our read: try once more
+        return claim_marker(account, marker)
+    if standing.idempotency_key != marker.idempotency_key:
+        raise ClaimHeld(marker.idempotency_key, standing.idempotency_key, standing.account_id)
+    return standing
 
 
 def read_marker(account: AccountKey) -> Marker | None:

@@ -75,6 +75,15 @@ CREATE INDEX usage_samples_by_account ON usage_samples (account_id, taken_at);
 CREATE INDEX usage_samples_by_time ON usage_samples (taken_at);
 """,
     ),
+    Migration(
+        2,
+        "pending markers become claims (one vocabulary with SQLite)",
+        """
+ALTER TABLE pending_markers RENAME TO claims;
+ALTER INDEX pending_markers_pkey RENAME TO claims_pkey;
+ALTER INDEX pending_markers_by_key RENAME TO claims_by_key;
+""",
+    ),
 )
 
 LATEST: Final = MIGRATIONS[-1].version

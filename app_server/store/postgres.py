@@ -1,19 +1,18 @@
-"""The PostgreSQL store: one database shared by every codex-limits service of a team, on any machine.
+"""The PostgreSQL driver: one database shared by every codex-limits service of a team, on any machine.
 
     store = await PostgresStore.open("postgresql://user:password@db.internal:5432/codex_limits")
     async with store.apply_lock(account, wait=30):
         ...
     await store.aclose()
 
-Only this module imports psycopg (3, async) and psycopg_pool: it is loaded when a PostgreSQL URL is
-configured. `open` checks the server, applies the schema migrations (`migrations_pg.py`) under a fixed
-transaction-level advisory lock, and refuses a schema newer than the code.
+The rules are `ledger.Ledger`'s; this module owns the connections, transactions, the apply lock, the
+migrations and the error messages. Only it imports psycopg (3, async) and psycopg_pool: it is loaded
+when a PostgreSQL URL is configured. `open` checks the server, applies the schema migrations
+(`migrations_pg.py`) under a fixed transaction-level advisory lock, and refuses a schema newer than the code.
 
-Tables: `applies` (the ledger, as SQLite's plus the upstream `identity` the attempt charges),
-`pending_markers` (one row per upstream identity with an attempt whose outcome is unknown), `usage_samples`
-and `schema_version`. A ledger row and its marker change in one transaction: `start` writes both,
-`finish` and `fail(keep_pending=False)` clear the marker (and point it at another attempt on that identity
-still pending, if there is one).
+Tables: `applies` (the ledger), `claims` (one row per upstream identity with an attempt whose outcome is
+unknown: the claim, inserted with ON CONFLICT DO NOTHING in the transaction that records the attempt),
+`usage_samples` and `schema_version`.
 
 The apply lock: a session-level advisory lock, `pg_advisory_lock(<64-bit hash of the identity>)`, taken
 on a connection of its own, opened for the attempt and closed after it. PostgreSQL ties such a lock to
@@ -21,8 +20,10 @@ the session, so a holder that crashes, is SIGKILLed or loses its machine release
 dies (at once for a dead process, whose kernel closes the socket; within about a minute for a vanished
 machine, through the TCP keepalives set on that connection); a lease row would instead need a clock, a
 renewal task and fencing tokens checked on every write, for no gain here, because what guards the money
-is the pending attempt committed before the consume, which the next holder sees and refuses to spend
-past. The wait is PostgreSQL's own (`lock_timeout` on a blocking `pg_advisory_lock`) rather than a loop of
+is the claim committed before the consume, which refuses every other key whoever holds the lock. A lock
+lost while held (its connection killed) lets a waiter in early; that waiter's `start` is refused.
+
+The wait is PostgreSQL's own (`lock_timeout` on a blocking `pg_advisory_lock`) rather than a loop of
 `pg_try_advisory_lock`: a waiter is woken the moment the lock is released, and nothing polls the server;
 `wait <= 0` tries once. A waiter cancelled mid-wait is taken out of the lock's queue at once
 (`pg_cancel_backend` on its backend, and `client_connection_check_interval` on PostgreSQL 14+), so it never
@@ -36,10 +37,12 @@ own text is scrubbed of it as well.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -51,20 +54,11 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from app_server.store.base import (
-    AccountKey,
-    Attempt,
-    KeyInUse,
-    LockTimeout,
-    StoreError,
-    UsageSample,
-    attempt_from_row,
-    record_from_row,
-)
+from app_server.store.base import AccountKey, LockTimeout, StoreError
+from app_server.store.ledger import POSTGRES, Ledger, Params, Result
 from app_server.store.migrations_pg import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
-from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
 
-__all__ = ["PostgresStore"]
+__all__ = ["PostgresDriver", "PostgresStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -91,29 +85,6 @@ def _advisory_key(namespace: str, name: str) -> int:
 
 _MIGRATION_LOCK: Final = _advisory_key("migrations", "schema")
 
-_RECORD_COLUMNS: Final = (
-    "idempotency_key, account_id, credit_id, status, outcome, error, started_at, finished_at, "
-    "available_before, available_after"
-)
-_COLUMNS: Final = f"{_RECORD_COLUMNS}, response_json, identity"
-_PENDING_QUERY: Final = f"""
-SELECT {_RECORD_COLUMNS} FROM (
-    SELECT {_RECORD_COLUMNS}, seq FROM applies
-    WHERE identity = %(i)s AND status = 'pending' AND idempotency_key IS DISTINCT FROM %(x)s
-  UNION ALL
-    SELECT {", ".join(f"a.{c.strip()}" for c in _RECORD_COLUMNS.split(","))}, a.seq
-    FROM pending_markers m JOIN applies a ON a.idempotency_key = m.idempotency_key
-    WHERE m.identity = %(i)s AND a.identity <> %(i)s AND a.status = 'pending'
-      AND m.idempotency_key IS DISTINCT FROM %(x)s
-  UNION ALL
-    SELECT m.idempotency_key, m.account_id, NULL, 'pending', NULL, NULL, m.started_at, NULL, NULL, NULL, NULL
-    FROM pending_markers m
-    WHERE m.identity = %(i)s AND m.idempotency_key IS DISTINCT FROM %(x)s
-      AND NOT EXISTS (SELECT 1 FROM applies a WHERE a.idempotency_key = m.idempotency_key)
-) candidates
-ORDER BY started_at DESC, seq DESC NULLS LAST
-LIMIT 1
-"""
 _MALFORMED: Final = "the PostgreSQL URL is malformed (expected postgresql://user:password@host:port/database)"
 
 
@@ -219,16 +190,34 @@ def _reason(text: str) -> str:
     return gist or first
 
 
-class PostgresStore:
-    """The `Store` on a PostgreSQL server shared by several machines. Create it with `await open(url)`.
+_PARAM: Final = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
-    Parameters of `open`:
-        url: `postgresql://user:password@host:port/database` (libpq's URL or key=value forms).
-        pool_size: the most connections kept for ledger and usage calls (apply locks take their own).
-        connect_timeout: seconds to reach the server before `StoreError`.
-        check_connections: check a pooled connection before handing it out (one round trip), so that a
-            restarted server costs no failed call.
-    """
+
+@functools.lru_cache(maxsize=256)
+def _pg_sql(sql: str) -> str:
+    """The ledger's `:name` parameters as psycopg's `%(name)s`."""
+    return _PARAM.sub(r"%(\1)s", sql)
+
+
+class _PgTx:
+    def __init__(self, conn: Connection, target: _Target) -> None:
+        self._conn = conn
+        self._target = target
+
+    async def run(self, sql: str, params: Params | None = None) -> Result:
+        with self._target.errors():
+            cur = await self._conn.execute(_pg_sql(sql), dict(params or {}))
+            rows = await cur.fetchall() if cur.description is not None else []
+            return Result(list(rows), max(0, cur.rowcount))
+
+    async def run_many(self, sql: str, params: Sequence[Params]) -> None:
+        with self._target.errors():
+            async with self._conn.cursor() as cur:
+                await cur.executemany(_pg_sql(sql), [dict(p) for p in params])
+
+
+class PostgresDriver:
+    """The connections to one PostgreSQL database: a pool for the ledger, one connection per apply lock."""
 
     def __init__(self, pool: AsyncConnectionPool[Connection], target: _Target) -> None:
         self._pool = pool
@@ -242,7 +231,7 @@ class PostgresStore:
         pool_size: int = 4,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         check_connections: bool = True,
-    ) -> PostgresStore:
+    ) -> PostgresDriver:
         target = _Target.parse(url, connect_timeout)
         conn = await target.connect(autocommit=True)
         try:
@@ -269,8 +258,9 @@ class PostgresStore:
             raise failure
         return cls(pool, target)
 
-    def __repr__(self) -> str:
-        return f"PostgresStore({self._target.description!r})"
+    @property
+    def description(self) -> str:
+        return self._target.description
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
@@ -278,98 +268,15 @@ class PostgresStore:
             async with self._pool.connection() as conn:
                 yield conn
 
-    # The ledger.
-
-    async def get(self, key: str) -> Attempt | None:
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[_PgTx]:
         async with self._connection() as conn:
-            cur = await conn.execute(f"SELECT {_COLUMNS} FROM applies WHERE idempotency_key = %s", (key,))
-            row = await cur.fetchone()
-        return None if row is None else attempt_from_row(row)
-
-    async def start(
-        self, key: str, account: AccountKey, account_id: str, credit_id: str | None, now: int, available: int | None
-    ) -> None:
-        async with self._connection() as conn, conn.transaction():
-            # The insert waits for a concurrent insert of the same key to commit, then finds it.
-            cur = await conn.execute(
-                "INSERT INTO applies (idempotency_key, account_id, identity, credit_id, status, started_at, "
-                "available_before) VALUES (%s, %s, %s, %s, 'pending', %s, %s) "
-                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING started_at",
-                (key, account_id, account.identity, credit_id, now, available),
-            )
-            row = await cur.fetchone()
-            if row is None:
-                cur = await conn.execute(
-                    "SELECT account_id, status FROM applies WHERE idempotency_key = %s FOR UPDATE", (key,)
-                )
-                existing = await cur.fetchone()
-                if existing is None:
-                    raise StoreError(f"the ledger row of {key!r} vanished while it was being started")
-                owner, status = str(existing[0]), ApplyStatus(str(existing[1]))
-                if owner != account_id or status is ApplyStatus.FINISHED:
-                    raise KeyInUse(key, owner, status)
-                # The first attempt's identity, started_at and available_before stay.
-                cur = await conn.execute(
-                    "UPDATE applies SET attempts = attempts + 1, status = 'pending', error = NULL, "
-                    "finished_at = NULL WHERE idempotency_key = %s RETURNING started_at",
-                    (key,),
-                )
-                row = await cur.fetchone()
-                assert row is not None
-            await conn.execute(
-                "INSERT INTO pending_markers (identity, idempotency_key, account_id, started_at) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (identity) DO UPDATE SET "
-                "idempotency_key = EXCLUDED.idempotency_key, account_id = EXCLUDED.account_id, "
-                "started_at = EXCLUDED.started_at",
-                (account.identity, key, account_id, int(row[0])),
-            )
-
-    async def finish(self, key: str, response: AccountPoolApplyResponse, available_after: int | None) -> None:
-        async with self._connection() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE applies SET status = 'finished', outcome = %s, finished_at = %s, available_after = %s, "
-                "response_json = %s, error = NULL WHERE idempotency_key = %s AND status <> 'finished'",
-                (response.outcome.value, response.applied_at, available_after, response.model_dump_json(), key),
-            )
-            await _clear_marker(conn, key)
-
-    async def fail(self, key: str, error: str, now: int, *, keep_pending: bool) -> None:
-        async with self._connection() as conn, conn.transaction():
-            # Only a pending attempt can fail: a recorded outcome is never overwritten.
-            await conn.execute(
-                "UPDATE applies SET status = %s, error = %s, finished_at = %s "
-                "WHERE idempotency_key = %s AND status = 'pending'",
-                ("pending" if keep_pending else "failed", error, None if keep_pending else now, key),
-            )
-            if not keep_pending:
-                await _clear_marker(conn, key)
-
-    async def history(self, account_id: str | None, limit: int) -> list[ApplyRecord]:
-        async with self._connection() as conn:
-            if account_id is None:
-                cur = await conn.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM applies ORDER BY started_at DESC, seq DESC LIMIT %s",
-                    (max(0, limit),),
-                )
-            else:
-                cur = await conn.execute(
-                    f"SELECT {_RECORD_COLUMNS} FROM applies WHERE account_id = %s "
-                    "ORDER BY started_at DESC, seq DESC LIMIT %s",
-                    (account_id, max(0, limit)),
-                )
-            rows = await cur.fetchall()
-        return [record_from_row(row) for row in rows]
-
-    async def pending(
-        self, account: AccountKey, *, exclude: str | None = None, account_id: str | None = None
-    ) -> ApplyRecord | None:
-        # `account_id` is not needed: every row of a shared store carries its identity (no legacy rows).
-        # One round trip: a pending row charged to this identity, a pending row its marker names (a retry
-        # from another identity), or the marker alone when its row is gone; the latest of them.
-        async with self._connection() as conn:
-            cur = await conn.execute(_PENDING_QUERY, {"i": account.identity, "x": exclude})
-            row = await cur.fetchone()
-        return None if row is None else record_from_row(row)
+            if not write:
+                yield _PgTx(conn, self._target)
+                return
+            with self._target.errors():
+                async with conn.transaction():
+                    yield _PgTx(conn, self._target)
 
     # The apply lock.
 
@@ -425,56 +332,41 @@ class PostgresStore:
                 self._target.where,
             )
 
-    # Usage history.
-
-    async def record_usage(self, samples: list[UsageSample]) -> None:
-        if not samples:
-            return
-        async with self._connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO usage_samples (account_id, limit_id, window_name, taken_at, used_percent, "
-                "window_minutes, resets_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (account_id, limit_id, window_name, taken_at) DO UPDATE SET "
-                "used_percent = EXCLUDED.used_percent, window_minutes = EXCLUDED.window_minutes, "
-                "resets_at = EXCLUDED.resets_at",
-                [
-                    (s.account_id, s.limit_id, s.window, s.taken_at, s.used_percent, s.window_minutes, s.resets_at)
-                    for s in samples
-                ],
-            )
-
-    async def usage_history(self, account_id: str, *, since: int | None, limit: int) -> list[UsageSample]:
-        """The newest `limit` samples at or after `since`, oldest first. (A sample is keyed by account,
-        limit, window and second: recording one twice keeps the later values.)"""
-        async with self._connection() as conn:
-            cur = await conn.execute(
-                "SELECT account_id, limit_id, window_name, taken_at, used_percent, window_minutes, resets_at "
-                "FROM (SELECT * FROM usage_samples WHERE account_id = %s AND taken_at >= %s "
-                "ORDER BY taken_at DESC, limit_id DESC, window_name DESC LIMIT %s) newest "
-                "ORDER BY taken_at, limit_id, window_name",
-                (account_id, -(2**63) if since is None else since, max(0, limit)),
-            )
-            rows = await cur.fetchall()
-        return [
-            UsageSample(
-                account_id=str(r[0]),
-                limit_id=str(r[1]),
-                window=str(r[2]),
-                taken_at=int(r[3]),
-                used_percent=int(r[4]),
-                window_minutes=None if r[5] is None else int(r[5]),
-                resets_at=None if r[6] is None else int(r[6]),
-            )
-            for r in rows
-        ]
-
-    async def prune_usage(self, before: int) -> int:
-        async with self._connection() as conn:
-            cur = await conn.execute("DELETE FROM usage_samples WHERE taken_at < %s", (before,))
-            return max(0, cur.rowcount)
-
     async def aclose(self) -> None:
         await self._pool.close()
+
+
+class PostgresStore(Ledger):
+    """The `Store` on a PostgreSQL server shared by several machines. Create it with `await open(url)`.
+
+    Parameters of `open`:
+        url: `postgresql://user:password@host:port/database` (libpq's URL or key=value forms).
+        pool_size: the most connections kept for ledger and usage calls (apply locks take their own).
+        connect_timeout: seconds to reach the server before `StoreError`.
+        check_connections: check a pooled connection before handing it out (one round trip), so that a
+            restarted server costs no failed call.
+    """
+
+    def __init__(self, driver: PostgresDriver) -> None:
+        super().__init__(driver, POSTGRES)
+        self._description = driver.description
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        pool_size: int = 4,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        check_connections: bool = True,
+    ) -> PostgresStore:
+        driver = await PostgresDriver.open(
+            url, pool_size=pool_size, connect_timeout=connect_timeout, check_connections=check_connections
+        )
+        return cls(driver)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._description!r})"
 
 
 async def _migrate(conn: Connection, target: _Target) -> None:
@@ -529,16 +421,3 @@ async def _acquire(conn: Connection, key: int, wait: float) -> None:
             await conn.execute("SELECT pg_advisory_lock(%s)", (key,))
     except (psycopg.errors.LockNotAvailable, TimeoutError):
         raise LockTimeout(wait) from None
-
-
-async def _clear_marker(conn: Connection, key: str) -> None:
-    """Drop the marker naming `key`; point it at the identity's latest other pending attempt, if any."""
-    cur = await conn.execute("DELETE FROM pending_markers WHERE idempotency_key = %s RETURNING identity", (key,))
-    for (identity,) in await cur.fetchall():
-        await conn.execute(
-            "INSERT INTO pending_markers (identity, idempotency_key, account_id, started_at) "
-            "SELECT identity, idempotency_key, account_id, started_at FROM applies "
-            "WHERE identity = %s AND status = 'pending' AND idempotency_key <> %s "
-            "ORDER BY started_at DESC, seq DESC LIMIT 1 ON CONFLICT (identity) DO NOTHING",
-            (identity, key),
-        )

@@ -1,32 +1,36 @@
-"""The embedded store: the SQLite ledger of apply attempts and usage history, plus the local guard.
+"""The SQLite driver: the embedded ledger file in the data directory, and the guard beside the Codex homes.
 
-An attempt is written as `pending` (and committed) before the upstream call, then finished with
-its outcome and the before/after figures. WAL mode, synchronous=FULL, one transaction per change;
-the file stays mode 0600. The pending marker and the apply lock live beside the Codex home
-(`local_guard`), so every data directory on the machine sees them and a lost ledger loses no
-pending attempt. The schema is versioned (`PRAGMA user_version`) and upgraded in place at open.
+    store = SqliteStore(data_home / FILE_NAME)      # the rules: `ledger.Ledger`; this module: the file
+
+WAL mode, synchronous=FULL, one transaction per change (`BEGIN IMMEDIATE` for writes); the file stays mode
+0600. Blocking calls run in a worker thread, one transaction at a time per handle. The claim is written in
+the file's `claims` table and, created exclusively, as the marker beside the Codex home (`local_guard`), so
+every data directory on the machine sees it and a lost ledger loses no pending attempt; the apply lock is
+the file lock beside the Codex home. The schema is versioned (`PRAGMA user_version`) and upgraded in place
+at open; a file that is not a readable ledger is refused with a message naming it, never recreated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
-import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Final
 
+import anyio
 import anyio.to_thread
 import filelock
 
 from app_server.store import local_guard
-from app_server.store.base import AccountKey, Attempt, KeyInUse, StoreError, UsageSample, attempt_from_row
-from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
+from app_server.store.base import AccountKey, LedgerUnusable, StoreError
+from app_server.store.ledger import SQLITE, Ledger, Params, Result
 
 FILE_NAME: Final = "ledger.sqlite3"
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Version 1 is the ledger of the first release (no user_version set, no identity column).
 _SCHEMA_V1: Final = """
@@ -47,6 +51,7 @@ CREATE TABLE IF NOT EXISTS applies (
 CREATE INDEX IF NOT EXISTS applies_by_account ON applies (account_id, started_at);
 """
 
+# Released migrations are never edited; a change is a new number.
 _MIGRATIONS: Final = {
     2: """
 ALTER TABLE applies ADD COLUMN identity TEXT;
@@ -62,267 +67,162 @@ CREATE TABLE IF NOT EXISTS usage_samples (
 );
 CREATE INDEX IF NOT EXISTS usage_by_account ON usage_samples (account_id, taken_at);
 """,
+    # PostgreSQL's vocabulary: `window_name`, one sample per (account, limit, window, second), claims.
+    3: """
+ALTER TABLE usage_samples RENAME COLUMN "window" TO window_name;
+DELETE FROM usage_samples WHERE rowid NOT IN (
+    SELECT max(rowid) FROM usage_samples GROUP BY account_id, limit_id, window_name, taken_at
+);
+CREATE UNIQUE INDEX usage_samples_key ON usage_samples (account_id, limit_id, window_name, taken_at);
+CREATE INDEX usage_samples_by_time ON usage_samples (taken_at);
+CREATE TABLE claims (
+    identity        TEXT PRIMARY KEY,
+    idempotency_key TEXT NOT NULL,
+    account_id      TEXT NOT NULL,
+    started_at      INTEGER NOT NULL
+);
+CREATE INDEX claims_by_key ON claims (idempotency_key);
+INSERT INTO claims (identity, idempotency_key, account_id, started_at)
+    SELECT identity, idempotency_key, account_id, started_at FROM applies
+    WHERE status = 'pending' AND identity IS NOT NULL
+    ORDER BY started_at DESC, rowid DESC
+    ON CONFLICT (identity) DO NOTHING;
+""",
 }
 
-_COLUMNS: Final = (
-    "idempotency_key, account_id, credit_id, status, outcome, error, started_at, finished_at, "
-    "available_before, available_after, response_json, identity"
+_WHAT_TO_DO: Final = (
+    "move it aside (codex-limits then starts a new ledger; the markers beside the Codex homes keep pending "
+    "attempts safe) or restore it from a backup"
 )
 
 
-class SqliteStore:
-    """The default `Store`: a SQLite file in the data directory plus the guard beside each Codex home.
+class _SqliteTx:
+    def __init__(self, driver: SqliteDriver, conn: sqlite3.Connection) -> None:
+        self._driver = driver
+        self._conn = conn
 
-        store = SqliteStore(data_home / FILE_NAME)
-        async with store.apply_lock(account, wait=30):
-            await store.start(key, account, "alice", None, now, 2)   # marker + pending row, durable
-            ...                                                       # the one consume call
-            await store.finish(key, response, 1)                      # outcome; marker cleared
+    async def run(self, sql: str, params: Params | None = None) -> Result:
+        return await anyio.to_thread.run_sync(self._driver.run_blocking, self._conn, sql, params or {})
 
-    Blocking SQLite calls run in a worker thread, one at a time per store.
-    """
+    async def run_many(self, sql: str, params: Sequence[Params]) -> None:
+        def many() -> None:
+            with self._driver.errors():
+                self._conn.executemany(sql, params)
+
+        await anyio.to_thread.run_sync(many)
+
+
+class SqliteDriver:
+    """The ledger file of one data directory: its connection, transactions, migrations and errors."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._busy: anyio.Lock | None = None
         self._locks = local_guard.LocalLocks()
-        # The account of each attempt started here, to clear its marker once the outcome is known
-        # (finish and fail always follow a start in the same process).
-        self._accounts: dict[str, AccountKey] = {}
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """SQLite's failures as `StoreError`s that name the file and what to do."""
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            text = str(error)
+            if "unable to open" in text:
+                raise LedgerUnusable(
+                    f"the ledger {self.path} cannot be opened ({text}): check it and its directory"
+                ) from None
+            raise StoreError(
+                f"the ledger {self.path} cannot be used ({text}): check that it is writable and the disk has room"
+            ) from None
+        except sqlite3.DatabaseError as error:  # not a database, malformed: never written over
+            raise LedgerUnusable(f"the ledger {self.path} is damaged ({error}): {_WHAT_TO_DO}") from None
+        except PermissionError as error:
+            raise LedgerUnusable(
+                f"the ledger {self.path} cannot be opened ({error.strerror}): check its permissions"
+            ) from None
+        except OSError as error:  # a read-only file system, a full disk, a directory in the way
+            raise LedgerUnusable(f"the ledger {self.path} cannot be opened ({error.strerror or error})") from None
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
-            # Switching a new database to WAL answers "database is locked" at once, without waiting, when
-            # another process is creating it at the same moment: one process sets it up at a time.
-            with filelock.FileLock(f"{self.path}.setup.lock", timeout=30, mode=0o600):
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-                try:
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    _migrate(conn, self.path)
-                except BaseException:
-                    conn.close()
-                    raise
-            conn.execute("PRAGMA synchronous=FULL")
+            with self.errors():
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Created if missing, never truncated: a damaged ledger stays as it is for the operator.
+                os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+                # Switching a new database to WAL answers "database is locked" at once, without waiting, when
+                # another process is creating it at the same moment: one process sets it up at a time.
+                with filelock.FileLock(f"{self.path}.setup.lock", timeout=30, mode=0o600):
+                    conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+                    try:
+                        conn.execute("PRAGMA journal_mode=WAL")
+                        _migrate(conn, self.path)
+                    except BaseException:
+                        conn.close()
+                        raise
+                conn.execute("PRAGMA synchronous=FULL")
             self._conn = conn
         return self._conn
 
+    def run_blocking(self, conn: sqlite3.Connection, sql: str, params: Params) -> Result:
+        with self.errors():
+            cursor = conn.execute(sql, dict(params))
+            rows = cursor.fetchall()
+            return Result(rows, cursor.rowcount)
+
+    @asynccontextmanager
+    async def transaction(self, *, write: bool) -> AsyncIterator[_SqliteTx]:
+        if self._busy is None:
+            self._busy = anyio.Lock()
+        async with self._busy:
+            conn = await anyio.to_thread.run_sync(self._connect)
+            if not write:
+                yield _SqliteTx(self, conn)
+                return
+            await anyio.to_thread.run_sync(self.run_blocking, conn, "BEGIN IMMEDIATE", {})
+            try:
+                yield _SqliteTx(self, conn)
+                await anyio.to_thread.run_sync(self.run_blocking, conn, "COMMIT", {})
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(_rollback, conn)
+                raise
+
+    def apply_lock(self, account: AccountKey, *, wait: float) -> AbstractAsyncContextManager[None]:
+        return self._locks.hold(account, wait=wait)
+
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     async def aclose(self) -> None:
         self.close()
 
-    # Blocking primitives; the async methods below run them in a worker thread.
 
-    def _get(self, key: str) -> Attempt | None:
-        with self._lock:
-            row = (
-                self._connect().execute(f"SELECT {_COLUMNS} FROM applies WHERE idempotency_key = ?", (key,)).fetchone()
-            )
-        return None if row is None else attempt_from_row(row)
+class SqliteStore(Ledger):
+    """The default `Store`: the rules of `Ledger` on a SQLite file in the data directory.
 
-    def _start(
-        self, key: str, account: AccountKey, account_id: str, credit_id: str | None, now: int, available: int | None
-    ) -> None:
-        """Checked and written in one write transaction, so two processes cannot both claim one key for
-        different accounts. The marker beside the Codex home is written first: a crash between the two
-        leaves a marker, which still blocks new keys."""
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute(
-                    "SELECT account_id, status, started_at FROM applies WHERE idempotency_key = ?", (key,)
-                ).fetchone()
-                started = now
-                if row is not None:
-                    owner, status = str(row[0]), ApplyStatus(str(row[1]))
-                    if owner != account_id or status is ApplyStatus.FINISHED:
-                        raise KeyInUse(key, owner, status)
-                    started = int(row[2])
-                else:
-                    marker = local_guard.read_marker(account)
-                    if marker is not None and marker.idempotency_key == key:
-                        started = marker.started_at or now
-                local_guard.write_marker(account, local_guard.Marker(key, account_id, credit_id, started))
-                if row is not None:
-                    conn.execute(
-                        "UPDATE applies SET attempts = attempts + 1, status = 'pending', error = NULL, "
-                        "finished_at = NULL, identity = ?, credit_id = COALESCE(credit_id, ?) "
-                        "WHERE idempotency_key = ?",
-                        (account.identity, credit_id, key),
-                    )
-                else:
-                    conn.execute(
-                        "INSERT INTO applies (idempotency_key, account_id, credit_id, status, started_at, "
-                        "available_before, identity) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                        (key, account_id, credit_id, started, available, account.identity),
-                    )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+    store = SqliteStore(data_home / FILE_NAME)
+    async with store.apply_lock(account, wait=30):
+        await store.start(key, account, "alice", None, now, 2)   # claim (row + marker), durable
+        ...                                                       # the one consume call
+        await store.finish(key, response, 1)                      # outcome; claim released
+    """
 
-    def _finish(self, key: str, response: AccountPoolApplyResponse, available_after: int | None) -> None:
-        with self._lock:
-            conn = self._connect()
-            conn.execute(
-                "UPDATE applies SET status = 'finished', outcome = ?, finished_at = ?, available_after = ?, "
-                "response_json = ?, error = NULL WHERE idempotency_key = ? AND status != 'finished'",
-                (response.outcome.value, response.applied_at, available_after, response.model_dump_json(), key),
-            )
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = SqliteDriver(path)
+        super().__init__(self._file, SQLITE)
 
-    def _fail(self, key: str, error: str, now: int, *, keep_pending: bool) -> None:
-        status = "pending" if keep_pending else "failed"
-        with self._lock:
-            # Only a pending attempt can fail: a recorded outcome is never overwritten.
-            self._connect().execute(
-                "UPDATE applies SET status = ?, error = ?, finished_at = ? WHERE idempotency_key = ? "
-                "AND status = 'pending'",
-                (status, error, None if keep_pending else now, key),
-            )
+    def close(self) -> None:
+        self._file.close()
 
-    def _history(self, account_id: str | None, limit: int) -> list[ApplyRecord]:
-        query = f"SELECT {_COLUMNS} FROM applies"
-        args: tuple[object, ...] = ()
-        if account_id is not None:
-            query += " WHERE account_id = ?"
-            args = (account_id,)
-        query += " ORDER BY started_at DESC, rowid DESC LIMIT ?"
-        with self._lock:
-            rows = self._connect().execute(query, (*args, limit)).fetchall()
-        return [attempt_from_row(row).record for row in rows]
 
-    def _pending(self, account: AccountKey, exclude: str | None, account_id: str | None) -> ApplyRecord | None:
-        marker = local_guard.read_marker(account)
-        if marker is not None and marker.idempotency_key != exclude:
-            attempt = self._get(marker.idempotency_key)
-            if attempt is not None and attempt.status is not ApplyStatus.PENDING:
-                # The ledger knows the outcome (a crash after the commit, before the marker went): tidy up.
-                local_guard.clear_marker(account, marker.idempotency_key)
-            elif attempt is not None:
-                return attempt.record
-            else:
-                return ApplyRecord(
-                    idempotency_key=marker.idempotency_key,
-                    account_id=marker.account_id,
-                    credit_id=marker.credit_id,
-                    status=ApplyStatus.PENDING,
-                    outcome=None,
-                    error="recorded beside the Codex home; this ledger has no row for it",
-                    started_at=marker.started_at,
-                    finished_at=None,
-                    available_before=None,
-                    available_after=None,
-                )
-        with self._lock:
-            row = (
-                self._connect()
-                .execute(
-                    # Rows of the first release carry no identity: found by pool id.
-                    f"SELECT {_COLUMNS} FROM applies WHERE (identity = ? OR (identity IS NULL AND account_id = ?)) "
-                    "AND status = 'pending' AND idempotency_key IS NOT ? ORDER BY started_at DESC, rowid DESC LIMIT 1",
-                    (account.identity, account_id, exclude),
-                )
-                .fetchone()
-            )
-        return None if row is None else attempt_from_row(row).record
-
-    def _settled(self, key: str) -> None:
-        account = self._accounts.pop(key, None)
-        if account is not None:
-            local_guard.clear_marker(account, key)
-
-    def _record_usage(self, samples: list[UsageSample]) -> None:
-        with self._lock:
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO usage_samples (account_id, limit_id, window, taken_at, used_percent, "
-                    "window_minutes, resets_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (s.account_id, s.limit_id, s.window, s.taken_at, s.used_percent, s.window_minutes, s.resets_at)
-                        for s in samples
-                    ],
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-
-    def _usage_history(self, account_id: str, since: int | None, limit: int) -> list[UsageSample]:
-        with self._lock:
-            rows = (
-                self._connect()
-                .execute(
-                    "SELECT account_id, limit_id, window, taken_at, used_percent, window_minutes, resets_at "
-                    "FROM (SELECT *, rowid AS r FROM usage_samples WHERE account_id = ? AND taken_at >= ? "
-                    "ORDER BY taken_at DESC, r DESC LIMIT ?) ORDER BY taken_at, r",
-                    (account_id, since if since is not None else -(2**63), limit),
-                )
-                .fetchall()
-            )
-        return [
-            UsageSample(
-                str(a), str(b), str(c), int(d), int(e), None if f is None else int(f), None if g is None else int(g)
-            )
-            for a, b, c, d, e, f, g in rows
-        ]
-
-    def _prune_usage(self, before: int) -> int:
-        with self._lock:
-            cursor = self._connect().execute("DELETE FROM usage_samples WHERE taken_at < ?", (before,))
-        return cursor.rowcount
-
-    # -- the Store interface -----------------------------------------------------------------
-
-    async def get(self, key: str) -> Attempt | None:
-        return await anyio.to_thread.run_sync(self._get, key)
-
-    async def start(
-        self, key: str, account: AccountKey, account_id: str, credit_id: str | None, now: int, available: int | None
-    ) -> None:
-        self._accounts[key] = account
-        await anyio.to_thread.run_sync(self._start, key, account, account_id, credit_id, now, available)
-
-    async def finish(self, key: str, response: AccountPoolApplyResponse, available_after: int | None) -> None:
-        await anyio.to_thread.run_sync(self._finish, key, response, available_after)
-        await anyio.to_thread.run_sync(self._settled, key)
-
-    async def fail(self, key: str, error: str, now: int, *, keep_pending: bool) -> None:
-        await anyio.to_thread.run_sync(lambda: self._fail(key, error, now, keep_pending=keep_pending))
-        if not keep_pending:
-            await anyio.to_thread.run_sync(self._settled, key)
-
-    async def history(self, account_id: str | None = None, limit: int = 100) -> list[ApplyRecord]:
-        return await anyio.to_thread.run_sync(self._history, account_id, limit)
-
-    async def pending(
-        self, account: AccountKey, *, exclude: str | None = None, account_id: str | None = None
-    ) -> ApplyRecord | None:
-        return await anyio.to_thread.run_sync(self._pending, account, exclude, account_id)
-
-    @asynccontextmanager
-    async def apply_lock(self, account: AccountKey, *, wait: float) -> AsyncIterator[None]:
-        async with self._locks.hold(account, wait=wait):
-            yield
-
-    async def record_usage(self, samples: list[UsageSample]) -> None:
-        if samples:
-            await anyio.to_thread.run_sync(self._record_usage, samples)
-
-    async def usage_history(self, account_id: str, *, since: int | None, limit: int) -> list[UsageSample]:
-        return await anyio.to_thread.run_sync(self._usage_history, account_id, since, limit)
-
-    async def prune_usage(self, before: int) -> int:
-        return await anyio.to_thread.run_sync(self._prune_usage, before)
+def _rollback(conn: sqlite3.Connection) -> None:
+    # No transaction may be left (it failed to begin, or SQLite rolled it back itself).
+    with contextlib.suppress(sqlite3.Error):
+        conn.execute("ROLLBACK")
 
 
 def _migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -348,10 +248,6 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-
-
-def _opt_int(value: object) -> int | None:
-    return None if value is None else int(str(value))
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:

@@ -58,6 +58,25 @@ async def test_a_second_pool_id_for_the_same_codex_home_sees_the_pending_attempt
     assert world.upstream.available_credit_count("alice") == 1
 
 
+async def test_any_pool_id_of_the_same_codex_home_settles_the_pending_attempt(world: World) -> None:
+    """Issue 18: `apply default --yes` could not settle an attempt started through another pool id for the
+    same Codex home ("the key belongs to the other id"). The identity decides: either id settles it."""
+    world.accounts.add("alice-alias", world.homes["alice"], "Alice again")
+    settings = world.settings(consume=0.5)
+    await leave_pending(world, settings, "alice", "key-first")
+    world.upstream.release()
+    async with running(settings) as h:
+        settled = await apply(h, "alice-alias", "key-first")
+        replayed = await apply(h, "alice", "key-first")
+        fresh = await apply(h, "alice", "key-after-settling")
+    assert settled.outcome is Outcome.ALREADY_REDEEMED
+    assert replayed.replayed and replayed.outcome is Outcome.ALREADY_REDEEMED
+    assert fresh.outcome in (Outcome.RESET, Outcome.NOTHING_TO_RESET)
+    assert world.upstream.consume_keys() == ["key-first", "key-first", "key-after-settling"]
+    rows = {row["idempotency_key"]: row for row in world.ledger_rows()}
+    assert (rows["key-first"]["account_id"], rows["key-first"]["status"]) == ("alice", "finished")
+
+
 async def test_an_account_removed_and_added_again_under_a_new_id_keeps_its_pending_attempt(world: World) -> None:
     settings = world.settings(consume=0.5)
     await leave_pending(world, settings, "alice", "key-first")

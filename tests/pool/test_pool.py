@@ -22,6 +22,7 @@ from app_server.rpc.memory import Harness
 from app_server.server import serve_in_memory
 from app_server.services import Services
 from app_server.store.base import AccountKey
+from app_server.store.ledger import Ledger
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
@@ -709,7 +710,8 @@ async def test_a_key_claimed_for_another_account_meanwhile_is_refused(
 ) -> None:
     # Another process claims the key for bob between this apply's first look at the ledger and its write.
     other_process = await world.backend.open(world.data_home)
-    store_class = type(other_process)
+    assert isinstance(other_process, Ledger)  # the one logic both stores (and the service's lazy one) run
+    store_class = Ledger
     original = store_class.start
 
     async def claimed_first(self: Any, key: str, *args: Any) -> None:

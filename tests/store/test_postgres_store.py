@@ -1,7 +1,6 @@
-"""What is particular to the PostgreSQL store, against a real server: pending-marker rows by upstream
-identity, the advisory apply lock seen from the server (waiters, terminated and killed holders), usage
-samples keyed by second, migrations, and errors that are clear and never carry the password. The rules it
-shares with SQLite: `test_store_contract.py`."""
+"""What is particular to the PostgreSQL store, against a real server: claim rows by upstream identity, the
+advisory apply lock seen from the server (waiters, terminated and killed holders), migrations, and errors
+that are clear and never carry the password. The rules it shares with SQLite: `test_store_contract.py`."""
 
 from __future__ import annotations
 
@@ -21,8 +20,8 @@ import anyio.lowlevel
 import psycopg
 import pytest
 
-from app_server.store.base import AccountKey, LockTimeout, Store, StoreError, UsageSample
-from app_server.store.migrations_pg import LATEST, MIGRATIONS
+from app_server.store.base import AccountKey, ClaimHeld, LockTimeout, Store, StoreError
+from app_server.store.migrations_pg import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
 from app_server.store.postgres import PostgresStore
 from protocol.ext import ApplyRecord, ApplyStatus
 from tests.support import postgres as support_postgres
@@ -54,10 +53,9 @@ async def query(url: str, sql: Any, params: Sequence[object] = ()) -> list[tuple
         return await cur.fetchall() if cur.description else []
 
 
-async def marker(url: str, identity: str) -> tuple[Any, ...] | None:
-    rows = await query(
-        url, "SELECT idempotency_key, account_id, started_at FROM pending_markers WHERE identity = %s", (identity,)
-    )
+async def claim(url: str, identity: str) -> tuple[Any, ...] | None:
+    sql = "SELECT idempotency_key, account_id, started_at FROM claims WHERE identity = %s"
+    rows = await query(url, sql, (identity,))
     return rows[0] if rows else None
 
 
@@ -65,7 +63,7 @@ def texts(error: BaseException) -> str:
     return "\n".join((str(error), repr(error), "".join(traceback.format_exception(error))))
 
 
-# Pending markers.
+# Claims.
 
 
 async def test_it_is_a_store(store: PostgresStore) -> None:
@@ -74,30 +72,47 @@ async def test_it_is_a_store(store: PostgresStore) -> None:
     assert repr(store).startswith("PostgresStore('postgresql://postgres@127.0.0.1:")
 
 
-async def test_the_marker_row_follows_the_identitys_pending_attempts(store: PostgresStore, pg_url: str) -> None:
-    """Set with the pending row, kept while the outcome is unknown, moved to the identity's other pending
-    attempt when one settles, cleared when none is left; a retry under another identity marks both."""
+async def test_the_claim_row_follows_the_identitys_pending_attempts(store: PostgresStore, pg_url: str) -> None:
+    """Taken with the pending row, kept while the outcome is unknown, refused to another key (nothing
+    written), held on both identities by a retry under another one, released when its key settles."""
     with anyio.fail_after(WAIT):
         await store.start("old", ALICE, "alice", None, 1_790_000_000, 2)
-        first = await marker(pg_url, ALICE.identity)
+        first = await claim(pg_url, ALICE.identity)
         await store.fail("old", "ambiguous", 1_790_000_010, keep_pending=True)
-        kept = await marker(pg_url, ALICE.identity)
-        await store.start("new", ALICE, "alice", None, 1_790_000_100, 2)
-        newest = await marker(pg_url, ALICE.identity)
-        await store.finish("new", response("alice"), 1)
-        moved = await marker(pg_url, ALICE.identity)
+        kept = await claim(pg_url, ALICE.identity)
+        with pytest.raises(ClaimHeld) as refused:
+            await store.start("new", ALICE, "alice", None, 1_790_000_100, 2)
+        new_row = await store.get("new")
         await store.start("old", BOB, "alice", None, 1_790_000_200, 2)  # the retry, signed in as bob now
-        both = [await marker(pg_url, ALICE.identity), await marker(pg_url, BOB.identity)]
+        both = [await claim(pg_url, ALICE.identity), await claim(pg_url, BOB.identity)]
         await store.fail("old", "refused", 1_790_000_300, keep_pending=False)
-        gone = [await marker(pg_url, ALICE.identity), await marker(pg_url, BOB.identity)]
+        gone = [await claim(pg_url, ALICE.identity), await claim(pg_url, BOB.identity)]
     assert first == kept == ("old", "alice", 1_790_000_000)
-    assert newest == ("new", "alice", 1_790_000_100)
-    assert moved == ("old", "alice", 1_790_000_000)
+    assert (refused.value.key, refused.value.holder, refused.value.holder_account_id) == ("new", "old", "alice")
+    assert new_row is None
     assert both == [("old", "alice", 1_790_000_000)] * 2
     assert gone == [None, None]
 
 
-async def test_the_marker_alone_reports_a_pending_attempt(store: PostgresStore, pg_url: str) -> None:
+async def test_a_settled_claim_moves_to_an_older_pending_attempt(store: PostgresStore, pg_url: str) -> None:
+    """Ledgers from before claims were exclusive may hold two pending attempts on one identity: when the
+    claimed one settles, the claim moves to the other, so it still blocks a new key."""
+    with anyio.fail_after(WAIT):
+        await store.start("new", ALICE, "alice", None, 1_790_000_100, 2)
+        await query(
+            pg_url,
+            "INSERT INTO applies (idempotency_key, account_id, identity, status, started_at) "
+            "VALUES ('old', 'alice', %s, 'pending', 1790000000)",
+            (ALICE.identity,),
+        )
+        await store.finish("new", response("alice"), 1)
+        moved = await claim(pg_url, ALICE.identity)
+        with pytest.raises(ClaimHeld):
+            await store.start("third", ALICE, "alice", None, 1_790_000_200, 1)
+    assert moved == ("old", "alice", 1_790_000_000)
+
+
+async def test_the_claim_alone_reports_a_pending_attempt(store: PostgresStore, pg_url: str) -> None:
     with anyio.fail_after(WAIT):
         await store.start("k1", ALICE, "alice", None, 1_790_000_000, 2)
         await store.fail("k1", "ambiguous", 1_790_000_010, keep_pending=True)
@@ -270,23 +285,6 @@ async def test_a_killed_holder_process_releases_the_lock(pg_url: str, store: Pos
                 pass
 
 
-# Usage history.
-
-
-def sample(
-    taken_at: int, used: int, *, account: str = "alice", limit_id: str = "codex", window: str = "primary"
-) -> UsageSample:
-    return UsageSample(account, limit_id, window, taken_at, used, 300, taken_at + 3600)
-
-
-async def test_usage_sample_recorded_twice_is_kept_once(store: PostgresStore) -> None:
-    with anyio.fail_after(WAIT):
-        await store.record_usage([sample(100, 10)])
-        await store.record_usage([sample(100, 11)])
-        history = await store.usage_history("alice", since=None, limit=10)
-    assert history == [sample(100, 11)]
-
-
 # Migrations.
 
 
@@ -314,7 +312,7 @@ async def test_a_fresh_database_gets_every_migration_once(pg_url: str) -> None:
             pg_url, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
         )
     assert [v for (v,) in versions] == [m.version for m in MIGRATIONS]
-    assert [t for (t,) in tables] == ["applies", "pending_markers", "schema_version", "usage_samples"]
+    assert [t for (t,) in tables] == ["applies", "claims", "schema_version", "usage_samples"]
 
 
 async def test_a_newer_schema_is_refused(pg_url: str) -> None:
@@ -430,3 +428,33 @@ def test_missing_server_binaries_fail_with_the_install_command(monkeypatch: pyte
         support_postgres.PostgresCluster()
     assert "/usr/lib/postgresql/*/bin/initdb" in str(raised.value)
     assert ".ci/install-postgres.sh" in str(raised.value)
+
+
+async def test_a_schema_1_database_keeps_its_pending_markers_as_claims(pg_url: str) -> None:
+    """A database of the release before issue 18 (migration 1 only: `pending_markers`) is migrated in place:
+    its markers are the claims, so its pending attempt still refuses a new key."""
+    first = MIGRATIONS[0]
+    await query(pg_url, SCHEMA_VERSION_TABLE.encode())
+    await query(pg_url, first.sql.encode())
+    await query(pg_url, "INSERT INTO schema_version (version, name) VALUES (1, %s)", (first.name,))
+    await query(
+        pg_url,
+        "INSERT INTO applies (idempotency_key, account_id, identity, status, started_at) "
+        "VALUES ('key-unknown', 'alice', %s, 'pending', 1790000000)",
+        (ALICE.identity,),
+    )
+    await query(
+        pg_url,
+        "INSERT INTO pending_markers (identity, idempotency_key, account_id, started_at) "
+        "VALUES (%s, 'key-unknown', 'alice', 1790000000)",
+        (ALICE.identity,),
+    )
+    with anyio.fail_after(WAIT):
+        store = await PostgresStore.open(pg_url)
+        try:
+            with pytest.raises(ClaimHeld) as refused:
+                await store.start("key-new", ALICE, "alice", None, 1_790_000_100, 1)
+        finally:
+            await store.aclose()
+    assert refused.value.holder == "key-unknown"
+    assert await claim(pg_url, ALICE.identity) == ("key-unknown", "alice", 1_790_000_000)

@@ -11,11 +11,12 @@ import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Final
 
 import anyio
 import pytest
 
-from app_server.store.base import AccountKey, StoreError
+from app_server.store.base import AccountKey, ClaimHeld, StoreError
 from app_server.store.sqlite import SCHEMA_VERSION, SqliteStore
 from protocol import ext
 from protocol.ext import ApplyStatus
@@ -103,3 +104,52 @@ async def test_a_ledger_from_a_newer_release_is_refused_with_a_clear_error(tmp_p
     store.close()
     assert f"schema version {SCHEMA_VERSION + 1}, newer than this codex-limits ({SCHEMA_VERSION})" in str(raised.value)
     assert "upgrade codex-limits" in str(raised.value)
+
+
+SCHEMA2: Final = FIXTURE.parent / "ledger-schema2.sqlite3"
+"""Written by the release before issue 18 (schema 2: `window` column, usage samples inserted twice, no
+claims): alice `key-done` finished (reset, 2 -> 1), alice `key-unknown` pending after a consume timeout, bob
+`key-refused` failed (409); alice's primary window sampled twice in one second (40 then 45) and once later."""
+
+
+@pytest.fixture
+def schema2_ledger(tmp_path: Path) -> Path:
+    path = tmp_path / "data" / "ledger.sqlite3"
+    path.parent.mkdir()
+    shutil.copyfile(SCHEMA2, path)
+    return path
+
+
+async def test_a_schema_2_ledger_gets_the_shared_vocabulary_and_keeps_every_attempt(
+    schema2_ledger: Path, tmp_path: Path
+) -> None:
+    store = SqliteStore(schema2_ledger)
+    account = alice(tmp_path)
+    try:
+        with anyio.fail_after(WAIT):
+            history = await store.history(None, 10)
+            pending = await store.pending(account, account_id="alice")
+            usage = await store.usage_history("alice", since=None, limit=10)
+            with pytest.raises(ClaimHeld) as refused:
+                await store.start("key-new", account, "alice", None, 1_790_000_400, 1)
+    finally:
+        store.close()
+    with closing(sqlite3.connect(schema2_ledger)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(usage_samples)")]
+        claims = conn.execute("SELECT identity, idempotency_key FROM claims").fetchall()
+    assert [(r.idempotency_key, r.status) for r in history] == [
+        ("key-refused", ApplyStatus.FAILED),
+        ("key-unknown", ApplyStatus.PENDING),
+        ("key-done", ApplyStatus.FINISHED),
+    ]
+    assert pending is not None and pending.idempotency_key == "key-unknown"
+    assert refused.value.holder == "key-unknown"
+    assert "window_name" in columns and "window" not in columns
+    assert claims == [(account.identity, "key-unknown")]
+    # The two samples of one second became one (the later values), as PostgreSQL keeps them.
+    assert [(s.window, s.taken_at, s.used_percent) for s in usage] == [
+        ("primary", 1_790_000_000, 45),
+        ("secondary", 1_790_000_000, 10),
+        ("primary", 1_790_000_060, 50),
+    ]

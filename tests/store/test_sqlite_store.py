@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from app_server.store.base import AccountKey
+from app_server.store.base import AccountKey, LedgerUnusable
 from app_server.store.sqlite import FILE_NAME
 from app_server.store.sqlite import SqliteStore as Ledger
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
@@ -84,15 +84,15 @@ def test_handles_opening_a_new_ledger_at_the_same_moment_all_succeed(tmp_path: P
     for trial in range(60):
         path = tmp_path / f"ledger-{trial}.sqlite3"
         barrier = threading.Barrier(8)
-        account = acct("alice")
+        accounts = [acct(f"user-{n}") for n in range(8)]
 
         def open_and_write(
-            n: int, path: Path = path, barrier: threading.Barrier = barrier, account: AccountKey = account
+            n: int, path: Path = path, barrier: threading.Barrier = barrier, accounts: list[AccountKey] = accounts
         ) -> None:
             ledger = Ledger(path)
             try:
                 barrier.wait(timeout=WAIT)
-                ledger._start(f"key-{n}", account, "alice", None, 1_790_000_000, 1)
+                anyio.run(ledger.start, f"key-{n}", accounts[n], f"user-{n}", None, 1_790_000_000, 1)
             except BaseException as exc:
                 failures.append(exc)
             finally:
@@ -107,3 +107,31 @@ def test_handles_opening_a_new_ledger_at_the_same_moment_all_succeed(tmp_path: P
         with closing(sqlite3.connect(path)) as conn:
             assert conn.execute("SELECT count(*) FROM applies").fetchone() == (8,)
     assert failures == []
+
+
+GARBAGE = b"not a ledger at all " * 200
+
+
+@pytest.fixture(params=["garbage", "directory"])
+def damaged(request: pytest.FixtureRequest, path: Path) -> str:
+    path.parent.mkdir(parents=True)
+    if request.param == "garbage":
+        path.write_bytes(GARBAGE)
+    else:
+        path.mkdir()
+    return str(request.param)
+
+
+async def test_a_damaged_or_unopenable_ledger_is_named_and_left_as_it_is(path: Path, damaged: str) -> None:
+    ledger = Ledger(path)
+    try:
+        with pytest.raises(LedgerUnusable) as raised, anyio.fail_after(WAIT):
+            await ledger.history(None, 10)
+    finally:
+        ledger.close()
+    assert str(path) in str(raised.value)
+    if damaged == "garbage":
+        assert "move it aside" in str(raised.value)
+        assert await anyio.Path(path).read_bytes() == GARBAGE
+    else:
+        assert await anyio.Path(path).is_dir()

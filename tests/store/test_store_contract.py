@@ -1,8 +1,12 @@
 """The `Store` contract, run against both stores: the SQLite ledger (with its guard beside the Codex homes)
 and PostgreSQL on the session's throwaway cluster (a fresh database per test).
 
-The ledger's states and key rules, pending attempts by upstream identity, history, several handles on one
-store (as several processes or machines have), the apply lock, and usage history. What is particular to
+The ledger's states and key rules, the claim (refused while another key's attempt is pending, re-taken by
+its own key, released only by settling it), pending attempts by upstream identity, history, several handles
+on one store (as several processes or machines have), the apply lock, and usage history. The rules that
+had drifted between the two stores are pinned here once for both: a retry keeps the first identity and
+fills an unknown credit, a usage sample recorded twice in one second is kept once with the later values,
+a negative limit is clamped. What is particular to
 one store lives in its own file: `test_sqlite_store.py` (the file, WAL, opening races) and
 `test_postgres_store.py` (marker rows, advisory-lock specifics, migrations, connection errors).
 """
@@ -16,7 +20,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from app_server.store.base import AccountKey, KeyInUse, LockTimeout, Store, UsageSample
+from app_server.store.base import AccountKey, ClaimHeld, KeyInUse, LockTimeout, Store, UsageSample
 from protocol.ext import ApplyRecord, ApplyStatus
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 from tests.support.ledger_data import response
@@ -184,24 +188,69 @@ async def test_a_finished_key_is_never_started_again(
     assert pending is None
 
 
-async def test_pending_reports_the_latest_unknown_attempt_except_the_running_one(store: Store, acct: Accounts) -> None:
+async def test_the_claim_refuses_another_key_while_one_is_pending(store: Store, acct: Accounts) -> None:
+    """The claim is the lock: a second key on the same upstream account is refused, with nothing written,
+    until the first key settles; the first key may re-take its own claim; another account is free."""
     alice = acct("alice")
     with anyio.fail_after(WAIT):
-        await store.start("old", alice, "alice", None, 1_790_000_000, 2)
-        await store.start("new", alice, "alice", None, 1_790_000_000, 2)
-        await store.start("other", acct("bob"), "bob", None, 1_790_000_050, 0)
+        await store.start("first", alice, "alice", None, 1_790_000_000, 2)
+        await store.fail("first", "timed out", 1_790_000_001, keep_pending=True)
+        with pytest.raises(ClaimHeld) as refused:
+            await store.start("second", alice, "alice", None, 1_790_000_002, 2)
+        second = await store.get("second")
+        await store.start("first", alice, "alice", None, 1_790_000_003, 2)  # re-sent: its own claim
+        await store.start("other", acct("bob"), "bob", None, 1_790_000_004, 0)
+        running = await store.pending(alice, exclude="first")
+        await store.finish("first", response("alice"), 1)
+        await store.start("second", alice, "alice", None, 1_790_000_005, 1)
         latest = await store.pending(alice)
-        besides_new = await store.pending(alice, exclude="new")
-        besides_old = await store.pending(alice, exclude="old")
-        await store.finish("new", response("alice"), 1)
-        after_new = await store.pending(alice)
-        await store.fail("old", "refused", 1_790_000_200, keep_pending=False)
-        after_both = await store.pending(alice)
-    assert latest is not None and latest.idempotency_key == "new"  # same second: the later write wins
-    assert besides_new is not None and besides_new.idempotency_key == "old"
-    assert besides_old is not None and besides_old.idempotency_key == "new"
-    assert after_new is not None and after_new.idempotency_key == "old"
-    assert after_both is None
+    assert (refused.value.key, refused.value.holder, refused.value.holder_account_id) == ("second", "first", "alice")
+    assert second is None
+    assert running is None
+    assert latest is not None and latest.idempotency_key == "second"
+
+
+async def test_a_definite_failure_releases_the_claim(store: Store, acct: Accounts) -> None:
+    alice = acct("alice")
+    with anyio.fail_after(WAIT):
+        await store.start("refused", alice, "alice", None, 1_790_000_000, 2)
+        await store.fail("refused", "409", 1_790_000_001, keep_pending=False)
+        await store.start("next", alice, "alice", None, 1_790_000_002, 2)
+        pending = await store.pending(alice)
+    assert pending is not None and pending.idempotency_key == "next"
+
+
+async def test_a_retry_keeps_the_first_identity_and_fills_an_unknown_credit(
+    store: Store, acct: Accounts, tmp_path: Path
+) -> None:
+    """One rule on both stores: the first identity stays; a credit first unknown is filled in, a known one kept."""
+    with anyio.fail_after(WAIT):
+        await store.start("k1", acct("alice"), "alice", None, 1_790_000_000, 2)
+        await store.fail("k1", "timed out", 1_790_000_001, keep_pending=True)
+        await store.start("k1", acct("bob"), "alice", "credit-2", 1_790_000_002, 2)
+        filled = await store.get("k1")
+        await store.fail("k1", "timed out", 1_790_000_003, keep_pending=True)
+        await store.start("k1", acct("alice"), "alice", "credit-3", 1_790_000_004, 2)
+        kept = await store.get("k1")
+    assert filled is not None and (filled.identity, filled.record.credit_id) == (acct("alice").identity, "credit-2")
+    assert kept is not None and kept.record.credit_id == "credit-2"
+
+
+async def test_any_pool_id_of_the_same_upstream_account_may_resend_a_key(store: Store, acct: Accounts) -> None:
+    """Identity decides: a key re-sent through another pool id on the same upstream account is its retry
+    (the row keeps the first pool id); a pool id on another upstream account is refused."""
+    alice = acct("alice")
+    with anyio.fail_after(WAIT):
+        await store.start("k1", alice, "alice", None, 1_790_000_000, 2)
+        await store.fail("k1", "timed out", 1_790_000_001, keep_pending=True)
+        await store.start("k1", alice, "default", None, 1_790_000_002, 2)
+        with pytest.raises(KeyInUse):
+            await store.start("k1", acct("bob"), "bob", None, 1_790_000_003, 2)
+        await store.finish("k1", response("alice"), 1)
+        attempt = await store.get("k1")
+        pending = await store.pending(alice)
+    assert attempt is not None and attempt.record.account_id == "alice" and attempt.status is ApplyStatus.FINISHED
+    assert pending is None
 
 
 async def test_pending_is_found_by_identity_from_another_home(store: Store, acct: Accounts, tmp_path: Path) -> None:
@@ -238,12 +287,15 @@ async def test_history_is_newest_first_filtered_and_limited(store: Store, acct: 
     with anyio.fail_after(WAIT):
         for i, name in enumerate(["alice", "bob", "alice", "carol", "alice"]):
             await store.start(f"k{i}", acct(name), name, None, 1_790_000_000 + i, None)
+            await store.fail(f"k{i}", "409", 1_790_000_000 + i, keep_pending=False)
         await store.start("k5", acct("alice"), "alice", None, 1_790_000_004, None)  # same second: later first
         everything = await store.history(None, 100)
         alice = await store.history("alice", 100)
         two = await store.history("alice", 2)
         nobody = await store.history("nobody", 100)
         none = await store.history(None, 0)
+        negative = await store.history(None, -5)
+    assert negative == []
     assert [r.idempotency_key for r in everything] == ["k5", "k4", "k3", "k2", "k1", "k0"]
     assert [r.idempotency_key for r in alice] == ["k5", "k4", "k2", "k0"]
     assert [r.idempotency_key for r in two] == ["k5", "k4"]
@@ -305,6 +357,38 @@ async def test_concurrent_starts_of_one_key_for_two_accounts_let_exactly_one_win
     assert winners == [owner] * 3
     assert losers == [("bob" if owner == "alice" else "alice")] * 3
     assert attempts(store_backend, data_home, "shared") == 3
+
+
+async def test_concurrent_starts_of_two_keys_on_one_account_let_exactly_one_claim(
+    store_backend: StoreBackend, data_home: Path, acct: Accounts
+) -> None:
+    """Six handles (processes, machines) start six keys on one upstream account at once, no lock held:
+    exactly one is claimed; every other is refused naming it, and left no row."""
+    claimed: list[str] = []
+    refused: list[tuple[str, str]] = []
+    with anyio.fail_after(WAIT):
+        handles = [await store_backend.open(data_home) for _ in range(6)]
+        try:
+
+            async def claim(handle: Store, key: str) -> None:
+                try:
+                    await handle.start(key, acct("alice"), "alice", None, 1_790_000_000, 1)
+                except ClaimHeld as held:
+                    refused.append((key, held.holder))
+                else:
+                    claimed.append(key)
+
+            async with anyio.create_task_group() as tg:
+                for i, handle in enumerate(handles):
+                    tg.start_soon(claim, handle, f"k{i}")
+            rows = [await handles[0].get(f"k{i}") for i in range(6)]
+        finally:
+            for handle in handles:
+                await handle.aclose()
+    assert len(claimed) == 1
+    assert sorted(key for key, _ in refused) == sorted(f"k{i}" for i in range(6) if f"k{i}" != claimed[0])
+    assert {holder for _, holder in refused} == set(claimed)
+    assert [row.record.idempotency_key for row in rows if row is not None] == claimed
 
 
 # The apply lock.
@@ -400,3 +484,13 @@ async def test_prune_usage_drops_older_samples(store: Store) -> None:
     assert (dropped, again) == (2, 0)
     assert left == []
     assert bob == [sample(300, 3, account="bob")]
+
+
+async def test_a_sample_recorded_twice_is_kept_once_with_the_later_values(store: Store) -> None:
+    with anyio.fail_after(WAIT):
+        await store.record_usage([sample(100, 10)])
+        await store.record_usage([sample(100, 11), sample(100, 5, window="secondary")])
+        history = await store.usage_history("alice", since=None, limit=10)
+        clamped = await store.usage_history("alice", since=None, limit=-1)
+    assert history == [sample(100, 11), sample(100, 5, window="secondary")]
+    assert clamped == []

@@ -71,6 +71,7 @@ class PostgresCluster:
         self.root: Path | None = None
         self._as_postgres = os.geteuid() == 0
         self._databases = itertools.count(1)
+        self._options = ""
 
     @property
     def data_dir(self) -> Path:
@@ -137,23 +138,40 @@ class PostgresCluster:
                     "-c max_connections=200",
                 )
             )
-            started = self._run(
-                str(self.bin_dir / "pg_ctl"),
-                "start",
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(self.log_file),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                options,
-            )
+            self._options = options
+            started = self._pg_ctl_start()
             if started.returncode == 0:
                 return
             last = f"{started.stdout}\n{started.stderr}\n{self._log_tail()}"
         raise PostgresUnavailable(f"pg_ctl start failed:\n{last}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess[str]:
+        return self._run(
+            str(self.bin_dir / "pg_ctl"),
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_file),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            self._options,
+        )
+
+    def stop_server(self) -> None:
+        """Stop the server, ending every session (`fast`: this cluster runs without fsync or synchronous
+        commits, so an `immediate` stop would lose committed rows); `start_server` brings it back."""
+        stopped = self._run(str(self.bin_dir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w")
+        if stopped.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl stop failed:\n{stopped.stdout}\n{stopped.stderr}")
+
+    def start_server(self) -> None:
+        """Start the stopped server again, on the same port, with the same data."""
+        started = self._pg_ctl_start()
+        if started.returncode != 0:
+            raise PostgresUnavailable(f"pg_ctl start failed:\n{started.stdout}\n{started.stderr}\n{self._log_tail()}")
 
     def _log_tail(self) -> str:
         try:

@@ -71,12 +71,12 @@ class StoreBackend:
         return [{k: v for k, v in row.items() if k != "seq"} for row in rows]
 
     def pending_marker_keys(self) -> list[str]:
-        """The idempotency keys PostgreSQL's pending markers name (the shared store only)."""
+        """The idempotency keys the claims name (the shared store only)."""
         assert self.url is not None
         import psycopg
 
         with psycopg.connect(self.url, autocommit=True) as conn:
-            rows = conn.execute("SELECT idempotency_key FROM pending_markers ORDER BY identity").fetchall()
+            rows = conn.execute("SELECT idempotency_key FROM claims ORDER BY identity").fetchall()
         return [str(key) for (key,) in rows]
 
     def execute(self, sql: str) -> None:
