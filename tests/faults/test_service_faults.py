@@ -42,6 +42,7 @@ from app_server.rpc import lost, wsframe
 from app_server.rpc.client import ServerClosed
 from app_server.rpc.wsclient import connect_tcp, running_client
 from app_server.service.state import running
+from app_server.service.token import bearer_headers
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
 from tests.support.connection import check_wire_line
 from tests.support.dashboard import next_event
@@ -178,7 +179,8 @@ async def test_killed_mid_apply_every_client_hears_the_outcome_is_unknown_and_it
     results: dict[str, Any] = {}
 
     async def via_ws() -> None:
-        ws = await connect_tcp(host, int(port))
+        # The service is private by default: its ws:// listener wants the token it keeps.
+        ws = await connect_tcp(host, int(port), headers=bearer_headers(state.token_file))
         async with running_client(ws) as client:
             await client.request("initialize", INIT_PARAMS)
             with pytest.raises(ServerClosed) as closed:
