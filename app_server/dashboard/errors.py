@@ -1,7 +1,8 @@
 """The admin API's errors: the envelope, the stable codes, and the one RpcError -> HTTP table.
 
 Every error answer is `{"error": {"code": <stable code>, "message": <text for a person>}}`; a
-refused apply adds `accountId`, `disabledReason` and (with `pendingApply`) `pendingIdempotencyKey`.
+refused apply adds `accountId`, `disabledReason` and (with `pendingApply`) `pendingIdempotencyKey`; an
+apply whose outcome is unknown (`outcomeUnknown`) adds `idempotencyKey`, the key to re-send.
 Clients branch on `code`, never on `message`.
 """
 
@@ -38,6 +39,11 @@ ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
     "payloadTooLarge": (413, "the request body is too large"),
     "unsupportedMediaType": (415, "the request body must be application/json"),
     "upstreamError": (502, "the account's backend failed; for an apply the message says whether it stays pending"),
+    "outcomeUnknown": (
+        502,
+        "an apply may or may not have spent its saved reset: it stays pending; re-send the same Idempotency-Key"
+        " (see idempotencyKey) to learn its outcome",
+    ),
     "serviceUnavailable": (503, "the pool service is not reachable, overloaded, or has too many event streams"),
     "timeout": (504, "the pool service did not answer in time; re-send an apply with the same Idempotency-Key"),
     "internalError": (500, "a bug in the dashboard"),
@@ -82,6 +88,12 @@ def from_rpc(exc: RpcError) -> ApiError:
             return ApiError("applyInProgress", exc.message)
         return ApiError("invalidRequest", exc.message)
     if exc.code == INTERNAL_ERROR:
+        if data.get("outcome") == "unknown":
+            return ApiError(
+                "outcomeUnknown",
+                exc.message,
+                {"accountId": data.get("accountId"), "idempotencyKey": data.get("idempotencyKey")},
+            )
         return ApiError("upstreamError", exc.message)
     if exc.code == SERVER_OVERLOADED:
         return ApiError("serviceUnavailable", exc.message)
@@ -89,6 +101,13 @@ def from_rpc(exc: RpcError) -> ApiError:
 
 
 def from_closed(exc: ServerClosed) -> ApiError:
+    if exc.outcome_unknown:
+        # The service went away with an apply in flight: the key decides, never "nothing happened".
+        return ApiError(
+            "outcomeUnknown",
+            f"the pool service went away during the apply ({exc})",
+            {"idempotencyKey": exc.idempotency_key},
+        )
     return ApiError("serviceUnavailable", f"the pool service is not reachable ({exc})")
 
 

@@ -361,7 +361,25 @@ def refused(reason: str, pending: str | None = None) -> RpcError:
         (RpcError(INVALID_REQUEST, "another apply on account 'alice' is still running (waited 30 s)"), 409, None),
         (RpcError(INVALID_REQUEST, "idempotencyKey must not be empty"), 400, "invalidRequest"),
         (RpcError(INTERNAL_ERROR, "failed to consume rate limit reset: HTTP 500"), 502, "upstreamError"),
+        (
+            RpcError(
+                INTERNAL_ERROR,
+                "consume timed out; outcome unknown",
+                {"accountId": "alice", "idempotencyKey": "k-unknown", "outcome": "unknown"},
+            ),
+            502,
+            "outcomeUnknown",
+        ),
         (ServerClosed("server closed"), 503, "serviceUnavailable"),
+        (
+            ServerClosed(
+                "server closed",
+                method="accountPool/resetCredit/apply",
+                params={"accountId": "alice", "idempotencyKey": "k-unknown"},
+            ),
+            502,
+            "outcomeUnknown",
+        ),
         (None, 504, "timeout"),
     ],
 )
@@ -383,11 +401,14 @@ async def test_rpc_errors_map_to_stable_codes(failure: BaseException | None, sta
             {"accountId": "alice", "idempotencyKey": rpc.calls[0][1]["idempotencyKey"], "creditId": "c1"},
         )
     ]
-    if isinstance(failure, RpcError) and isinstance(failure.data, dict):
+    if isinstance(failure, RpcError) and isinstance(failure.data, dict) and "disabledReason" in failure.data:
         assert error["disabledReason"] == failure.data["disabledReason"]
         assert error["pendingIdempotencyKey"] == failure.data["pendingIdempotencyKey"]
     if code == "timeout":
         assert "same Idempotency-Key" in error["message"]
+    if code == "outcomeUnknown":
+        # Never "nothing happened": the key that settles it travels with the error.
+        assert error["idempotencyKey"] == "k-unknown"
 
 
 async def chunks(chunk: bytes, count: int) -> AsyncIterator[bytes]:
