@@ -26,3 +26,7 @@ def main(argv: "list[str] | None" = None) -> None:
     from app_server.cli.main import main as full
 
     full(arguments)
+
+
+if __name__ == "__main__":
+    main()

@@ -46,7 +46,10 @@ PLACEHOLDERS: Final = {
     "stale": "the read's age when it is older than --max-age; empty otherwise",
 }
 
-USAGE: Final = "usage: codex-limits statusline [--format TEMPLATE] [--account ID] [--json] [--color WHEN] [--max-age SECONDS] [--separator TEXT]"
+USAGE: Final = (
+    "usage: codex-limits statusline [--format TEMPLATE] [--account ID] [--json] [--color WHEN] [--max-age SECONDS]"
+    " [--separator TEXT]"
+)
 
 
 def _help() -> str:
@@ -86,6 +89,7 @@ class TimedOut(Exception):
 
 
 # -- the template ------------------------------------------------------------------------------
+
 
 def parse(template: str) -> list[tuple[str, Any]]:
     """Literal text, `("field", name)` and `("group", [parts])`; raises UsageError naming what is wrong."""
@@ -187,8 +191,8 @@ def account_values(summary: dict[str, Any], attention: str | None, now: float, m
         return duration(at - now) if isinstance(at, int) and at > now else None
 
     # What you wait for: the most-used window (on a tie, the one that resets first).
-    known = [slot for slot in ("primary", "secondary") if used[slot] is not None]
-    worst = min(known, key=lambda s: (-used[s], resets_at[s] or 0), default=None)
+    known = [(-percent, resets_at[slot] or 0, slot) for slot, percent in used.items() if isinstance(percent, int)]
+    worst = min(known)[2] if known else None
     credits = summary.get("resetCredits") or {}
     action = summary.get("resetAction") or {}
     status = summary.get("status")

@@ -38,7 +38,7 @@ async def test_each_fresh_read_reaches_the_snapshot_as_its_wire_summary(tmp_path
     assert [a["accountId"] for a in document["accounts"]] == ["alice", "bob"]
     assert document["attention"] == {"bob": "critical"}  # must sign in again
     assert stat.S_IMODE(os.stat(snapshot.path(tmp_path)).st_mode) == 0o600
-    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    assert [name for name in os.listdir(tmp_path) if name.endswith(".tmp")] == []
 
 
 async def test_alert_conditions_in_force_are_marked_until_they_clear(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ async def test_alert_conditions_in_force_are_marked_until_they_clear(tmp_path: P
     assert await attention_after(5, credits=expiring) == "warning"  # a saved reset expires within 3 days
 
 
-async def test_an_unchanged_read_rewrites_only_once_it_is_worth_saying_it_is_newer(tmp_path: Path) -> None:
+def test_an_unchanged_read_rewrites_only_once_it_is_worth_saying_it_is_newer(tmp_path: Path) -> None:
     writer = SnapshotWriter(tmp_path)
     read = summary("alice", primary=window(35, FAR), refreshed_at=int(T0))
     writer.update(read, None)
@@ -108,7 +108,7 @@ def test_the_reader_names_the_same_files_as_the_service_state() -> None:
 
 def test_an_unreadable_snapshot_is_an_error_that_says_which_file(tmp_path: Path) -> None:
     Path(snapshot.path(tmp_path)).write_text("{not json", encoding="utf-8")
-    with pytest.raises(ValueError, match="statusline.json is not JSON"):
+    with pytest.raises(ValueError, match=r"statusline\.json is not JSON"):
         snapshot.read(tmp_path)
     Path(snapshot.path(tmp_path)).write_text('{"format": 99, "accounts": []}', encoding="utf-8")
     with pytest.raises(ValueError, match="not a format-1 snapshot"):
