@@ -1,0 +1,247 @@
+"""Every touchpoint against its goal (issue 20): start-up against the reference, the CLI against the interpreter.
+
+Measured interleaved (one run of each per round, the order rotating), from a NON-editable install, in fresh
+temporary CODEX_HOME / CODEX_LIMITS_HOME directories, nothing reaching the network:
+
+    touchpoint                                         compared with                        goal
+    python -m app_server: spawn -> initialize answer   `codex app-server` (--reference)     <= 1.5x
+    codex-limits proxy (service running): the same    `codex app-server`, cold             <= 0.4x
+    codex-limits status (service running)              the floor: python -c "import json"   <= 4x
+    codex-limits statusline (service running)          the floor                            <= 1.5x
+    codex-limits statusline (no service)               the floor                            <= 1.5x
+    codex-limits --version                             the floor                            <= 1.5x
+
+The floor is the same install's interpreter doing nothing but `import json`, in the same run, so the ratios
+hold on a loaded machine where the milliseconds do not. Usage:
+
+    python benchmarks/touchpoints.py [--python VENV/bin/python] [--reference PATH ...] [--runs 15]
+
+--python: the interpreter of a non-editable install (`python -m venv /tmp/v && /tmp/v/bin/pip install .`);
+without it the script makes one in a temporary directory (pip needs the package index). --reference: a
+`codex` executable (`npm install @openai/codex@0.169.0` in a directory outside the repository gives
+node_modules/.bin/codex); repeatable; without it the reference column is left out. Exit status 0 when
+every goal that could be measured holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+INIT_LINE: Final = (
+    b'{"id":0,"method":"initialize","params":{"clientInfo":{"name":"bench","title":null,"version":"1.0"}}}\n'
+)
+
+
+@dataclass
+class Touchpoint:
+    name: str
+    run: Callable[[], float]
+    against: str | None = None  # the name of the touchpoint it is compared with
+    goal: float | None = None
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def first_answer(command: list[str], env: dict[str, str]) -> float:
+    """Spawn `command`, write `initialize`, read the answer line: milliseconds. The child is then closed."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(INIT_LINE)
+    child.stdin.flush()
+    line = child.stdout.readline()
+    elapsed = (time.perf_counter() - started) * 1000
+    child.stdin.close()
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+    if b'"result"' not in line:
+        raise SystemExit(f"{' '.join(command)} did not answer initialize: {line[:200]!r}")
+    return elapsed
+
+
+def to_exit(command: list[str], env: dict[str, str], expect: bytes | None = None) -> float:
+    """Run `command` to its end, output read through a pipe (not a terminal): milliseconds."""
+    started = time.perf_counter()
+    done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, env=env, timeout=60, check=False)
+    elapsed = (time.perf_counter() - started) * 1000
+    if done.returncode != 0 or (expect is not None and expect not in done.stdout):
+        raise SystemExit(
+            f"{' '.join(command)} failed ({done.returncode}): {done.stdout[:200]!r} {done.stderr[-500:]!r}"
+        )
+    return elapsed
+
+
+def make_install(where: Path) -> Path:
+    venv = where / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    print(f"installing {ROOT} (non-editable) into {venv} ...", file=sys.stderr)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", str(ROOT)], check=True)
+    return python
+
+
+def check_install(python: Path) -> str:
+    """The installed package's directory; refuses an editable install (it would measure the checkout)."""
+    where = subprocess.run(
+        [str(python), "-c", "import app_server, pydantic; print(app_server.__file__); print(pydantic.VERSION)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tempfile.gettempdir(),
+    ).stdout.split()
+    if "site-packages" not in where[0]:
+        raise SystemExit(f"{python}: app_server comes from {where[0]}, not an installed package (use pip install .)")
+    return where[1]
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+def load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--python", type=Path, help="interpreter of a non-editable install (default: make one)")
+    parser.add_argument("--reference", action="append", default=[], help="a `codex` executable (repeatable)")
+    parser.add_argument("--runs", type=int, default=15, help="runs of each touchpoint (default 15)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="codex-limits-touchpoints-") as tmp:
+        root = Path(tmp)
+        python = args.python or make_install(root)
+        pydantic_version = check_install(python)
+        bin_dir = python.parent
+        cli = [str(bin_dir / "codex-limits")]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CODEX_", "OPENAI_", "PYDANTIC_"))}
+        (root / "codex").mkdir()
+        env.update(CODEX_HOME=str(root / "codex"), CODEX_LIMITS_HOME=str(root / "data"), NO_COLOR="1")
+        env["CODEX_REFRESH_TOKEN_URL_OVERRIDE"] = "http://127.0.0.1:9/oauth/token"
+        no_service = {**env, "CODEX_LIMITS_HOME": str(root / "no-service")}
+        os.chdir(root)  # a neutral working directory, as a client spawns the server
+
+        points = [
+            Touchpoint("floor: python -c 'import json'", lambda: to_exit([str(python), "-c", "import json"], env)),
+            Touchpoint(
+                "python -m app_server -> initialize answer",
+                lambda: first_answer([str(python), "-m", "app_server"], env),
+                against="reference",
+                goal=1.5,
+            ),
+            Touchpoint(
+                "codex-limits proxy -> initialize answer (service running)",
+                lambda: first_answer([*cli, "proxy"], env),
+                against="reference",
+                goal=0.4,
+            ),
+            Touchpoint(
+                "codex-limits status (service running)",
+                lambda: to_exit([*cli, "status"], env),
+                against="floor",
+                goal=4.0,
+            ),
+            Touchpoint(
+                "codex-limits statusline (service running)",
+                lambda: to_exit([*cli, "statusline"], env, expect=b"default"),
+                against="floor",
+                goal=1.5,
+            ),
+            Touchpoint(
+                "codex-limits statusline (no service)",
+                lambda: to_exit([*cli, "statusline"], no_service, expect=b"no service"),
+                against="floor",
+                goal=1.5,
+            ),
+            Touchpoint("codex-limits --version", lambda: to_exit([*cli, "--version"], env), against="floor", goal=1.5),
+        ]
+        references = [
+            Touchpoint(
+                f"reference: codex {reference_version(ref)} app-server -> initialize answer",
+                (lambda ref=ref: first_answer([ref, "app-server"], env)),
+            )
+            for ref in args.reference
+        ]
+
+        started = subprocess.run([*cli, "service", "start"], env=env, capture_output=True, text=True, check=False)
+        if started.returncode != 0:
+            raise SystemExit(f"codex-limits service start failed: {started.stderr}")
+        before = load()
+        try:
+            to_exit([*cli, "status"], env)  # one read, so the status line has a snapshot to show
+            everything = points + references
+            for point in everything:  # warm-up: bytecode, page cache
+                point.run()
+            for round_ in range(args.runs):
+                shift = round_ % len(everything)
+                for point in everything[shift:] + everything[:shift]:
+                    point.times.append(point.run())
+        finally:
+            subprocess.run([*cli, "service", "stop"], env=env, capture_output=True, check=False)
+        after = load()
+
+    print(f"machine: {machine()}; Python {platform.python_version()}, pydantic {pydantic_version}")
+    print(f"load average (1/5/15 min): {before} before, {after} after; {args.runs} runs each, interleaved")
+    print(f"install: {python} (non-editable)")
+    print()
+    floor = points[0].median
+    reference = statistics.median(r.median for r in references) if references else None
+    width = max(len(p.name) for p in points + references)
+    print(f"{'touchpoint':<{width}}  {'median':>8}  {'best':>8}  {'ratio':>7}  goal")
+    ok = True
+    for point in points + references:
+        ratio_text, goal_text = "", ""
+        base = floor if point.against == "floor" else reference if point.against == "reference" else None
+        if point.goal is not None:
+            goal_text = f"<= {point.goal:g}x {point.against}"
+            if base is None:
+                goal_text += " (no reference given)"
+            else:
+                ratio = point.median / base
+                met = ratio <= point.goal
+                ok &= met
+                ratio_text = f"{ratio:.2f}x"
+                goal_text += ": met" if met else ": NOT met"
+        print(f"{point.name:<{width}}  {point.median:8.1f}  {min(point.times):8.1f}  {ratio_text:>7}  {goal_text}")
+    if reference is not None and len(references) > 1:
+        print(f"(reference = the median of the {len(references)} references' medians: {reference:.1f} ms)")
+    return 0 if ok else 1
+
+
+def reference_version(executable: str) -> str:
+    done = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=60, check=False)
+    return done.stdout.strip().rsplit(" ", 1)[-1] if done.returncode == 0 else "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
