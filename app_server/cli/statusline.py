@@ -378,9 +378,13 @@ def main(argv: Sequence[str]) -> int:
         raise TimedOut
 
     previous = signal.signal(signal.SIGALRM, give_up)
-    signal.setitimer(signal.ITIMER_REAL, DEADLINE)
+    signal.setitimer(signal.ITIMER_REAL, DEADLINE)  # a hung file system must not hang the prompt
+    home = snapshot.data_home()
     try:
-        result = build(options, snapshot.data_home(), time.time())
+        result = build(options, home, time.time())
+    except (AttributeError, TypeError, KeyError) as exc:  # valid JSON of the wrong shape: say so, no traceback
+        line = f"codex-limits: {snapshot.path(home)} is not a format-{snapshot.FORMAT} snapshot ({exc})"
+        result = {"service": "running", "snapshot": "unreadable", "writtenAt": None, "accounts": [], "line": line}
     except UsageError as exc:
         sys.stderr.write(f"{USAGE}\ncodex-limits statusline: error: {exc}\n")
         return 2

@@ -12,6 +12,7 @@ import os
 import pty
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,31 @@ def test_a_stale_read_is_marked_in_the_line(home: Path) -> None:
     assert line(home).endswith("★2 ready (stale 20m)")
     assert line(home, max_age=30 * M).endswith("★2 ready")
     assert line(home, format="{account}( old:{stale})") == "alice old:20m"  # a template that places it itself
+
+
+def test_a_snapshot_of_the_wrong_shape_is_said_in_the_line(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snapshot.write(home, {"format": 1, "accounts": [{"accountId": "x", "rateLimits": "not an object"}]})
+    monkeypatch.setenv("CODEX_LIMITS_HOME", str(home))
+    assert statusline.main([]) == 0
+    assert capsys.readouterr().out.startswith(f"codex-limits: {snapshot.path(home)} is not a format-1 snapshot")
+
+
+def test_a_read_that_hangs_gives_up_at_the_deadline(
+    home: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    release = threading.Event()
+
+    def hangs(home: object) -> None:
+        release.wait(WAIT)  # as a hung file system would; the deadline's signal interrupts it
+
+    monkeypatch.setenv("CODEX_LIMITS_HOME", str(home))
+    monkeypatch.setattr(snapshot, "read", hangs)
+    monkeypatch.setattr(statusline, "DEADLINE", 0.05)
+    assert statusline.main(["--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["line"] == "codex-limits: timed out"
+    release.set()
 
 
 def test_template_and_option_errors_exit_2_and_say_why(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
