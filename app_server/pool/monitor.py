@@ -127,7 +127,10 @@ class LiveUpdates:
             log.exception("alert rules failed on account %r", summary.account_id)
             alerts = []
         if self.snapshot is not None:
-            self.snapshot.update(summary, self.rules.attention(summary.account_id, now))
+            try:
+                self.snapshot.update(summary, self.rules.attention(summary.account_id, now))
+            except Exception:
+                log.exception("updating the status line snapshot failed on account %r", summary.account_id)
         sends.extend((POOL_ALERT, ext.AccountPoolAlertNotification(alert=alert)) for alert in alerts)
         for alert in alerts:
             log.info("alert: %s", alert.message)

@@ -99,6 +99,14 @@ def test_attention_is_none_for_an_account_never_seen() -> None:
     assert AlertRules().attention("nobody", T0) is None
 
 
+def test_a_used_up_window_is_critical_whatever_the_thresholds() -> None:
+    rules = AlertRules(thresholds=(50,))
+    rules.evaluate(summary("alice", primary=window(60, FAR)), T0)
+    assert rules.attention("alice", T0) is ext.AlertSeverity.WARNING
+    rules.evaluate(summary("alice", primary=window(100, FAR)), T0)
+    assert rules.attention("alice", T0) is ext.AlertSeverity.CRITICAL
+
+
 def test_the_reader_names_the_same_files_as_the_service_state() -> None:
     env = {"CODEX_LIMITS_HOME": "~/somewhere"}
     assert snapshot.data_home(env) == str(state.data_home(env))
