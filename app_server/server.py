@@ -165,6 +165,10 @@ async def serve_network(
             lock.publish(State(os.getpid(), str(service_socket), urls, started, str(settings.codex_home), token_file))
 
     services = Services(settings)
+    if lock is not None:  # the service keeps the status line's snapshot current
+        from app_server.pool.snapshot import SnapshotWriter
+
+        services.snapshot = SnapshotWriter(settings.data_home)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(background_refresh, services)

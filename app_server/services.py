@@ -14,6 +14,7 @@ from app_server.config import Settings
 if TYPE_CHECKING:
     from app_server.pool.monitor import LiveUpdates
     from app_server.pool.pool import Pool
+    from app_server.pool.snapshot import SnapshotWriter
     from app_server.rpc.sessions import Broadcaster
     from app_server.store.base import Store
     from app_server.upstream.account import AccountRegistry, CodexAccount
@@ -31,6 +32,8 @@ class Services:
         self._pool: Pool | None = None
         self._broadcaster: Broadcaster | None = None
         self._live: LiveUpdates | None = None
+        self.snapshot: SnapshotWriter | None = None
+        """Set by the service (only): the live updates keep `statusline.json` current through it."""
 
     @property
     def http(self) -> HttpPool:
@@ -94,6 +97,7 @@ class Services:
                 codex_home=self.settings.codex_home,
                 rules=AlertRules(cfg.alert_thresholds, cfg.credit_expiry_days),
                 recorder=UsageRecorder(self.store, retention_seconds=cfg.usage_retention_days * 86_400),
+                snapshot=self.snapshot,
             )
         return self._live
 

@@ -437,6 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_arguments(board)
     board.set_defaults(run=lambda args: dashboard.run(args, log_level(args), simulate=args.simulate))
 
+    command(  # listed for --help; `main` routes it before this parser is built (see cli/statusline.py)
+        "statusline",
+        "one line for shell prompts and status bars from the running service's snapshot (--help: the template)",
+    )
+
     completion = command(
         "completion",
         "print the shell completion script for bash, zsh or fish",
@@ -455,6 +460,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         from app_server.cli.proxy import main as proxy
 
         sys.exit(proxy(arguments[1:]))
+    if arguments[:1] == ["statusline"]:  # likewise: a shell prompt runs it every time
+        from app_server.cli.statusline import main as statusline
+
+        sys.exit(statusline(arguments[1:]))
     try:
         parser = build_parser()
         if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit

@@ -54,6 +54,19 @@ class AlertRules:
     def forget(self, account_id: str) -> None:
         self._accounts.pop(account_id, None)
 
+    def attention(self, account_id: str, now: float) -> ext.AlertSeverity | None:
+        """The alert condition still in force for the account, after `evaluate` saw its latest read:
+        critical while it must sign in or a window is used up, warning while a window is above a threshold
+        or an unused saved reset is about to expire (what the status line marks)."""
+        state = self._accounts.get(account_id)
+        if state is None:
+            return None
+        if state.reauth or any(w.used >= 100 for w in state.windows.values()):
+            return ext.AlertSeverity.CRITICAL
+        if any(w.above for w in state.windows.values()) or any(at >= now for at in state.expiring.values()):
+            return ext.AlertSeverity.WARNING
+        return None
+
     def evaluate(self, summary: ext.AccountSummary, now: float) -> list[ext.AccountPoolAlert]:
         state = self._accounts.setdefault(summary.account_id, _Account())
         alerts = self._reauth(state, summary, now)

@@ -36,6 +36,7 @@ from protocol.methods import POOL_ACCOUNT_UPDATED, POOL_ALERT, RATE_LIMITS_UPDAT
 
 if TYPE_CHECKING:
     from app_server.pool.pool import Identity, Notify, Pool
+    from app_server.pool.snapshot import SnapshotWriter
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class LiveUpdates:
         rules: the alert rules and their state.
         recorder: where usage samples go; None records nothing.
         clock: the time alerts are stamped with and expiries measured from.
+        snapshot: keeps `statusline.json` current (the service only); None writes nothing.
     """
 
     def __init__(
@@ -87,8 +89,10 @@ class LiveUpdates:
         rules: AlertRules | None = None,
         recorder: UsageRecorder | None = None,
         clock: Clock | None = None,
+        snapshot: SnapshotWriter | None = None,
     ) -> None:
         self._notify_all = notify_all
+        self.snapshot = snapshot
         self._codex_home = codex_home
         self.rules = rules or AlertRules()
         self._recorder = recorder
@@ -99,6 +103,8 @@ class LiveUpdates:
     def forget(self, account_id: str) -> None:
         self._last.pop(account_id, None)
         self.rules.forget(account_id)
+        if self.snapshot is not None:
+            self.snapshot.forget(account_id)
 
     async def observe(self, summary: ext.AccountSummary) -> bool:
         """Everything a fresh read of one account sets off. Never raises: the read it follows stands.
@@ -114,11 +120,17 @@ class LiveUpdates:
         if snapshot is not None and Path(summary.codex_home) == self._codex_home and snapshot != self._last_rate_limits:
             self._last_rate_limits = snapshot
             sends.append((RATE_LIMITS_UPDATED, v2.AccountRateLimitsUpdatedNotification(rate_limits=snapshot)))
+        now = self._clock.now()
         try:
-            alerts = self.rules.evaluate(summary, self._clock.now())
+            alerts = self.rules.evaluate(summary, now)
         except Exception:
             log.exception("alert rules failed on account %r", summary.account_id)
             alerts = []
+        if self.snapshot is not None:
+            try:
+                self.snapshot.update(summary, self.rules.attention(summary.account_id, now))
+            except Exception:
+                log.exception("updating the status line snapshot failed on account %r", summary.account_id)
         sends.extend((POOL_ALERT, ext.AccountPoolAlertNotification(alert=alert)) for alert in alerts)
         for alert in alerts:
             log.info("alert: %s", alert.message)
