@@ -186,6 +186,11 @@ async def serve_network(
             await services.aclose()
 
 
+STDIO_MAX_QUEUED = 4096
+"""Requests read ahead of the 512 in flight on stdio: enough that the end of input (or a line after a
+burst) is still seen while upstream is slow, bounded so memory is (a few MiB at most)."""
+
+
 async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0) -> None:
     protocol_fd = claim_stdout()
     services = Services(settings)
@@ -196,6 +201,7 @@ async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, s
         services,
         Outbox(FdSink(protocol_fd)),
         max_line=max_line,
+        max_queued=STDIO_MAX_QUEUED,
         shutdown_grace=shutdown_grace,
         broadcaster=services.broadcaster,
     )
