@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 class _Flight(Generic[T]):
-    __slots__ = ("done", "error", "result", "start", "task", "waiters")
+    __slots__ = ("done", "error", "result", "scope", "start", "task", "waiters")
 
     def __init__(self, start: Callable[[], Awaitable[T]]) -> None:
         self.start = start
@@ -31,6 +31,7 @@ class _Flight(Generic[T]):
         self.result: T | None = None
         self.error: BaseException | None = None
         self.waiters = 0
+        self.scope = anyio.CancelScope()
         self.task: asyncio.Task[None] | None = None
 
 
@@ -76,17 +77,19 @@ class SharedCalls(Generic[K, T]):
         """Nobody waits for `flight` any more: drop it before it starts, or cancel it."""
         if self._next.get(key) is flight:
             del self._next[key]
-        elif flight.task is not None:
-            flight.task.cancel()
+        else:
+            # A scope, not Task.cancel: a task cancelled before its first step would skip `_run`'s cleanup.
+            flight.scope.cancel()
 
     async def _run(self, key: K, flight: _Flight[T]) -> None:
         try:
-            flight.result = await flight.start()
-        except Exception as exc:
-            flight.error = exc
-        except asyncio.CancelledError:
-            # Only ever cancelled once nobody waits (or the loop is closing): there is no one to tell.
-            flight.error = anyio.ClosedResourceError("the shared call was cancelled")
+            with flight.scope:
+                try:
+                    flight.result = await flight.start()
+                except Exception as exc:
+                    flight.error = exc
+            if flight.scope.cancelled_caught:  # only once nobody waits: there is no one to tell
+                flight.error = anyio.ClosedResourceError("the shared call was cancelled")
         finally:
             flight.done.set()
             if self._running.get(key) is flight:
