@@ -490,3 +490,33 @@ async def test_upstream_calls_in_flight_never_exceed_the_bound_and_start_in_arri
         await pool.aclose()
     assert peak == 8 and len(done) == 100
     assert started == [str(i) for i in range(100)]
+
+
+async def test_a_call_that_waits_past_its_deadline_for_a_slot_gets_the_timeout_error(tmp_path: Path) -> None:
+    """The deadline covers the wait for a slot: the same error text as a call that upstream never answered."""
+    import httpx
+
+    from app_server.upstream.backend import Backend, BackendError, Caller, HttpPool
+
+    holding = anyio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        holding.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    pool = HttpPool(httpx.MockTransport(handle), max_connections=3)  # one slot
+    backend = Backend("http://backend.test", pool, Timeouts(usage=NEVER, details=0.2))
+    caller = Caller(user_agent="ua", access_token="t")
+    try:
+        with anyio.fail_after(NEVER):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(backend.usage, caller)
+                await holding.wait()
+                rows, error = await backend.details_or_error(caller)  # never reaches upstream
+                tg.cancel_scope.cancel()
+    finally:
+        await pool.aclose()
+    assert rows is None and isinstance(error, BackendError)
+    url = Endpoints.for_base("http://backend.test").details
+    assert (error.kind, error.detail) == ("timeout", f"request timed out after 0.2 s for url ({url})")
