@@ -80,10 +80,11 @@ class CodexAccount:
     async def fetch(self, caller: Caller, *, details: bool, luna: bool = False) -> Fetched:
         """Usage and (unless excluded) the details, from upstream calls started after this call.
 
-        Shared: callers with the same credentials and options that arrive while a fetch is in flight
-        wait for the next one, which starts when it ends, and all get its result (or its error). That
-        fetch is made with the headers of the first of them (its user agent); credentials (token,
-        account id, FedRAMP) and options are part of what must match, so they are never mixed.
+        Shared (`SharedCalls`): while two fetches with the same credentials and options are in flight,
+        callers that arrive wait for the next one, which starts when one of those ends, and all get its
+        result (or its error). That fetch is made with the headers of the first of them (its user agent);
+        credentials (token, account id, FedRAMP) and options are part of what must match, so they are
+        never mixed. Consumes are never shared (`consume`).
         A usage failure raises BackendError; a details failure never does: it is kept in
         `details_error` (the pool reads a 404 from it)."""
         key = (replace(caller, user_agent=""), details, luna)

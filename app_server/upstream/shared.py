@@ -1,9 +1,12 @@
-"""Calls that concurrent callers share: per key, one call in flight, and one next call for everyone who
-arrived while it ran.
+"""Calls that concurrent callers share: per key, at most `limit` calls in flight, and one next call for
+everyone who arrived while they all ran.
 
-A caller never takes the result of a call that started before it arrived: it joins the next call of its
-key, which starts as soon as the current one ends. So however many callers there are, a key has at most
-one call running and one waiting, and every result is fresher than the request it answers.
+A caller never takes the result of a call that started before it arrived: it starts a call of its own
+while fewer than `limit` of its key run, else it joins the next call of its key, which starts as soon as
+one of the running ones ends. So however many callers there are, a key has at most `limit` calls running
+and one waiting, and every result is fresher than the request it answers. A `limit` of 2 (the default)
+keeps one slow call from holding every later caller hostage: the next caller's call runs beside it, as
+upstream's do (transcript 22, a slow read answered after a fast one).
 
 Each call runs in a task of its own, not in any caller's: a caller that is cancelled leaves the others
 waiting for the same call, and a call is only cancelled when no caller waits for it any more. Its
@@ -42,8 +45,9 @@ class SharedCalls(Generic[K, T]):
     are dropped, so everything that differs between callers and matters must be in the key.
     """
 
-    def __init__(self) -> None:
-        self._running: dict[K, _Flight[T]] = {}
+    def __init__(self, limit: int = 2) -> None:
+        self.limit = limit
+        self._running: dict[K, int] = {}
         self._next: dict[K, _Flight[T]] = {}
         self.started = 0
         """Calls started so far (tests and benchmarks count them)."""
@@ -52,10 +56,10 @@ class SharedCalls(Generic[K, T]):
         flight = self._next.get(key)
         if flight is None:
             flight = _Flight(start)
-            if key in self._running:
-                self._next[key] = flight  # starts when the running one ends
-            else:
+            if self._running.get(key, 0) < self.limit:
                 self._launch(key, flight)
+            else:
+                self._next[key] = flight  # starts when a running one ends
         flight.waiters += 1
         try:
             await flight.done.wait()
@@ -69,7 +73,7 @@ class SharedCalls(Generic[K, T]):
         return flight.result  # type: ignore[return-value]  # set whenever error is not
 
     def _launch(self, key: K, flight: _Flight[T]) -> None:
-        self._running[key] = flight
+        self._running[key] = self._running.get(key, 0) + 1
         self.started += 1
         flight.task = asyncio.get_running_loop().create_task(self._run(key, flight))
 
@@ -92,7 +96,9 @@ class SharedCalls(Generic[K, T]):
                 flight.error = anyio.ClosedResourceError("the shared call was cancelled")
         finally:
             flight.done.set()
-            if self._running.get(key) is flight:
+            if (running := self._running[key] - 1) > 0:
+                self._running[key] = running
+            else:
                 del self._running[key]
             pending = self._next.pop(key, None)
             if pending is not None:

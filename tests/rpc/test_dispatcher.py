@@ -254,9 +254,7 @@ async def test_duplicate_ids_in_flight_are_both_answered(settings: Settings, bac
         await conn.initialize()
         read = {"id": 7, "method": READ, "params": {"excludeResetCreditDetails": True}}
         conn.send(read, read)
-        await backend_requests(backend, 1)  # both are in flight together: the second waits for the next fetch
-        backend.release_delays()
-        await backend_requests(backend, 2)
+        await backend_requests(backend, 2)  # both are in flight together
         backend.release_delays()
         lines = await conn.output.wait_lines(3)
         conn.send({"id": 7, "method": "nope/x"}, {"id": 7, "method": "nope/x"})

@@ -1,4 +1,5 @@
-"""Concurrent reads of one account share their upstream calls (`CodexAccount.fetch`, `SharedCalls`).
+"""Concurrent reads of one account share their upstream calls (`CodexAccount.fetch`, `SharedCalls`): at most two
+fetches of an account in flight (per credentials and options), everyone arriving meanwhile sharing the next one.
 
 The upstream is an `httpx.MockTransport` that numbers every event (a reader arriving, a call starting) on one
 counter and lets each call through only when the test says so. Freshness is asserted with those numbers: every
@@ -88,7 +89,7 @@ async def settle() -> None:
         await anyio.wait_all_tasks_blocked()
 
 
-async def test_200_concurrent_readers_cost_two_fetches_each_fresher_than_its_request(tmp_path: Path) -> None:
+async def test_200_concurrent_readers_cost_three_fetches_each_fresher_than_its_request(tmp_path: Path) -> None:
     upstream = Upstream()
     account = account_for(tmp_path, upstream)
     answers: list[tuple[int, int]] = []
@@ -102,16 +103,16 @@ async def test_200_concurrent_readers_cost_two_fetches_each_fresher_than_its_req
             for _ in range(200):
                 tg.start_soon(reader)
             await settle()
-            assert upstream.in_flight == 2  # one fetch: its usage and details calls; everyone else waits
+            assert upstream.in_flight == 4  # two fetches, a usage and a details call each; everyone else waits
             upstream.open = True
-            upstream.release(2)
+            upstream.release(4)
     assert len(answers) == 200
-    assert len(upstream.usage_starts) == account.reads.started == 2
+    assert len(upstream.usage_starts) == account.reads.started == 3
     for arrived, call in answers:
         assert upstream.usage_starts[call - 1] > arrived, "an answer from a call that started before its request"
 
 
-async def test_a_reader_arriving_mid_flight_joins_the_next_fetch(tmp_path: Path) -> None:
+async def test_a_reader_arriving_while_two_fetches_run_joins_the_next_one(tmp_path: Path) -> None:
     upstream = Upstream()
     account = account_for(tmp_path, upstream)
     got: dict[str, int] = {}
@@ -123,16 +124,18 @@ async def test_a_reader_arriving_mid_flight_joins_the_next_fetch(tmp_path: Path)
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader, "first")
             await settle()
-            assert len(upstream.usage_starts) == 1  # first's fetch is on the wire
+            tg.start_soon(reader, "second")  # a slow first fetch does not hold it back: its own runs beside it
+            await settle()
+            assert len(upstream.usage_starts) == 2
             tg.start_soon(reader, "late-1")
             tg.start_soon(reader, "late-2")
             await settle()
-            assert len(upstream.usage_starts) == 1  # the late ones wait for the next fetch, not this one
+            assert len(upstream.usage_starts) == 2  # the late ones wait for the next fetch, not these
             upstream.release()
             await settle()
-            assert got == {"first": 1} and len(upstream.usage_starts) == 2
-            upstream.release()
-    assert got == {"first": 1, "late-1": 2, "late-2": 2}
+            assert got == {"first": 1} and len(upstream.usage_starts) == 3
+            upstream.release(2)
+    assert got == {"first": 1, "second": 2, "late-1": 3, "late-2": 3}
 
 
 async def test_a_cancelled_reader_does_not_cancel_the_fetch_for_the_others(tmp_path: Path) -> None:
@@ -148,6 +151,7 @@ async def test_a_cancelled_reader_does_not_cancel_the_fetch_for_the_others(tmp_p
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(reader)
+            tg.start_soon(reader)
             await settle()
             tg.start_soon(reader, impatient)  # opens the next fetch: its headers are the ones sent
             await settle()
@@ -156,12 +160,12 @@ async def test_a_cancelled_reader_does_not_cancel_the_fetch_for_the_others(tmp_p
             await settle()
             upstream.release()  # the first fetch ends; the next one (three readers) starts
             await settle()
-            assert len(upstream.usage_starts) == 2
+            assert len(upstream.usage_starts) == 3
             impatient.cancel()
             await settle()
-            assert upstream.cancelled == 0 and upstream.in_flight == 1
-            upstream.release()
-    assert got == [1, 2, 2]
+            assert upstream.cancelled == 0 and upstream.in_flight == 2
+            upstream.release(2)
+    assert sorted(got) == [1, 2, 3, 3]
 
 
 async def test_a_fetch_nobody_waits_for_any_more_is_cancelled(tmp_path: Path) -> None:
@@ -204,9 +208,9 @@ async def test_a_failure_reaches_every_reader_of_that_fetch(tmp_path: Path) -> N
                 tg.start_soon(reader)
             await settle()
             upstream.open = True
-            upstream.release()
+            upstream.release(2)
     assert len(errors) == 5 and {e.status for e in errors} == {503}
-    assert len(upstream.usage_starts) == 2
+    assert len(upstream.usage_starts) == 3
 
 
 Fetch = Callable[[], Awaitable[Fetched]]
@@ -236,13 +240,14 @@ async def test_reads_with_other_options_or_credentials_are_never_shared(
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(run, lambda: account.fetch(CALLER, details=True))
-            await settle()
+            tg.start_soon(run, lambda: account.fetch(CALLER, details=True))
+            await settle()  # two fetches of these credentials and options: the most there are at once
             tg.start_soon(run, lambda: other(account))
             await settle()
-            assert len(upstream.usage_starts) == 2  # both on the wire at once: neither waits for the other
+            assert len(upstream.usage_starts) == 3  # not shared: it does not wait for theirs to end
             upstream.open = True
-            upstream.release(4)
-    assert sorted(got) == [1, 2]
+            upstream.release(6)
+    assert sorted(got) == [1, 2, 3]
 
 
 async def test_a_shared_fetch_uses_the_headers_of_its_first_reader(tmp_path: Path) -> None:
@@ -252,11 +257,12 @@ async def test_a_shared_fetch_uses_the_headers_of_its_first_reader(tmp_path: Pat
     with anyio.fail_after(WAIT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: account.fetch(CALLER, details=False))
+            tg.start_soon(lambda: account.fetch(CALLER, details=False))
             await settle()
             tg.start_soon(lambda: account.fetch(second, details=False))
             tg.start_soon(lambda: account.fetch(CALLER, details=False))
             await settle()
             upstream.open = True
-            upstream.release()
-    assert upstream.user_agents == ["first/1.0", "second/2.0"]
-    assert upstream.tokens == ["Bearer token-a"] * 2
+            upstream.release(2)
+    assert upstream.user_agents == ["first/1.0", "first/1.0", "second/2.0"]
+    assert upstream.tokens == ["Bearer token-a"] * 3
