@@ -186,7 +186,7 @@ async def serve_network(
             await services.aclose()
 
 
-STDIO_MAX_QUEUED = 4096
+STDIO_MAX_QUEUED = 2048
 """Requests read ahead of the 512 in flight on stdio: enough that the end of input (or a line after a
 burst) is still seen while upstream is slow, bounded so memory is (a few MiB at most)."""
 

@@ -129,6 +129,8 @@ class Step:
     latencies: list[float] = field(default_factory=list)
     upstream_calls: int = 0
     rss_mib: float = 0.0
+    cpu: float = 0.0
+    """The server's CPU seconds over the step and its drain, per second of the step."""
 
     def row(self, server: str) -> str:
         lat = sorted(self.latencies)
@@ -140,7 +142,7 @@ class Step:
         return (
             f"| {server} | {self.label} | {self.rate:,.0f} | {self.offered:,} | {self.sent:,} | "
             f"{self.answered:,}/{self.sent:,} | {goodput:,.0f} | {errors} | {p50:,.1f} | {p99:,.1f} | "
-            f"{per_read:.2f} | {self.rss_mib:.1f} |"
+            f"{per_read:.2f} | {self.cpu:.0%} | {self.rss_mib:.1f} |"
         )
 
 
@@ -211,6 +213,13 @@ class Server:
             while self.sent_at:
                 await self.answer_event.wait()
 
+    def cpu_seconds(self) -> float:
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return math.nan
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def rss_mib(self) -> float:
         try:
             status = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -268,8 +277,10 @@ async def run_server(
         for factor in FACTORS:
             step = Step(f"{factor:g}x", factor * cap, server.next_id)
             calls = await upstream.calls()
+            cpu = server.cpu_seconds()
             await offer(server, step, args.duration)
             await server.drain(args.drain)
+            step.cpu = (server.cpu_seconds() - cpu) / args.duration
             step.upstream_calls = await upstream.calls() - calls
             step.rss_mib = server.rss_mib()
             server.step = None
@@ -339,9 +350,9 @@ async def main(args: argparse.Namespace) -> None:
         print(f"- {name}: capacity {cap:,.0f} reads/s")
     print(
         "\n| server | step | offered/s | offered | sent | answered | goodput/s | errors | p50 ms | p99 ms "
-        "| upstream calls/read | RSS MiB |"
+        "| upstream calls/read | server CPU | RSS MiB |"
     )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for name, _, steps in results:
         for step in steps:
             print(step.row(name))

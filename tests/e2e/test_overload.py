@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
 
 GUARD = 120.0
 """Hang guard only: with the usage timeout at 600 s, a server that waits for upstream never gets under it."""
-READS = 2000
-CONSUMES = 40
+READS = 1500
+CONSUMES = 30
 
 # The server with a short grace (the real default is 10 s): the grace's length is not what is tested.
 SERVER = r"""
