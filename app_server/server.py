@@ -213,7 +213,7 @@ async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, s
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, dispatcher, tg.cancel_scope)
             tg.start_soon(background_refresh, services)
-            await dispatcher.serve(source)
+            await dispatcher.serve(source, ended=source.ended)
             tg.cancel_scope.cancel()
     finally:
         source.close()  # input the client is still writing is refused now, not at loop shutdown
