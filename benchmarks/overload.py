@@ -7,8 +7,9 @@ request is an `account/rateLimits/read` with the reset-credit details (a usage c
 
 For each server, in the same run:
 
-1. capacity: a closed loop keeps `--window` reads outstanding for `--capacity-seconds`; answers per second
-   over the last part of it (the first second is warm-up) are the capacity;
+1. capacity: a closed loop keeps `--window` reads outstanding (`--reference-window` for the reference, which
+   leaves requests of a burst unanswered: D1) for `--capacity-seconds`; answers per second over the last
+   part of it (the first second is warm-up) are the capacity;
 2. steps: reads are offered open-loop at 0.5x, 1x, 2x and 4x that capacity for `--duration` seconds each,
    written every 10 ms in one batch of what is due. A server that cannot keep up makes the writes block (its
    backpressure): `sent` is what the pipe took, `offered` what was due. After each step the script waits
@@ -262,7 +263,13 @@ async def offer(server: Server, step: Step, seconds: float) -> None:
 
 
 async def run_server(
-    name: str, command: list[str], env: dict[str, str], upstream: Upstream, args: argparse.Namespace, err: Path
+    name: str,
+    command: list[str],
+    env: dict[str, str],
+    upstream: Upstream,
+    args: argparse.Namespace,
+    err: Path,
+    window: int,
 ) -> tuple[float, list[Step]]:
     with err.open("wb") as stderr:
         process = await anyio.open_process(command, env=env, stderr=stderr, cwd=ROOT)
@@ -271,7 +278,7 @@ async def run_server(
     async with process, anyio.create_task_group() as tg:
         tg.start_soon(server.read_answers)
         await server.initialize()
-        cap = await capacity(server, args.capacity_seconds, args.window)
+        cap = await capacity(server, args.capacity_seconds, window)
         await server.drain(args.drain)
         print(f"{name}: capacity {cap:,.0f} reads/s", file=sys.stderr, flush=True)
         for factor in FACTORS:
@@ -330,13 +337,13 @@ async def main(args: argparse.Namespace) -> None:
                 CODEX_REFRESH_TOKEN_URL_OVERRIDE=hello["base_url"] + "/oauth/token",
             )
             load_before = loadavg()
-            servers = [("codex-limits", [sys.executable, "-m", "app_server"])]
+            servers = [("codex-limits", [sys.executable, "-m", "app_server"], args.window)]
             if args.reference:
-                servers.append(("codex app-server 0.171.0", [args.reference, "app-server"]))
+                servers.append(("codex app-server 0.171.0", [args.reference, "app-server"], args.reference_window))
             results = []
-            for name, cmd in servers:
+            for name, cmd, window in servers:
                 err = root / f"{name.split()[0]}.stderr"
-                results.append((name, *await run_server(name, cmd, env, upstream, args, err)))
+                results.append((name, *await run_server(name, cmd, env, upstream, args, err, window)))
             load_after = loadavg()
             assert mock.stdin is not None
             await mock.stdin.aclose()
@@ -345,7 +352,10 @@ async def main(args: argparse.Namespace) -> None:
             if mock.returncode is None:
                 mock.kill()
     print(f"\n{machine()}; load average {load_before} before, {load_after} after")
-    print(f"steps of {args.duration:g} s, capacity over {args.capacity_seconds:g} s with {args.window} outstanding\n")
+    print(
+        f"steps of {args.duration:g} s; capacity over {args.capacity_seconds:g} s with {args.window} reads "
+        f"outstanding ({args.reference_window} for the reference)\n"
+    )
     for name, cap, _ in results:
         print(f"- {name}: capacity {cap:,.0f} reads/s")
     print(
@@ -365,6 +375,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=512, help="reads outstanding while measuring capacity")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for answers after a step")
     parser.add_argument("--reference", help="the `codex` executable to compare with (reads only)")
+    parser.add_argument(
+        "--reference-window",
+        type=int,
+        default=16,
+        help="reads outstanding while measuring the reference's capacity (a burst makes it drop requests: D1)",
+    )
     parser.add_argument("--serve-upstream", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

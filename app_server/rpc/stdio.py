@@ -51,7 +51,7 @@ class FdSource:
     """Reads a file descriptor (stdin: pipe, tty or regular file) in a daemon thread.
 
     The thread reads ahead of the consumer, up to `buffered_chunks` chunks (of at most `READ_CHUNK`
-    bytes: 1 MiB by default), so that a client closing its end of a pipe is noticed while the
+    bytes: 256 KiB by default), so that a client closing its end of a pipe is noticed while the
     server is still busy with what came before: `ended` is set as soon as the thread reads the end,
     before the chunks in between are consumed (the dispatcher starts its shutdown grace from there).
     A regular file is not a client going away: its end is only ever seen in order (`ended` stays unset).
@@ -60,7 +60,7 @@ class FdSource:
     at once instead of being left pending when the event loop shuts down.
     """
 
-    def __init__(self, fd: int, *, buffered_chunks: int = 16) -> None:
+    def __init__(self, fd: int, *, buffered_chunks: int = 4) -> None:
         self._fd = fd
         try:
             self._early_end = not stat.S_ISREG(os.fstat(fd).st_mode)

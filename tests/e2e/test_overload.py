@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
 
 GUARD = 120.0
 """Hang guard only: with the usage timeout at 600 s, a server that waits for upstream never gets under it."""
-READS = 1500
-CONSUMES = 30
+READS = 1200
+CONSUMES = 24
 
 # The server with a short grace (the real default is 10 s): the grace's length is not what is tested.
 SERVER = r"""
@@ -126,14 +126,14 @@ async def test_end_of_input_with_upstream_dead_and_thousands_waiting_answers_all
 
 
 async def test_end_of_input_behind_more_than_the_server_admits_still_ends_it_within_the_grace(tmp_path: Path) -> None:
-    """The client closes stdin behind 6,000 reads while upstream hangs: far more than run (512) and wait
-    (2,048). The input thread reads ahead to the end, the grace starts there, and the reads still unread
+    """The client closes stdin behind 3,500 reads while upstream hangs: far more than run (512) and wait
+    (1,024). The input thread reads ahead to the end, the grace starts there, and the reads still unread
     when it is over are answered with the shutdown error without being run."""
     settings = make_settings(tmp_path)
     with dead_upstream() as upstream:
         transcripts.load("61_stdin_eof_with_requests_in_flight").write_codex_home(settings.codex_home, upstream.port)
         env = server_env(settings, CODEX_LIMITS_USAGE_TIMEOUT="600")
-        sent = [{"id": i, "method": READ, "params": {"excludeResetCreditDetails": True}} for i in range(1, 6001)]
+        sent = [{"id": i, "method": READ, "params": {"excludeResetCreditDetails": True}} for i in range(1, 3501)]
         async with child(env, [sys.executable, "-c", SERVER]) as proc:
             with anyio.fail_after(GUARD):
                 await proc.write(INIT, *sent)
@@ -143,6 +143,6 @@ async def test_end_of_input_behind_more_than_the_server_admits_still_ends_it_wit
             with anyio.fail_after(GUARD):
                 assert await proc.process.wait() == 0
         answers = [json.loads(line) for line in proc.out.lines()]
-    assert sorted(a["id"] for a in answers) == list(range(6001))
+    assert sorted(a["id"] for a in answers) == list(range(3501))
     assert {a["error"]["message"] for a in answers[1:]} == {SHUTDOWN_MESSAGE}
     assert b"Traceback" not in proc.err
