@@ -326,7 +326,8 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="overload-") as tmp:
         root = Path(tmp)
         command = [sys.executable, str(ROOT / "benchmarks" / "overload.py"), "--serve-upstream", str(root / "homes")]
-        mock = await anyio.open_process(command, cwd=ROOT, stderr=None)
+        mock_err = (root / "upstream.stderr").open("wb")  # a client closing a connection early is noise there
+        mock = await anyio.open_process(command, cwd=ROOT, stderr=mock_err)
         async with mock:
             upstream = Upstream(mock)
             hello = await upstream.hello()
@@ -351,6 +352,7 @@ async def main(args: argparse.Namespace) -> None:
                 await mock.wait()
             if mock.returncode is None:
                 mock.kill()
+        mock_err.close()
     print(f"\n{machine()}; load average {load_before} before, {load_after} after")
     print(
         f"steps of {args.duration:g} s; capacity over {args.capacity_seconds:g} s with {args.window} reads "
