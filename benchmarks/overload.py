@@ -11,8 +11,8 @@ For each server, in the same run:
    leaves requests of a burst unanswered: D1) for `--capacity-seconds`; answers per second over the last
    part of it (the first second is warm-up) are the capacity;
 2. steps: reads are offered open-loop at 0.5x, 1x, 2x and 4x that capacity for `--duration` seconds each,
-   written every 10 ms in one batch of what is due. A server that cannot keep up makes the writes block (its
-   backpressure): `sent` is what the pipe took, `offered` what was due. After each step the script waits
+   written every 10 ms in one batch of what is due (at most one tick's worth). A server that cannot keep up
+   makes the writes block (its backpressure): `sent` is what the pipe took, `offered` what was due. After each step the script waits
    (up to `--drain` seconds) for the answers to everything sent, so steps do not overlap.
 
 Per step: answered/sent, goodput (answers received during the step, per second), errors by message, p50 and p99
@@ -257,7 +257,9 @@ async def offer(server: Server, step: Step, seconds: float) -> None:
     while (now := time.monotonic()) < start + seconds:
         due = min(step.offered, math.floor((now - start) * step.rate)) - step.sent
         if due > 0:
-            await server.send(due)
+            # At most one tick's worth per write: what a blocked write left undone is not piled into the next
+            # one (it would wait in this process's own buffer, and count as the server's latency).
+            await server.send(min(due, math.ceil(step.rate * TICK)))
         await anyio.sleep(TICK)
     step.duration = seconds
 
