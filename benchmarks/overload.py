@@ -12,8 +12,9 @@ For each server, in the same run:
    part of it (the first second is warm-up) are the capacity;
 2. steps: reads are offered open-loop at 0.5x, 1x, 2x and 4x that capacity for `--duration` seconds each,
    written every 10 ms in one batch of what is due (at most one tick's worth). A server that cannot keep up
-   makes the writes block (its backpressure): `sent` is what the pipe took, `offered` what was due. After each step the script waits
-   (up to `--drain` seconds) for the answers to everything sent, so steps do not overlap.
+   makes the writes block (its backpressure): `sent` is what the pipe took, `offered` what was due. After
+   each step the script waits (up to `--drain` seconds) for the answers to everything sent, so steps do not
+   overlap.
 
 Per step: answered/sent, goodput (answers received during the step, per second), errors by message, p50 and p99
 latency (line written -> answer read, so time spent blocked before the write is not counted: see `sent`),
