@@ -25,7 +25,9 @@ Usage (from the repository root):
     .venv/bin/python benchmarks/overload.py [--duration 10] [--capacity-seconds 6] [--reference PATH]
 
 The reference is never a dependency: `npm install @openai/codex@0.171.0` into a temporary directory and pass
-`--reference DIR/node_modules/.bin/codex`. Nothing leaves the machine: every `CODEX_HOME` points at 127.0.0.1.
+its native binary, `--reference DIR/node_modules/@openai/codex-linux-x64/vendor/x86_64-unknown-linux-musl/bin/codex`
+(`node_modules/.bin/codex` works too, but it is a node launcher: the CPU and RSS columns would be the
+launcher's). Nothing leaves the machine: every `CODEX_HOME` points at 127.0.0.1.
 """
 
 from __future__ import annotations
