@@ -24,6 +24,24 @@ MAX_BODY_ENV: Final = "CODEX_LIMITS_MAX_BODY_BYTES"
 REFRESH_INTERVAL_ENV: Final = "CODEX_LIMITS_REFRESH_INTERVAL"
 DEFAULT_MAX_BODY_BYTES: Final = 4 << 20
 """Usage, details and consume answers are a few KiB; 4 MiB (decoded) leaves room and bounds memory."""
+UPSTREAM_CONNECTIONS_ENV: Final = "CODEX_LIMITS_UPSTREAM_CONNECTIONS"
+DEFAULT_UPSTREAM_CONNECTIONS: Final = 32
+"""Connections the HTTP client keeps to upstream; the calls in flight stay a few below (see `HttpPool`)."""
+
+
+def upstream_connections(env: Mapping[str, str]) -> int:
+    """`CODEX_LIMITS_UPSTREAM_CONNECTIONS`: the HTTP client's connection limit (at least 2)."""
+    raw = env.get(UPSTREAM_CONNECTIONS_ENV)
+    if not raw:
+        return DEFAULT_UPSTREAM_CONNECTIONS
+    try:
+        value = int(raw)
+        if value < 2:
+            raise ValueError
+    except ValueError:
+        log.warning("ignoring %s=%r: not an integer of at least 2", UPSTREAM_CONNECTIONS_ENV, raw)
+        return DEFAULT_UPSTREAM_CONNECTIONS
+    return value
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app_server.config import Settings
+from app_server.config import Settings, upstream_connections
 
 if TYPE_CHECKING:
     from app_server.pool.monitor import LiveUpdates
@@ -41,7 +41,10 @@ class Services:
         if self._http is None:
             from app_server.upstream.backend import HttpPool
 
-            self._http = HttpPool(connect_timeout=self.settings.timeouts.connect)
+            self._http = HttpPool(
+                connect_timeout=self.settings.timeouts.connect,
+                max_connections=upstream_connections(self.settings.env),
+            )
         return self._http
 
     @property

@@ -5,15 +5,25 @@ lines (stdio), `serve_messages` takes whole messages (a WebSocket's text frames)
 message to `handle_message`, so every transport gets the same answers.
 
 Every request line gets exactly one answer. Cheap answers (parse errors, state errors,
-parameter checks) are written inline by the reader; real work runs in one task per request.
-Backpressure instead of loss: when too many requests are in flight or the outbox is full,
-the reader simply stops reading stdin until there is room (CONTRACT §10 D1).
+parameter checks) are written inline by the reader; real work runs in one task per request, at
+most `max_in_flight` at a time, the others waiting in a FIFO queue (oldest first) of at most
+`max_queued`. Backpressure instead of loss: when that queue or the outbox is full, the reader
+simply stops reading stdin until there is room (CONTRACT §10 D1).
+
+Shutdown (end of input, or `stop_reading` on SIGTERM) takes at most `shutdown_grace` from the
+moment it starts, whatever the handlers or the reader are waiting for: queued requests still
+start while there is time; when it is over, running requests are cancelled and every request
+not answered yet gets the shutdown error (`SHUTDOWN_MESSAGE`). A source that reads ahead tells
+of the end of its input as soon as it sees it (`serve(..., ended=)`): the grace starts then, and
+the lines still between the reader and that end are answered too, without being run once the
+grace is over.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -101,6 +111,7 @@ class Dispatcher:
         *,
         session: Session | None = None,
         max_in_flight: int = 512,
+        max_queued: int = 512,
         max_line: int | None = None,
         shutdown_grace: float = 10.0,
         overflow: Callable[[], None] | None = None,
@@ -114,11 +125,21 @@ class Dispatcher:
         self.shutdown_grace = shutdown_grace
         self._overflow = overflow
         self._broadcaster = broadcaster
-        self._slots = anyio.Semaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._max_queued = max_queued
+        self._queue: deque[_Work] = deque()
+        self._room = anyio.Event()
+        """Set when the queue has room again (or reading stops); a new one each time the reader waits."""
         self._in_flight = 0
         self._idle = anyio.Event()
         self._idle.set()
         self._stopping = False
+        self._shutdown = anyio.Event()
+        """Set when shutdown starts: end of input, or `stop_reading`. The grace runs from here."""
+        self._over = False
+        """The grace is over: nothing starts any more."""
+        self._scopes: set[anyio.CancelScope] = set()
+        """One per running request: cancelled when the grace is over, while the reader goes on."""
         self._receive_scope = anyio.CancelScope()
         self._tasks: anyio.abc.TaskGroup | None = None
 
@@ -129,43 +150,87 @@ class Dispatcher:
         lines already read are still handled, and every request among them gets its answer."""
         self._stopping = True
         self._receive_scope.cancel()
+        self._room.set()
+        self._shutdown.set()
 
-    async def serve(self, source: ByteSource) -> None:
-        """Run until end of input (or `stop_reading`), drain in-flight requests, flush the outbox."""
-        await self._serve(self._read(source))
+    async def serve(self, source: ByteSource, *, ended: anyio.Event | None = None) -> None:
+        """Run until end of input (or `stop_reading`), drain in-flight requests, flush the outbox.
+        `ended`, when given, is set by a source that reads ahead as soon as it has seen the end of
+        its input, maybe well before the reader gets there (`FdSource.ended`)."""
+        await self._serve(self._read(source), ended)
 
     async def serve_messages(self, source: MessageSource) -> None:
         """`serve` for a transport that delivers whole messages (one WebSocket text frame each)."""
         await self._serve(self._read_messages(source))
 
-    async def _serve(self, reading: Awaitable[None]) -> None:
+    async def _serve(self, reading: Awaitable[None], ended: anyio.Event | None = None) -> None:
         broadcaster = self._broadcaster
         if broadcaster is None:
-            await self._serve_until_drained(reading)
+            await self._serve_until_drained(reading, ended)
             return
         broadcaster.add(self)
         try:
-            await self._serve_until_drained(reading)
+            await self._serve_until_drained(reading, ended)
         finally:
             broadcaster.discard(self)
 
-    async def _serve_until_drained(self, reading: Awaitable[None]) -> None:
+    async def _serve_until_drained(self, reading: Awaitable[None], ended: anyio.Event | None) -> None:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self.outbox.pump)
             outer.start_soon(self._watch_broken_output, outer.cancel_scope)
+            read = anyio.Event()
+
+            async def read_all() -> None:
+                try:
+                    await reading
+                finally:
+                    read.set()
+                    self._shutdown.set()
+
+            async def watch_end(ended: anyio.Event) -> None:
+                await ended.wait()
+                self._shutdown.set()
+
             async with anyio.create_task_group() as tasks:
                 self._tasks = tasks
-                await reading
+                tasks.start_soon(read_all)
+                if ended is not None:
+                    tasks.start_soon(watch_end, ended)
+                await self._shutdown.wait()
+                # The grace runs from the start of shutdown, even while the reader is still busy with
+                # the lines it had in hand (waiting for room in the outbox, say).
                 with anyio.move_on_after(self.shutdown_grace):
+                    await read.wait()
                     await self._wait_idle()
-                if self._in_flight:
+                self._over = True
+                self._room.set()
+                unanswered = self._in_flight + len(self._queue)
+                if unanswered or not read.is_set():
                     log.warning(
-                        "shutdown grace of %.1f s over; %d request(s) cancelled", self.shutdown_grace, self._in_flight
+                        "shutdown grace of %.1f s over; %d request(s) cancelled%s",
+                        self.shutdown_grace,
+                        unanswered,
+                        "" if read.is_set() else ", the rest of the input answered without being run",
                     )
+                for scope in self._scopes:
+                    scope.cancel()
+                # What is left of the input (the source has seen its end) is answered, not run; bounded by
+                # another grace for a client that stopped reading (the reader then waits for the outbox).
+                with anyio.move_on_after(self.shutdown_grace):
+                    await read.wait()
                 tasks.cancel_scope.cancel()
+            await self._answer_queued()
             self.outbox.close()
             outer.cancel_scope.deadline = math.inf
             await self._flushed(outer)
+
+    async def _answer_queued(self) -> None:
+        """The requests that never started (the grace ended first): each gets the shutdown error."""
+        with anyio.move_on_after(self.shutdown_grace):
+            while self._queue:
+                work = self._queue.popleft()
+                await self.outbox.put(failure(work.ctx.request_id, RpcError(INTERNAL_ERROR, SHUTDOWN_MESSAGE)))
+        self._queue.clear()
 
     async def _flushed(self, outer: anyio.abc.TaskGroup) -> None:
         """Wait for the pump to write the closed outbox, then stop the rest. A client that still
@@ -183,7 +248,7 @@ class Dispatcher:
         scope.cancel()
 
     async def _wait_idle(self) -> None:
-        while self._in_flight:
+        while self._in_flight or self._queue:
             await self._idle.wait()
 
     async def _read(self, source: ByteSource) -> None:
@@ -295,11 +360,29 @@ class Dispatcher:
         return _Work(route.handler, RequestContext(self.session, self.services, self._notify, request_id), params)
 
     async def _start(self, work: _Work) -> None:
+        """Run `work` now if a slot is free and nothing waits before it, else queue it (FIFO). The
+        reader waits only when the queue is full, and never once `stop_reading` was called: the lines
+        it already holds are queued whatever the bound (at most one chunk of them). Once the grace is
+        over, work is answered with the shutdown error at once."""
+        if self._over:
+            await self._answer(failure(work.ctx.request_id, RpcError(INTERNAL_ERROR, SHUTDOWN_MESSAGE)))
+            return
+        if self._in_flight < self._max_in_flight and not self._queue:
+            self._launch(work)
+            return
+        while len(self._queue) >= self._max_queued and not self._stopping and not self._over:
+            if self._room.is_set():
+                self._room = anyio.Event()
+            await self._room.wait()
+        if self._over:
+            await self._answer(failure(work.ctx.request_id, RpcError(INTERNAL_ERROR, SHUTDOWN_MESSAGE)))
+            return
+        self._queue.append(work)
+        if self._idle.is_set():
+            self._idle = anyio.Event()
+
+    def _launch(self, work: _Work) -> None:
         assert self._tasks is not None
-        try:
-            self._slots.acquire_nowait()
-        except anyio.WouldBlock:
-            await self._slots.acquire()
         self._in_flight += 1
         if self._idle.is_set():
             self._idle = anyio.Event()
@@ -307,24 +390,40 @@ class Dispatcher:
 
     async def _run(self, handler: Handler, ctx: RequestContext[Any], params: Any) -> None:
         answer: bytes | None = None
+        scope = anyio.CancelScope()
+        self._scopes.add(scope)
         try:
-            result = await handler(ctx, params)
-            answer = success(ctx.request_id, result)
-        except RpcError as error:
-            answer = failure(ctx.request_id, error)
+            with scope:
+                answer = await self._outcome(handler, ctx, params)
+            if answer is None:  # cancelled: the grace is over
+                answer = failure(ctx.request_id, RpcError(INTERNAL_ERROR, SHUTDOWN_MESSAGE))
         except anyio.get_cancelled_exc_class():
             answer = failure(ctx.request_id, RpcError(INTERNAL_ERROR, SHUTDOWN_MESSAGE))
             raise
-        except Exception as exc:
-            answer = failure(ctx.request_id, _internal_error(exc, ctx.request_id))
         finally:
+            self._scopes.discard(scope)
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.shutdown_grace):
                 if answer is not None:
                     await self._answer(answer)
             self._in_flight -= 1
-            self._slots.release()
-            if not self._in_flight:
-                self._idle.set()
+            self._next()
+
+    async def _outcome(self, handler: Handler, ctx: RequestContext[Any], params: Any) -> bytes:
+        try:
+            return success(ctx.request_id, await handler(ctx, params))
+        except RpcError as error:
+            return failure(ctx.request_id, error)
+        except Exception as exc:
+            return failure(ctx.request_id, _internal_error(exc, ctx.request_id))
+
+    def _next(self) -> None:
+        """A slot came free: the oldest queued request takes it."""
+        if self._queue and not self._over:
+            self._launch(self._queue.popleft())
+            if len(self._queue) < self._max_queued:
+                self._room.set()
+        elif not self._in_flight:
+            self._idle.set()
 
     async def _answer(self, message: bytes) -> None:
         await self.outbox.put(message)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 from collections.abc import Callable
@@ -49,16 +50,29 @@ _LOOP_GONE = (
 class FdSource:
     """Reads a file descriptor (stdin: pipe, tty or regular file) in a daemon thread.
 
+    The thread reads ahead of the consumer, up to `buffered_chunks` chunks (of at most `READ_CHUNK`
+    bytes: 256 KiB by default), so that a client closing its end of a pipe is noticed while the
+    server is still busy with what came before: `ended` is set as soon as the thread reads the end,
+    before the chunks in between are consumed (the dispatcher starts its shutdown grace from there).
+    A regular file is not a client going away: its end is only ever seen in order (`ended` stays unset).
+
     `close` when done reading: a chunk the thread is still trying to hand over is then refused
     at once instead of being left pending when the event loop shuts down.
     """
 
     def __init__(self, fd: int, *, buffered_chunks: int = 4) -> None:
         self._fd = fd
+        try:
+            self._early_end = not stat.S_ISREG(os.fstat(fd).st_mode)
+        except OSError:
+            self._early_end = True
         self._send: MemoryObjectSendStream[bytes]
         self._recv: MemoryObjectReceiveStream[bytes]
         self._send, self._recv = anyio.create_memory_object_stream[bytes](buffered_chunks)
         self._started = False
+        self.ended = anyio.Event()
+        """Set when the thread has read the end of a pipe, socket or tty (or failed to read it): no more
+        chunks will come, maybe with some still to be received."""
 
     def _start(self) -> None:
         token = anyio.lowlevel.current_token()
@@ -76,9 +90,14 @@ class FdSource:
                 if not chunk:
                     break
                 anyio.from_thread.run(self._send.send, chunk, token=token)
-            anyio.from_thread.run_sync(self._send.close, token=token)
+            anyio.from_thread.run_sync(self._end, token=token)
         except _LOOP_GONE:
             return
+
+    def _end(self) -> None:
+        self._send.close()
+        if self._early_end:
+            self.ended.set()
 
     async def receive(self) -> bytes:
         if not self._started:

@@ -6,7 +6,7 @@ Shared by the upstream methods (the `$CODEX_HOME` account) and by the account po
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import anyio
@@ -17,6 +17,7 @@ from app_server.upstream.backend import Backend, BackendError, Caller, HttpPool
 from app_server.upstream.errors import AuthRequired, Purpose
 from app_server.upstream.mapping import rate_limits_response
 from app_server.upstream.payloads import CONSUME_OUTCOMES, ResetCreditDetails, Usage
+from app_server.upstream.shared import SharedCalls
 from protocol import v2
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,15 @@ def auth_error(state: AuthState, purpose: Purpose) -> AuthRequired | None:
     return None
 
 
+_ReadKey = tuple[Caller, bool, bool]
+
+
 class CodexAccount:
     """One Codex home: its auth.json (`auth`), its backend (`backend`), and the calls on them.
 
     Get one through `AccountRegistry.get(home)` so that every user of a home shares one instance:
-    one token-refresh state and one `spend_lock`, the FIFO queue of credit-spending calls (§1.4).
+    one token-refresh state and one `spend_lock`, the FIFO queue of credit-spending calls (§1.4),
+    and one `reads`, where concurrent reads share their upstream calls (see `fetch`).
     """
 
     def __init__(self, home: Path, settings: Settings, http: HttpPool) -> None:
@@ -53,6 +58,8 @@ class CodexAccount:
             home, refresh_url=settings.refresh_url, client=http.client, refresh_timeout=settings.timeouts.refresh
         )
         self.backend = Backend(read_base_url(home), http, settings.timeouts)
+        self.reads: SharedCalls[_ReadKey, Fetched] = SharedCalls()
+        self._answer: tuple[Fetched, v2.GetAccountRateLimitsResponse] | None = None
 
     async def caller(self, purpose: Purpose, *, user_agent: str, originator: str) -> Caller:
         """Refresh if due, then the identity to call with; raises `AuthRequired` when there is none."""
@@ -71,8 +78,19 @@ class CodexAccount:
         )
 
     async def fetch(self, caller: Caller, *, details: bool, luna: bool = False) -> Fetched:
-        """Usage and (unless excluded) the details, concurrently. A usage failure raises BackendError;
-        a details failure never does: it is kept in `details_error` (the pool reads a 404 from it)."""
+        """Usage and (unless excluded) the details, from upstream calls started after this call.
+
+        Shared (`SharedCalls`): while two fetches with the same credentials and options are in flight,
+        callers that arrive wait for the next one, which starts when one of those ends, and all get its
+        result (or its error). That fetch is made with the headers of the first of them (its user agent);
+        credentials (token, account id, FedRAMP) and options are part of what must match, so they are
+        never mixed. Consumes are never shared (`consume`).
+        A usage failure raises BackendError; a details failure never does: it is kept in
+        `details_error` (the pool reads a 404 from it)."""
+        key = (replace(caller, user_agent=""), details, luna)
+        return await self.reads.call(key, lambda: self._fetch(caller, details=details, luna=luna))
+
+    async def _fetch(self, caller: Caller, *, details: bool, luna: bool) -> Fetched:
         found: list[tuple[ResetCreditDetails | None, BackendError | None]] = []
 
         async def load_details() -> None:
@@ -105,7 +123,14 @@ class CodexAccount:
         )
 
     async def read(self, caller: Caller, *, details: bool, luna: bool = False) -> v2.GetAccountRateLimitsResponse:
-        return self.response(await self.fetch(caller, details=details, luna=luna))
+        """`fetch` as the wire result. The readers of one shared fetch share one (never modified) result."""
+        fetched = await self.fetch(caller, details=details, luna=luna)
+        answer = self._answer
+        if answer is not None and answer[0] is fetched:
+            return answer[1]
+        response = self.response(fetched)
+        self._answer = (fetched, response)
+        return response
 
     async def consume(
         self, caller: Caller, idempotency_key: str, credit_id: str | None

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final, Literal
 
 import anyio
 
-from app_server.config import DEFAULT_BASE_URL, BaseUrl, Timeouts
+from app_server.config import DEFAULT_BASE_URL, DEFAULT_UPSTREAM_CONNECTIONS, BaseUrl, Timeouts
 from app_server.upstream.bodies import ACCEPT_ENCODING, BodyDecodeError, read_body
 from app_server.upstream.payloads import (
     DecodeError,
@@ -112,12 +112,39 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 
 
 class HttpPool:
-    """Owns the one AsyncClient. `transport` is the test seam (httpx.MockTransport)."""
+    """Owns the one AsyncClient and the bound on the calls in flight. `transport` is the test seam
+    (httpx.MockTransport).
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None, *, connect_timeout: float = 10.0) -> None:
+    The client holds `max_connections` connections; the upstream calls (`Backend`) in flight stay
+    `RESERVED` below that, so httpcore never queues a request on itself (its pool re-scans its whole
+    queue on every change, which made each call slower the further the server fell behind) and a
+    token refresh, which does not take a slot, always finds a connection. Calls beyond the bound
+    wait in `calls`, a FIFO semaphore: the oldest call goes first, and waiting costs nothing per
+    waiter. The wait counts against the call's own deadline.
+    """
+
+    RESERVED: Final = 2
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        connect_timeout: float = 10.0,
+        max_connections: int = DEFAULT_UPSTREAM_CONNECTIONS,
+    ) -> None:
         self._transport = transport
         self._connect_timeout = connect_timeout
         self._client: httpx.AsyncClient | None = None
+        self.max_connections = max(max_connections, self.RESERVED + 1)
+        self.max_calls = self.max_connections - self.RESERVED
+        self._calls: anyio.Semaphore | None = None
+
+    @property
+    def calls(self) -> anyio.Semaphore:
+        """The slots of the upstream calls in flight (made in the event loop that first calls)."""
+        if self._calls is None:
+            self._calls = anyio.Semaphore(self.max_calls)
+        return self._calls
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -126,6 +153,10 @@ class HttpPool:
             self._client = httpx.AsyncClient(
                 transport=self._transport,
                 timeout=httpx.Timeout(None, connect=self._connect_timeout),
+                # Every connection may be kept alive: under load, closing and reopening them costs more than the call.
+                limits=httpx.Limits(
+                    max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+                ),
                 follow_redirects=False,
                 trust_env=False,
                 # Upstream's HTTP client keeps no cookies: one the backend sets is never sent back.
@@ -231,9 +262,9 @@ class Backend:
         raw.append((b"host", target.netloc))
         cap = self._timeouts.max_body_bytes
         try:
-            # One deadline for the whole exchange: connecting, the head, and every byte of the body.
+            # One deadline for the whole exchange: the wait for a slot, connecting, the head, every byte of the body.
             with anyio.fail_after(timeout):
-                async with client.stream(method, target, headers=raw, content=body) as response:
+                async with self._pool.calls, client.stream(method, target, headers=raw, content=body) as response:
                     status = response.status_code
                     if status in _REDIRECTS:
                         location = _shown_location(response.headers.get("location", ""))

@@ -648,6 +648,31 @@ async def test_requests_still_running_after_the_grace_get_the_shutdown_error(
     assert lines[1:] == [error("1", SHUTDOWN_MESSAGE, -32603)]
 
 
+async def test_requests_waiting_for_a_slot_at_end_of_input_get_the_shutdown_error_after_the_grace(
+    settings: Settings, backend: MockBackend
+) -> None:
+    """More requests than slots, upstream stuck: the end of input is still read, the grace still ends, and the
+    requests that never started are answered like the one that was cancelled (their outcome is unknown)."""
+    signed_in(settings, backend, delay=60)
+    async with server(settings, max_in_flight=1, shutdown_grace=0.2) as conn:
+        await conn.initialize()
+        conn.send(*({"id": i, "method": CONSUME, "params": {"idempotencyKey": f"k{i}"}} for i in range(1, 5)))
+        await backend_requests(backend, 1)
+        lines = await conn.finish()
+    assert sorted(lines[1:]) == sorted(error(str(i), SHUTDOWN_MESSAGE, -32603) for i in range(1, 5))
+    assert len(backend.recorded()) == 1
+
+
+async def test_queued_requests_start_in_arrival_order(settings: Settings, backend: MockBackend) -> None:
+    signed_in(settings, backend)
+    async with server(settings, max_in_flight=1) as conn:
+        await conn.initialize()
+        conn.send(*({"id": i, "method": CONSUME, "params": {"idempotencyKey": f"k{i}"}} for i in range(20)))
+        lines = await conn.finish()
+    assert len(lines) == 21
+    assert [c.json()["redeem_request_id"] for c in backend.recorded()] == [f"k{i}" for i in range(20)]
+
+
 class TrickleSink:
     """A client that keeps reading, slowly: every write takes a while."""
 

@@ -176,6 +176,7 @@ async def test_fd_source_reads_a_regular_file_to_the_end(tmp_path: Path) -> None
         with pytest.raises(anyio.EndOfStream):
             await source.receive()
     assert got == data
+    assert not source.ended.is_set()  # a file is read to its end in order: it is not a client going away
 
 
 def reader_threads() -> set[threading.Thread]:
@@ -198,6 +199,37 @@ async def test_fd_source_close_ends_a_thread_stuck_handing_over_a_chunk(tmp_path
         assert not thread.is_alive()
         with pytest.raises(anyio.ClosedResourceError):
             await source.receive()
+
+
+@pytest.mark.anyio
+async def test_fd_source_sees_the_end_of_a_pipe_before_the_chunks_ahead_of_it_are_received() -> None:
+    """A client that wrote a burst and closed its end: the end is known before the burst is consumed."""
+    read_fd, write_fd = os.pipe()
+    data = os.urandom(3 * READ_CHUNK)
+
+    def write_and_close() -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(write_fd, view) :]
+        os.close(write_fd)
+
+    source = FdSource(read_fd, buffered_chunks=8)
+    got = bytearray()
+    try:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(anyio.to_thread.run_sync, write_and_close)
+                got += await source.receive()
+            await source.ended.wait()
+            assert len(got) < len(data)  # the end is known; most of the data is still to be received
+            while len(got) < len(data):
+                got += await source.receive()
+            with pytest.raises(anyio.EndOfStream):
+                await source.receive()
+    finally:
+        source.close()
+        os.close(read_fd)
+    assert got == data
 
 
 @pytest.fixture

@@ -443,3 +443,80 @@ def test_usage_accepts_64_bit_timestamps() -> None:
     usage = decode_usage(json.dumps(body).encode())
     assert usage.rate_limit is not None and usage.rate_limit.primary_window is not None
     assert usage.rate_limit.primary_window.reset_at == 2**40
+
+
+# -- the bound on calls in flight -------------------------------------------------------------------------------
+
+
+async def test_upstream_calls_in_flight_never_exceed_the_bound_and_start_in_arrival_order(tmp_path: Path) -> None:
+    """A burst of 100 calls against a client of 10 connections: at most 8 on the wire at once (two kept for
+    token refreshes), the rest waiting in our FIFO queue, not in httpcore's; they start in the order they came."""
+    import httpx
+
+    from app_server.upstream.backend import Backend, Caller, HttpPool
+
+    in_flight = peak = 0
+    started: list[str] = []
+    gate = anyio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, peak
+        started.append(request.headers["user-agent"])
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await gate.wait()
+        finally:
+            in_flight -= 1
+        return httpx.Response(200, json=USAGE)
+
+    pool = HttpPool(httpx.MockTransport(handle), max_connections=10)
+    backend = Backend("http://backend.test", pool, Timeouts(usage=NEVER))  # the wait counts: no deadline here
+    done: list[int] = []
+
+    async def call(i: int) -> None:
+        await backend.usage(Caller(user_agent=str(i), access_token="t"))
+        done.append(i)
+
+    try:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                for i in range(100):
+                    tg.start_soon(call, i)
+                await anyio.wait_all_tasks_blocked()
+                assert (in_flight, pool.max_calls) == (8, 8)
+                gate.set()
+    finally:
+        await pool.aclose()
+    assert peak == 8 and len(done) == 100
+    assert started == [str(i) for i in range(100)]
+
+
+async def test_a_call_that_waits_past_its_deadline_for_a_slot_gets_the_timeout_error(tmp_path: Path) -> None:
+    """The deadline covers the wait for a slot: the same error text as a call that upstream never answered."""
+    import httpx
+
+    from app_server.upstream.backend import Backend, BackendError, Caller, HttpPool
+
+    holding = anyio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        holding.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    pool = HttpPool(httpx.MockTransport(handle), max_connections=3)  # one slot
+    backend = Backend("http://backend.test", pool, Timeouts(usage=NEVER, details=0.2))
+    caller = Caller(user_agent="ua", access_token="t")
+    try:
+        with anyio.fail_after(NEVER):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(backend.usage, caller)
+                await holding.wait()
+                rows, error = await backend.details_or_error(caller)  # never reaches upstream
+                tg.cancel_scope.cancel()
+    finally:
+        await pool.aclose()
+    assert rows is None and isinstance(error, BackendError)
+    url = Endpoints.for_base("http://backend.test").details
+    assert (error.kind, error.detail) == ("timeout", f"request timed out after 0.2 s for url ({url})")
