@@ -10,6 +10,7 @@ were really used, so the scan is not vacuous.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import sys
@@ -32,8 +33,12 @@ from tests.support.mock_backend import MockBackend, unused_port
 
 pytestmark = pytest.mark.anyio
 
-TIMEOUTS: Final = Timeouts(usage=0.25, details=0.1, consume=0.25, refresh=0.2, connect=2.0)
-WAIT: Final = 5.0
+# Deadlines a loaded machine meets for answers that come at once (a success must never time out: the
+# test checks which token was sent), yet short enough that the calls made to hang time out quickly.
+TIMEOUTS: Final = Timeouts(usage=1.5, details=1.5, consume=1.5, refresh=5.0, connect=5.0)
+# Only the refresh that is made to hang gets a short deadline of its own.
+REFRESH_TIMEOUT_WHEN_HANGING: Final = 0.3
+WAIT: Final = 30.0  # a hang guard, never reached by a working server
 NEVER: Final = 60.0
 
 
@@ -141,7 +146,10 @@ async def test_no_token_anywhere(
     home = tmp_path / "home"
     write_home(home, backend.base_url)
     refresh_url = f"{backend.base_url}/oauth/token" if answer is not None else f"http://127.0.0.1:{unused_port()}/t"
-    settings = Settings(codex_home=home, data_home=tmp_path / "data", refresh_url=refresh_url, timeouts=TIMEOUTS)
+    timeouts = TIMEOUTS
+    if answer is not None and "delay" in answer:
+        timeouts = dataclasses.replace(TIMEOUTS, refresh=REFRESH_TIMEOUT_WHEN_HANGING)
+    settings = Settings(codex_home=home, data_home=tmp_path / "data", refresh_url=refresh_url, timeouts=timeouts)
     services = Services(settings)
     async with serve_in_memory(services) as harness:
         with anyio.fail_after(WAIT):
