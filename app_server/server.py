@@ -9,7 +9,6 @@ it holds the service lock and publishes `service.json` (see `app_server.service.
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import os
 import signal
@@ -26,13 +25,13 @@ import anyio
 from app_server.config import Settings, log_level
 from app_server.rpc.dispatcher import Dispatcher
 from app_server.rpc.framing import DEFAULT_MAX_LINE
-from app_server.rpc.memory import Harness, connect_in_memory
 from app_server.rpc.outbox import Outbox
 from app_server.rpc.stdio import FdSink, FdSource, claim_stdout
 from app_server.services import Services
 
 if TYPE_CHECKING:
     from app_server.rpc.listeners import Bound, Listen
+    from app_server.rpc.memory import Harness
     from app_server.rpc.websocket import Limits, TokenCheck
 
 log = logging.getLogger(__name__)
@@ -103,6 +102,8 @@ def token_check(options: ServeOptions, listens: Sequence[Listen]) -> TokenCheck 
         token = read_token(Path(options.ws_token_file))
     except TokenError as exc:
         raise ServeError(f"--ws-token-file: {exc}") from None
+    import hashlib  # only a listener with a token file needs it
+
     source = str(Path(options.ws_token_file).absolute())
     return TokenCheck(hashlib.sha256(token.encode("utf-8")).digest(), source=source)
 
@@ -250,6 +251,7 @@ async def _stop_on_signal(dispatcher: Dispatcher, scope: anyio.CancelScope) -> N
 async def serve_in_memory(services: Services, **dispatcher_options: Any) -> AsyncIterator[Harness]:
     """The real server (routes and `services`) and a client in this event loop; closes `services` after."""
     from app_server.handlers import routes
+    from app_server.rpc.memory import connect_in_memory  # in-process use only, never on the stdio path
 
     dispatcher_options.setdefault("broadcaster", services.broadcaster)
     try:
