@@ -157,6 +157,8 @@ async def serve_network(
             lock.acquire()
         except AlreadyRunning as exc:
             raise ServeError(f"{exc}; see `codex-limits service status`") from None
+        except OSError as exc:  # a data directory this user cannot write (or create)
+            raise ServeError(f"cannot use the data directory {settings.data_home}: {exc.strerror or exc}") from None
     started = time.time()
 
     def ready(bound: list[Bound]) -> None:

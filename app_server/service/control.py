@@ -60,9 +60,12 @@ def start(
     state = running(home)
     if state is not None:
         return state, False
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
     log_path = home / LOG_NAME
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError as exc:  # a data directory this user cannot create or write
+        raise ServiceError(f"cannot use the data directory {home}: {exc.strerror or exc}") from None
     since = os.lseek(fd, 0, os.SEEK_END)
     try:
         child = subprocess.Popen(

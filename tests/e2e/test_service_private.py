@@ -102,6 +102,23 @@ async def test_a_socket_directory_of_another_user_is_one_line_for_serve_and_serv
     assert read_state(settings.data_home) is None
 
 
+async def test_a_data_directory_that_cannot_be_used_is_one_line_for_serve_and_service_start(tmp_path: Path) -> None:
+    """It used to be a PermissionError / NotADirectoryError traceback. Tests run as root, whom modes do not stop:
+    the data directory lies below a regular file instead, which no user can create it in."""
+    settings = make_settings(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    data = blocker / "data"
+    env = {**settings_env(settings), "CODEX_LIMITS_HOME": str(data)}
+    why = f"cannot use the data directory {data}: Not a directory"
+    served = await cli(["--listen", "unix://"], env, SERVE)
+    assert served.returncode == 2
+    assert one_line(served.stderr) == f"codex-limits serve: {why}"
+    started = await cli(["service", "start"], env)
+    assert started.returncode == 5
+    assert one_line(started.stderr) == f"codex-limits service: {why}"
+
+
 # -- private by default ------------------------------------------------------------------------------------------
 
 
