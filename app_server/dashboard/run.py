@@ -1,10 +1,9 @@
 """Serving the dashboard: the HTTP listener (uvicorn) and the admin token.
 
 `serve_dashboard(rpc, host, port, token_file)` serves until stopped (Ctrl-C, SIGTERM, or
-`DashboardServer.stop`) and, once the listener accepts connections, prints the address and a one-time login
-link on stdout. It listens
-on loopback unless told otherwise; any other address needs a token file, and says so. The
-`codex-limits dashboard` command (`app_server.cli.dashboard`) finds the pool and calls it.
+`DashboardServer.stop`) and, once the listener accepts connections, prints the address and a one-time
+login link on stdout. It listens on loopback unless told otherwise; any other address needs a token file,
+and says so. The `codex-limits dashboard` command (`app_server.cli.dashboard`) finds the pool and calls it.
 """
 
 from __future__ import annotations
