@@ -15,6 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -141,7 +142,10 @@ async def test_no_token_anywhere(
     home = tmp_path / "home"
     write_home(home, backend.base_url)
     refresh_url = f"{backend.base_url}/oauth/token" if answer is not None else f"http://127.0.0.1:{unused_port()}/t"
-    settings = Settings(codex_home=home, data_home=tmp_path / "data", refresh_url=refresh_url, timeouts=TIMEOUTS)
+    # Only the refresh that never answers needs the short refresh timeout; the others must not race it (a loaded
+    # machine can take longer than 0.2 s to answer on loopback, and then the old token is sent).
+    timeouts = TIMEOUTS if refresh == "timeout" else replace(TIMEOUTS, refresh=NEVER / 2)
+    settings = Settings(codex_home=home, data_home=tmp_path / "data", refresh_url=refresh_url, timeouts=timeouts)
     services = Services(settings)
     async with serve_in_memory(services) as harness:
         with anyio.fail_after(WAIT):
