@@ -190,3 +190,14 @@ def test_serve_with_a_postgres_url_without_the_extra_answers_with_the_install_co
     answer = json.loads(served.stdout.splitlines()[1])
     assert "pip install 'codex-limits[postgres]'" in answer["error"]["message"]
     assert "pw-SECRET" not in served.stdout + served.stderr
+
+
+@pytest.mark.subprocess
+def test_refresh_of_a_never_signed_in_account_says_how_to_sign_in_once(homes: dict[str, str]) -> None:
+    refresh = cli(homes, "refresh", "default", columns=200)
+    assert refresh.returncode == Exit.REFUSED
+    out, err = flat(refresh.stdout), flat(refresh.stderr)
+    assert (out.count("codex login"), err.count("codex login")) == (1, 1), (out, err)
+    assert "again" not in out + err  # it never signed in: nothing to do "again"
+    status = cli(homes, "status", columns=200)
+    assert "sign in again" not in flat(status.stdout) and "sign in first" in flat(status.stdout)
