@@ -215,7 +215,7 @@ def _accounts(args: argparse.Namespace) -> int:
         )
     if args.action == "remove":
         return operator.run_local(lambda: operator.accounts_remove(ui, account=args.account), ui)
-    return operator.run_local(lambda: operator.accounts_list(ui), ui)
+    return operator.run_local(lambda: operator.accounts_list(ui, simulate=args.simulate), ui)
 
 
 def _completion(args: argparse.Namespace) -> int:
@@ -451,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="the accounts in the pool, and whether each has an auth.json", parents=[common]
     )
     json_flag(listing, "the accounts")
+    simulate_flag(listing)
     add = actions.add_parser("add", help="add an account: an id and the CODEX_HOME it signs in with", parents=[common])
     add.add_argument("account", metavar="ID", help="1-64 letters, digits, '.', '_' or '-'")
     add.add_argument("codex_home", metavar="CODEX_HOME", help="the account's Codex home directory")

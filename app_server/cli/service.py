@@ -86,12 +86,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "from it is one stdout line.",
     )
     proxy.add_argument("--sock", metavar="PATH", help="the service socket (default: $CODEX_LIMITS_HOME/service.sock)")
+    proxy.add_argument(
+        "--simulate",
+        action="store_true",
+        help="a simulated server with four made-up accounts instead of the service (no account needed; nothing kept)",
+    )
     proxy.set_defaults(run=lambda args: _proxy(args))
 
 
 def _proxy(args: argparse.Namespace) -> int:
     from app_server.cli.proxy import main
 
+    if args.simulate:
+        return main(["--simulate"])
     return main(["--sock", args.sock] if args.sock else [])
 
 
