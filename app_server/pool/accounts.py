@@ -174,4 +174,18 @@ class AccountsFile:
         Called under the lock, so any temp file already there was left by a writer that died."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         remove_stale_temp_files(self.path.parent, tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
-        write_atomic(self.path, tomli_w.dumps(data).encode("utf-8"), tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
+        write_atomic(self.path, _render(data).encode("utf-8"), tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
+
+
+def _render(data: dict[str, Any]) -> str:
+    """The layout README.md shows: `include_default` spelled out, then one `[[accounts]]` table per account."""
+    include = data.get("include_default", True)
+    head = {"include_default": include if isinstance(include, bool) else True}
+    note = "is in the pool as `default`" if head["include_default"] else "is not in the pool"
+    text = tomli_w.dumps(head).rstrip("\n") + f"  # the $CODEX_HOME account {note}\n"
+    rest = {k: v for k, v in data.items() if k not in ("include_default", "accounts")}
+    if rest:
+        text += tomli_w.dumps(rest)
+    for account in data.get("accounts", []):
+        text += "\n[[accounts]]\n" + tomli_w.dumps(account)
+    return text
