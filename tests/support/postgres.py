@@ -8,8 +8,10 @@ to the `postgres` user and both run as that user (`runuser -u postgres --`).
 
 Fixtures (import them into a conftest.py):
 
-- `postgres_cluster` (session): started once per test session, stopped at its end. Missing binaries FAIL
-  the test with the install command: CI installs them (`.ci/install-postgres.sh`), nothing skips.
+- `postgres_cluster` (session): started once per test session, stopped at its end; under pytest-xdist once
+  per worker process (each in its own temporary directory on its own free port, so workers never share
+  one). Missing binaries FAIL the test with the install command: CI installs them
+  (`.ci/install-postgres.sh`), nothing skips.
 - `postgres_url` (session): the superuser's URL on the cluster's default database.
 - `pg_url` (function): a URL to a fresh, empty database `t_<n>` for one test, dropped afterwards.
 """
