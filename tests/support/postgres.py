@@ -35,6 +35,8 @@ from typing import Final
 import pytest
 
 SUPERUSER: Final = "postgres"
+CONNECT_TIMEOUT: Final = 30
+"""Seconds to reach the cluster: a hang guard (a cluster that died must fail the test, not hang the suite)."""
 INSTALL_HINT: Final = "run `bash .ci/install-postgres.sh` (apt-get install postgresql) to install them"
 
 
@@ -176,14 +178,14 @@ class PostgresCluster:
         import psycopg
 
         name = f"t_{next(self._databases)}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
 
     def drop_database(self, name: str) -> None:
         import psycopg
 
-        with psycopg.connect(self.url(), autocommit=True) as conn:
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def __enter__(self) -> PostgresCluster:
