@@ -178,14 +178,12 @@ class AccountsFile:
 
 
 def _render(data: dict[str, Any]) -> str:
-    """The layout README.md shows: `include_default` spelled out, then one `[[accounts]]` table per account."""
-    include = data.get("include_default", True)
-    head = {"include_default": include if isinstance(include, bool) else True}
-    note = "is in the pool as `default`" if head["include_default"] else "is not in the pool"
-    text = tomli_w.dumps(head).rstrip("\n") + f"  # the $CODEX_HOME account {note}\n"
-    rest = {k: v for k, v in data.items() if k not in ("include_default", "accounts")}
-    if rest:
-        text += tomli_w.dumps(rest)
-    for account in data.get("accounts", []):
-        text += "\n[[accounts]]\n" + tomli_w.dumps(account)
+    """The layout README.md shows: the top-level keys, then one `[[accounts]]` table per account."""
+    accounts = data.get("accounts", [])
+    top = {k: v for k, v in data.items() if k != "accounts"}
+    if not accounts:
+        return tomli_w.dumps({**top, "accounts": []})
+    text = tomli_w.dumps(top)
+    for account in accounts:
+        text += ("\n" if text else "") + "[[accounts]]\n" + tomli_w.dumps(account)
     return text

@@ -36,7 +36,7 @@ def test_accounts_add_writes_the_layout_the_readme_shows(homes: dict[str, str], 
     added = cli(homes, "accounts", "add", "work", str(home), "--label", "Work")
     assert added.returncode == 0, added.stderr
     written = (Path(homes["CODEX_LIMITS_HOME"]) / "accounts.toml").read_text(encoding="utf-8")
-    shown = block_after(README, "as `accounts add` writes it:")
+    shown = block_after(README, "leaves the `$CODEX_HOME` account out of the pool):")
     assert written.replace(str(home), "/home/me/.codex-work") == shown
 
 
