@@ -281,7 +281,7 @@ def read_database_url(data_home: Path, env: Mapping[str, str]) -> str | None:
     else None (the embedded SQLite store). Read when the store is first needed, not at start-up."""
     value = env.get(DATABASE_URL_ENV)
     if value:
-        return value
+        return _with_driver(value, DATABASE_URL_ENV)
     path = data_home / DATA_CONFIG_NAME
     try:
         raw = read_regular(path)
@@ -303,6 +303,21 @@ def read_database_url(data_home: Path, env: Mapping[str, str]) -> str | None:
         return None
     if not isinstance(url, str) or not url:
         raise ConfigError(f"{path}: database_url must be a non-empty string")
+    return _with_driver(url, f"database_url in {path}")
+
+
+POSTGRES_EXTRA: Final = "pip install 'codex-limits[postgres]'"
+
+
+def _with_driver(url: str, where: str) -> str:
+    """`url`, once it is known that a PostgreSQL URL can be used: the driver is an optional extra."""
+    if url.startswith(("postgresql://", "postgres://")):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None or importlib.util.find_spec("psycopg_pool") is None:
+            raise ConfigError(
+                f"{where} names a PostgreSQL database, but its driver (psycopg) is not installed: {POSTGRES_EXTRA}"
+            )
     return url
 
 

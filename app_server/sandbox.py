@@ -12,6 +12,7 @@ something to show.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Final
 
 import tomli_w
 
-from app_server.config import Settings, Timeouts
+from app_server.config import LiveSettings, Settings, Timeouts
 from app_server.pool.accounts import FILE_NAME
 from app_server.sim.upstream import SimulatedUpstream
 
@@ -41,10 +42,11 @@ class _ExpectedInSimulation(logging.Filter):
 
 @contextmanager
 def simulated_world(
-    timeouts: Timeouts | None = None, *, seed_history: bool = True
+    timeouts: Timeouts | None = None, *, seed_history: bool = True, live: LiveSettings | None = None
 ) -> Iterator[tuple[SimulatedUpstream, Settings]]:
     """The simulated upstream and settings pointing at a throwaway pool; `seed_history` puts a few past
-    applies in the ledger (what `history --simulate` shows)."""
+    applies in the ledger (what `history --simulate` shows). `live` (default: from the environment, as a
+    real server reads it) sets the background refresh and alerts: `watch --simulate` needs them."""
     quiet = _ExpectedInSimulation()
     auth_log = logging.getLogger("app_server.upstream.auth")
     auth_log.addFilter(quiet)
@@ -72,6 +74,7 @@ def simulated_world(
                     data_home=data_home,
                     refresh_url=upstream.refresh_url,
                     timeouts=timeouts or Timeouts(),
+                    live=LiveSettings.from_env(os.environ) if live is None else live,
                 ),
             )
     finally:

@@ -7,6 +7,7 @@ friends keep working for code written against the older single module.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -120,23 +121,43 @@ def _accounts_file() -> Any:
     return AccountsFile(settings.data_home / FILE_NAME, settings.codex_home)
 
 
-def accounts_list(ui: UI) -> Exit:
+def accounts_list(ui: UI, *, simulate: bool = False) -> Exit:
+    if simulate:
+        from app_server.cli.session import SIMULATED
+        from app_server.pool.accounts import FILE_NAME, AccountsFile
+        from app_server.sandbox import simulated_world
+
+        with simulated_world(seed_history=False) as (_, settings):
+            root = str(settings.data_home.parent)
+            pool = AccountsFile(settings.data_home / FILE_NAME, settings.codex_home)
+            return _list_accounts(ui, pool, lambda text: text.replace(root, SIMULATED))
+    return _list_accounts(ui, _accounts_file(), lambda text: text)
+
+
+def _list_accounts(ui: UI, pool: Any, shown: Callable[[str], str]) -> Exit:
+    """The pool's accounts; `shown` is what a path becomes on screen (the simulated world's is gone at exit)."""
     from app_server.pool.errors import AccountsFileError
 
-    pool = _accounts_file()
     try:
         entries = pool.entries()
     except AccountsFileError as exc:
-        raise CommandFailed(Exit.USAGE, str(exc)) from None
+        raise CommandFailed(Exit.USAGE, shown(str(exc))) from None
     rows = [render.AccountRow(e.id, e.label, e.codex_home, (e.codex_home / "auth.json").is_file()) for e in entries]
     if ui.as_json:
         ui.emit_json(
-            [{"id": r.id, "label": r.label, "codexHome": str(r.codex_home), "authJson": r.signed_in} for r in rows]
+            [
+                {"id": r.id, "label": r.label, "codexHome": shown(str(r.codex_home)), "authJson": r.signed_in}
+                for r in rows
+            ]
         )
         return Exit.OK
-    ui.show(render.accounts_table(rows, width=ui.width()))
+    ui.show(
+        render.accounts_table(
+            [dataclasses.replace(r, codex_home=Path(shown(str(r.codex_home)))) for r in rows], width=ui.width()
+        )
+    )
     where = pool.path if pool.path.exists() else f"{pool.path} (not created yet: the pool is just $CODEX_HOME)"
-    ui.show(Text(f"pool file: {where}", style="dim"))
+    ui.show(Text(f"pool file: {shown(str(where))}", style="dim"))
     return Exit.OK
 
 

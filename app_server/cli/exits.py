@@ -30,6 +30,7 @@ EXIT_MEANING: dict[Exit, str] = {
     "after a failed apply the message says whether anything may have been spent",
     Exit.SERVER: "the server could not start, stopped, did not answer in time, or broke the protocol; "
     "or codex-limits itself failed unexpectedly (the message says so)",
-    Exit.INTERRUPTED: "Ctrl-C (except in `status --watch`, where it is the normal way out and exits 0)",
+    Exit.INTERRUPTED: "Ctrl-C (except in `status --watch`, `watch` and `dashboard`, where it is the normal way out "
+    "and exits 0)",
     Exit.OUTPUT_CLOSED: "stdout was closed early (piped into `head`, say); nothing more is printed",
 }

@@ -8,12 +8,13 @@ load on first use). Shell completion comes from argcomplete (`codex-limits compl
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from app_server.cli import dashboard, service
 from app_server.cli.exits import EXIT_MEANING, Exit
@@ -214,7 +215,7 @@ def _accounts(args: argparse.Namespace) -> int:
         )
     if args.action == "remove":
         return operator.run_local(lambda: operator.accounts_remove(ui, account=args.account), ui)
-    return operator.run_local(lambda: operator.accounts_list(ui), ui)
+    return operator.run_local(lambda: operator.accounts_list(ui, simulate=args.simulate), ui)
 
 
 def _completion(args: argparse.Namespace) -> int:
@@ -261,6 +262,40 @@ def _positive(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser that suggests the nearest command for a mistyped one (`stauts`: did you mean `status`?).
+
+    Every (sub)command's parser is one (argparse makes subparsers of the parent's class) and records itself as
+    the `parser` default, so the innermost command's parser is `args.parser` after parsing.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_defaults(parser=self)
+
+    def error(self, message: str) -> NoReturn:
+        import re
+
+        mistyped = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if mistyped:
+            import difflib
+
+            choices = re.findall(r"'([^']*)'", mistyped.group(2))
+            near = difflib.get_close_matches(mistyped.group(1), choices, n=1)
+            if near:
+                message += f"; did you mean '{near[0]}'?"
+        super().error(message)
+
+
+def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
+    """Parse; an option the command does not take is reported with that command's usage, not the top-level one."""
+    args, extras = parser.parse_known_args(arguments)
+    if extras:
+        owner: argparse.ArgumentParser = getattr(args, "parser", parser)
+        owner.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def _common() -> argparse.ArgumentParser:
     """Options every command takes (a parent parser, so they work after the command name)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -281,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     from app_server import __version__
 
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = _Parser(
         prog="codex-limits",
         description=__doc__.splitlines()[0] if __doc__ else None,
         epilog=_EPILOG + "\n\nStart with `codex-limits demo` (no account needed).",
@@ -416,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
         "list", help="the accounts in the pool, and whether each has an auth.json", parents=[common]
     )
     json_flag(listing, "the accounts")
+    simulate_flag(listing)
     add = actions.add_parser("add", help="add an account: an id and the CODEX_HOME it signs in with", parents=[common])
     add.add_argument("account", metavar="ID", help="1-64 letters, digits, '.', '_' or '-'")
     add.add_argument("codex_home", metavar="CODEX_HOME", help="the account's Codex home directory")
@@ -454,6 +490,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ascii_locale() -> bool:
+    """The user's locale says the terminal shows ASCII only (`LC_ALL=POSIX` or `C`), and no override asks for UTF-8.
+
+    Python then runs in UTF-8 mode (PEP 540) and its streams claim UTF-8, which is not what the terminal shows.
+    (A bare `LANG=C` is coerced to C.UTF-8 by Python itself, PEP 538, and is UTF-8 from then on.)"""
+    if os.environ.get("PYTHONIOENCODING") or os.environ.get("PYTHONUTF8") == "1":
+        return False
+    for name in ("LC_ALL", "LC_CTYPE", "LANG"):
+        value = os.environ.get(name)
+        if value:
+            return value in ("C", "POSIX")
+    return False
+
+
+def _ascii_streams() -> None:
+    """Under an ASCII locale, say so on stdout and stderr: the operator commands then print ASCII (`session`)."""
+    if _ascii_locale():
+        for stream in (sys.stdout, sys.stderr):
+            if isinstance(stream, io.TextIOWrapper):
+                stream.reconfigure(encoding="ascii", errors="replace")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = sys.argv[1:] if argv is None else list(argv)
     if arguments[:1] == ["proxy"]:  # routed before the parser is built: the proxy must start fast
@@ -464,13 +522,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         from app_server.cli.statusline import main as statusline
 
         sys.exit(statusline(arguments[1:]))
+    if arguments[:1] != ["serve"]:  # serve's stdout is a JSON-RPC stream, UTF-8 whatever the locale
+        _ascii_streams()
     try:
         parser = build_parser()
         if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
             import argcomplete
 
             argcomplete.autocomplete(parser)
-        args = parser.parse_args(arguments)
+        args = _parse(parser, arguments)
         if getattr(args, "run", None) is None:
             parser.print_help()
             sys.exit(int(Exit.OK))

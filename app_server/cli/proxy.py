@@ -32,7 +32,7 @@ TYPE_CHECKING = False  # `typing` and `pathlib` cost the proxy milliseconds at s
 if TYPE_CHECKING:
     from typing import Final
 
-USAGE: Final = "usage: codex-limits proxy [--sock PATH]"
+USAGE: Final = "usage: codex-limits proxy [--sock PATH | --simulate]"
 READ_CHUNK: Final = 1 << 16
 OUTPUT_LIMIT: Final = 4 << 20
 """Bytes waiting for the socket beyond which stdin is not read (backpressure toward the client)."""
@@ -371,7 +371,20 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def _simulated() -> int:
+    """`--simulate`: no service to bridge to; this process becomes `codex-limits serve --simulate` on the same
+    stdin/stdout (one line in is one message, as through the proxy), with four made-up accounts, nothing kept."""
+    command = [sys.executable, "-m", "app_server", "--simulate"]
+    try:
+        os.execv(sys.executable, command)
+    except OSError as exc:
+        return _fail(f"could not start the simulated server: {exc}")
+    return 0  # not reached: execv does not return
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--simulate"]:
+        return _simulated()
     path, problem = _parse(argv)
     if problem == "help":
         print(USAGE)

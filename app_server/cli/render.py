@@ -131,20 +131,21 @@ def next_step(summary: AccountSummary, *, simulated: bool = False, never_signed_
     `never_signed_in`: the account's Codex home has no auth.json at all (the caller looked)."""
     home = summary.codex_home
     status = summary.status
+    message = summary.error.message if summary.error is not None else ""
     if status is AccountStatus.REAUTH_REQUIRED:
         if never_signed_in and not simulated:
+            if "codex login" in message:
+                return None  # the server's message already says how (`Problem`): once is enough
             return (
                 f"never signed in here: run `CODEX_HOME={home} codex login`, or try `codex-limits demo` "
                 "to see the tool without an account"
             )
         if simulated:
             return "simulated: expired on purpose, nothing to fix"
-        message = summary.error.message if summary.error is not None else ""
         step = "" if "codex login" in message else f"sign in with `CODEX_HOME={home} codex login`, then "
         return step + f"check with `codex-limits refresh {summary.account_id}`"
     if status is AccountStatus.UNAVAILABLE:
         again = f"try again with `codex-limits refresh {summary.account_id}`"
-        message = summary.error.message if summary.error is not None else ""
         if "sending request" in message or "connect" in message:  # the backend address could not be reached
             return f"check `chatgpt_base_url` in {home}/config.toml (if set) and the network, then {again}"
         return again
@@ -304,8 +305,10 @@ def saved_cell(summary: AccountSummary, *, now: float, absolute: bool) -> Text:
     return cell
 
 
-def apply_cell(summary: AccountSummary) -> Text:
+def apply_cell(summary: AccountSummary, *, never_signed_in: bool = False) -> Text:
     """`ready`, or why not in two or three words (the notes under the table say more)."""
+    if never_signed_in and summary.reset_action.disabled_reason is ResetDisabledReason.REAUTH_REQUIRED:
+        return Text("sign in first", style="dim")
     if summary.pending_apply is not None:
         return Text("unfinished\n(see below)", style="yellow")
     action = summary.reset_action
@@ -317,8 +320,12 @@ def apply_cell(summary: AccountSummary) -> Text:
     return Text(reason_words(action.disabled_reason, long=False), style="dim")
 
 
-def apply_possible(summary: AccountSummary) -> str:
-    """One plain sentence: can an operator apply on this account now, and if not, why."""
+def apply_possible(summary: AccountSummary, *, never_signed_in: bool = False) -> str:
+    """One plain sentence: can an operator apply on this account now, and if not, why.
+
+    `never_signed_in`: the account's Codex home has no auth.json at all, so there is nothing to sign in "again"."""
+    if never_signed_in and summary.reset_action.disabled_reason is ResetDisabledReason.REAUTH_REQUIRED:
+        return "not possible: this account has not signed in yet"
     if summary.pending_apply is not None:
         return "an earlier apply has an unknown outcome; applying again re-sends it and cannot spend twice"
     ready = readiness(summary)
@@ -418,7 +425,10 @@ def status_table(
             account.append("\n")
             account.append_text(status_text(summary))
             lead = [account]
-        table.add_row(*lead, *windows, saved_cell(summary, now=now, absolute=wide), apply_cell(summary))
+        unsigned = summary.account_id in never_signed_in
+        table.add_row(
+            *lead, *windows, saved_cell(summary, now=now, absolute=wide), apply_cell(summary, never_signed_in=unsigned)
+        )
         table.add_section()
     notes = _notes(summaries, simulated=simulated, never_signed_in=never_signed_in)
     return Group(table, *notes) if notes else table
@@ -553,7 +563,7 @@ def account_detail(
         grid.add_row("Usage", Text("not available", style="dim"))
     grid.add_row("Saved resets", _credits_text(summary, now=now))
     style = {EXHAUSTED: "green", AVAILABLE: "cyan"}.get(readiness(summary) or "", "dim")
-    grid.add_row("Apply", Text(apply_possible(summary), style=style))
+    grid.add_row("Apply", Text(apply_possible(summary, never_signed_in=never_signed_in), style=style))
     if summary.error is not None:
         grid.add_row("Problem", Text(summary.error.message, style="yellow"))
         step = next_step(summary, simulated=simulated, never_signed_in=never_signed_in)

@@ -125,12 +125,19 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "from it is one stdout line.",
     )
     proxy.add_argument("--sock", metavar="PATH", help="the service socket (default: $CODEX_LIMITS_HOME/service.sock)")
+    proxy.add_argument(
+        "--simulate",
+        action="store_true",
+        help="a simulated server with four made-up accounts instead of the service (no account needed; nothing kept)",
+    )
     proxy.set_defaults(run=lambda args: _proxy(args))
 
 
 def _proxy(args: argparse.Namespace) -> int:
     from app_server.cli.proxy import main
 
+    if args.simulate:
+        return main(["--simulate"])
     return main(["--sock", args.sock] if args.sock else [])
 
 
@@ -165,6 +172,32 @@ def _ws_options(args: argparse.Namespace, home: Path) -> list[str]:
 
 
 def service_command(args: argparse.Namespace) -> int:
+    from app_server.cli.session import run_local
+
+    def command() -> Exit:
+        code = _service_command(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then an exception that run_local makes 141
+        return code
+
+    # run_local: a reader that stops early (`| head -c 1`) is exit 141, not a BrokenPipeError traceback.
+    return run_local(command)
+
+
+def _state_json(current: Any) -> dict[str, Any]:
+    """`service status --json`: camelCase like every other JSON the CLI prints."""
+    if current is None:
+        return {"running": False}
+    return {
+        "running": True,
+        "pid": current.pid,
+        "socket": current.socket,
+        "listen": current.listen,
+        "startedAt": current.started_at,
+        "codexHome": current.codex_home,
+    }
+
+
+def _service_command(args: argparse.Namespace) -> Exit:
     from app_server.service import control
     from app_server.service.state import data_home, running
 
@@ -198,7 +231,7 @@ def service_command(args: argparse.Namespace) -> int:
         return Exit.OK
     current = running(home)
     if args.json:
-        print(json.dumps({"running": current is not None, **(current.__dict__ if current else {})}))
+        print(json.dumps(_state_json(current)))
     elif current is None:
         print(f"service not running (data directory {home})")
     else:

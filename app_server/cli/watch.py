@@ -20,7 +20,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from typing import Any, Final
 
 import anyio
@@ -109,13 +109,21 @@ def render_alert(alert: ext.AccountPoolAlert) -> Text:
     return text
 
 
-async def follow(notifications: AsyncIterable[dict[str, Any]], ui: UI, commands: Sequence[AlertCommand] = ()) -> None:
-    """Show each alert among `notifications` and start the commands for it, until the stream ends."""
+async def follow(
+    notifications: AsyncIterable[dict[str, Any]],
+    ui: UI,
+    commands: Sequence[AlertCommand] = (),
+    scrub: Callable[[Any], Any] | None = None,
+) -> None:
+    """Show each alert among `notifications` and start the commands for it, until the stream ends.
+
+    `scrub`: what the alert's text becomes before it is shown (`Server.scrub`: no simulated temp paths)."""
     async for message in notifications:
         if message.get("method") != POOL_ALERT.name:
             continue
+        params = message.get("params") if scrub is None else scrub(message.get("params"))
         try:
-            alert = ext.AccountPoolAlertNotification.model_validate(message.get("params")).alert
+            alert = ext.AccountPoolAlertNotification.model_validate(params).alert
         except pydantic.ValidationError as exc:
             log.warning("skipping an alert that does not parse: %s", exc.errors()[0].get("msg"))
             continue
@@ -136,6 +144,6 @@ async def watch(
         ui.info.print(Text("watching for alerts · Ctrl-C to stop", style="dim"))
         async with anyio.create_task_group() as tg:
             runners = [AlertCommand(argv, exec_timeout, tg) for argv in commands]
-            await follow(server.client.notifications, ui, runners)
+            await follow(server.client.notifications, ui, runners, scrub=server.scrub)
         reason = await server.exit_reason("the server stopped")
     raise CommandFailed(Exit.SERVER, reason)

@@ -1,9 +1,9 @@
 """Serving the dashboard: the HTTP listener (uvicorn) and the admin token.
 
 `serve_dashboard(rpc, host, port, token_file)` serves until stopped (Ctrl-C, SIGTERM, or
-`DashboardServer.stop`) and prints the address and a one-time login link on stdout. It listens
-on loopback unless told otherwise; any other address needs a token file, and says so. The
-`codex-limits dashboard` command (`app_server.cli.dashboard`) finds the pool and calls it.
+`DashboardServer.stop`) and, once the listener accepts connections, prints the address and a one-time
+login link on stdout. It listens on loopback unless told otherwise; any other address needs a token file,
+and says so. The `codex-limits dashboard` command (`app_server.cli.dashboard`) finds the pool and calls it.
 """
 
 from __future__ import annotations
@@ -144,7 +144,6 @@ async def serve_dashboard(
         ws="none",
         timeout_graceful_shutdown=3,
     )
-    server = uvicorn.Server(config)
 
     def stop() -> None:
         server.should_exit = True
@@ -155,14 +154,28 @@ async def serve_dashboard(
     handle = DashboardServer(url=url, login_url=new_login_url(), stop=stop, new_login_url=new_login_url)
     if not loopback:
         err.write(f"codex-limits dashboard: listening on {host} (not loopback), plain HTTP\n")
-    # The dashboard's own process: its stdout is the operator's terminal, not a JSON-RPC stream.
-    out.write(f"Dashboard: {url}\nSign in (one-time link, valid {LOGIN_CODE_TTL / 60:g} minutes): {handle.login_url}\n")
-    out.flush()
-    if open_browser:
-        with contextlib.suppress(Exception):
-            webbrowser.open(handle.login_url)
-    if on_ready is not None:
-        on_ready(handle)
+
+    def started() -> None:
+        # Only now does the listener accept connections: a link printed earlier is refused when followed at once.
+        out.write(
+            f"Dashboard: {url}\nSign in (one-time link, valid {LOGIN_CODE_TTL / 60:g} minutes): {handle.login_url}\n"
+        )
+        out.flush()
+        if open_browser:
+            with contextlib.suppress(Exception):
+                webbrowser.open(handle.login_url)
+        if on_ready is not None:
+            on_ready(handle)
+
+    class _Server(uvicorn.Server):
+        """uvicorn's server that says when its startup is complete (lifespan done, listener accepting)."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                started()
+
+    server = _Server(config)
     try:
         await server.serve(sockets=[sock])
     finally:

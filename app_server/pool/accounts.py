@@ -174,4 +174,16 @@ class AccountsFile:
         Called under the lock, so any temp file already there was left by a writer that died."""
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         remove_stale_temp_files(self.path.parent, tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
-        write_atomic(self.path, tomli_w.dumps(data).encode("utf-8"), tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
+        write_atomic(self.path, _render(data).encode("utf-8"), tmp_prefix=_TMP_PREFIX, tmp_suffix=_TMP_SUFFIX)
+
+
+def _render(data: dict[str, Any]) -> str:
+    """The layout README.md shows: the top-level keys, then one `[[accounts]]` table per account."""
+    accounts = data.get("accounts", [])
+    top = {k: v for k, v in data.items() if k != "accounts"}
+    if not accounts:
+        return tomli_w.dumps({**top, "accounts": []})
+    text = tomli_w.dumps(top)
+    for account in accounts:
+        text += ("\n" if text else "") + "[[accounts]]\n" + tomli_w.dumps(account)
+    return text

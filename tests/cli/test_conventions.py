@@ -14,7 +14,7 @@ import pytest
 from app_server import __version__
 from app_server.cli import status
 from app_server.cli.exits import EXIT_MEANING, Exit
-from app_server.cli.main import MIN_WATCH, build_parser
+from app_server.cli.main import MIN_WATCH, build_parser, main
 from tests.support.cli import CLI, WAIT, cli, flat, one_error_line
 
 DOCUMENTED = {int(code) for code in Exit}
@@ -171,13 +171,15 @@ def test_ctrl_c_at_the_prompt_exits_3_and_elsewhere_130(homes: dict[str, str]) -
 # -- terminals that cannot show UTF-8 -----------------------------------------------------------
 
 NOT_UTF8 = [
+    # Python turns on its UTF-8 mode under this locale (PEP 540): the terminal still shows ASCII only.
+    {"LC_ALL": "POSIX", "PYTHONUTF8": "", "PYTHONIOENCODING": ""},
     {"LC_ALL": "POSIX", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""},
     {"PYTHONIOENCODING": "ascii", "PYTHONUTF8": "0"},
 ]
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("locale_env", NOT_UTF8, ids=["posix", "ascii"])
+@pytest.mark.parametrize("locale_env", NOT_UTF8, ids=["posix", "posix-no-utf8-mode", "ascii"])
 @pytest.mark.parametrize(
     ("args", "code"),
     [
@@ -212,3 +214,30 @@ def test_no_traceback_on_an_ascii_terminal(
 def test_a_refusal_is_still_one_line(homes: dict[str, str]) -> None:
     result = cli(homes, "apply", "bob", "--simulate", "--yes")
     assert "nothing was spent" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [
+        (["status", "--bogus"], "usage: codex-limits status "),
+        (["accounts", "list", "--bogus"], "usage: codex-limits accounts list "),
+        (["service", "status", "--bogus"], "usage: codex-limits service status "),
+    ],
+)
+def test_a_bad_flag_shows_the_commands_own_usage(
+    args: list[str], usage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == Exit.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(usage), err
+    assert err.rstrip().endswith("error: unrecognized arguments: --bogus")
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("stauts", "status"), ("acounts", "accounts"), ("dashbord", "dashboard")])
+def test_a_mistyped_command_gets_a_suggestion(typed: str, meant: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([typed])
+    assert exited.value.code == Exit.USAGE
+    assert f"did you mean '{meant}'?" in capsys.readouterr().err

@@ -147,3 +147,57 @@ def test_accounts_add_warns_when_two_homes_share_one_chatgpt_account(signed_in: 
     other.mkdir()
     quiet = cli(signed_in, "accounts", "add", "unsigned", str(other))
     assert "same ChatGPT account" not in quiet.stderr
+
+
+@pytest.fixture
+def without_postgres_driver(homes: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """An install without the `postgres` extra (psycopg cannot be imported, here and in spawned servers)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text('import sys\nsys.modules["psycopg"] = sys.modules["psycopg_pool"] = None\n')
+    return {**homes, "PYTHONPATH": str(site), "CODEX_LIMITS_DATABASE_URL": "postgresql://op:pw-SECRET@127.0.0.1:9/db"}
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("args", [["status"], ["history"], ["history", "--usage", "default"]])
+def test_a_postgres_url_without_the_extra_names_the_install_command(
+    without_postgres_driver: dict[str, str], args: list[str]
+) -> None:
+    result = cli(without_postgres_driver, *args)
+    line = one_error_line(result)
+    assert "pip install 'codex-limits[postgres]'" in line and "CODEX_LIMITS_DATABASE_URL" in line
+    assert "pw-SECRET" not in result.stdout + result.stderr
+
+
+@pytest.mark.subprocess
+def test_serve_with_a_postgres_url_without_the_extra_answers_with_the_install_command(
+    without_postgres_driver: dict[str, str],
+) -> None:
+    requests = [
+        {"id": 0, "method": "initialize", "params": {"clientInfo": {"name": "t", "version": "1"}}},
+        {"id": 1, "method": "accountPool/history", "params": {}},
+    ]
+    served = subprocess.run(
+        [*CLI, "serve"],
+        env=without_postgres_driver,
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=False,
+    )
+    assert served.returncode == 0 and "Traceback" not in served.stderr, served.stderr
+    answer = json.loads(served.stdout.splitlines()[1])
+    assert "pip install 'codex-limits[postgres]'" in answer["error"]["message"]
+    assert "pw-SECRET" not in served.stdout + served.stderr
+
+
+@pytest.mark.subprocess
+def test_refresh_of_a_never_signed_in_account_says_how_to_sign_in_once(homes: dict[str, str]) -> None:
+    refresh = cli(homes, "refresh", "default", columns=200)
+    assert refresh.returncode == Exit.REFUSED
+    out, err = flat(refresh.stdout), flat(refresh.stderr)
+    assert (out.count("codex login"), err.count("codex login")) == (1, 1), (out, err)
+    assert "again" not in out + err  # it never signed in: nothing to do "again"
+    status = cli(homes, "status", columns=200)
+    assert "sign in again" not in flat(status.stdout) and "sign in first" in flat(status.stdout)

@@ -10,7 +10,10 @@ import io
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,6 +40,7 @@ from tests.support.pool_calls import wait_until
 pytestmark = pytest.mark.anyio
 
 WAIT = 20.0
+SIM_PREFIX = str(Path(tempfile.gettempdir()) / "codex-limits-sim-")
 T0 = 1_800_000_000
 
 
@@ -274,3 +278,36 @@ def test_watch_asks_the_spawned_server_to_refresh(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(CommandFailed):
         anyio.run(lambda: module.watch(screen, simulate=True, commands=[], exec_timeout=1, refresh_interval=45))
     assert seen["env"] == "45"
+
+
+@pytest.mark.subprocess
+async def test_watch_simulate_shows_the_simulated_worlds_alerts_until_ctrl_c(tmp_path: Path) -> None:
+    """The simulated world reads its accounts in the background as a real one does: its alerts arrive."""
+    from tests.support.cli import CLI, base_env
+
+    env = base_env(tmp_path)
+    env.pop(REFRESH_INTERVAL_ENV, None)
+    argv = [*CLI, "watch", "--simulate", "--refresh-interval", "15", "--json"]
+    kinds: dict[str, str] = {}
+    lines: list[str] = []
+    async with await anyio.open_process(argv, env=env, stdin=subprocess.DEVNULL) as process:
+        assert process.stdout is not None
+        buffer = b""
+        try:
+            with anyio.fail_after(90):
+                while not {"alice", "carol"} <= set(kinds):
+                    chunk = await process.stdout.receive()
+                    buffer += chunk
+                    *complete, rest = buffer.split(b"\n")
+                    buffer = rest
+                    for raw in complete:
+                        lines.append(raw.decode())
+                        alert = json.loads(raw)
+                        kinds[alert["accountId"]] = alert["kind"]
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == Exit.OK  # Ctrl-C is how watch stops
+        finally:
+            if process.returncode is None:
+                process.kill()
+    assert kinds["carol"] == "reauthRequired" and kinds["alice"] == "usageThreshold"
+    assert not any(SIM_PREFIX in line for line in lines), lines  # the temp dir is gone when watch ends

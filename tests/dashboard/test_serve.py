@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+import socket
 from pathlib import Path
 
 import anyio
@@ -11,7 +14,7 @@ import pytest
 
 from app_server.dashboard import DashboardError, serve_dashboard
 from app_server.dashboard.events import EventHub
-from app_server.dashboard.run import read_or_create_token
+from app_server.dashboard.run import DashboardServer, read_or_create_token
 from tests.support.dashboard import auth_secrets, next_event, pool, served
 
 pytestmark = pytest.mark.anyio
@@ -91,3 +94,46 @@ def test_token_file(tmp_path: Path) -> None:
 async def test_a_non_loopback_address_needs_a_token_file() -> None:
     with pytest.raises(DashboardError, match=r"not a loopback address.*--token-file"):
         await serve_dashboard(object(), "0.0.0.0", 0)  # type: ignore[arg-type]
+
+
+class _FollowsTheLink(io.StringIO):
+    """A terminal whose reader follows the sign-in link the instant it is written, before the server runs again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected: list[str] = []
+
+    def write(self, text: str) -> int:
+        for word in text.split():
+            if "/login?code=" in word:
+                host, port = word.removeprefix("http://").split("/", 1)[0].rsplit(":", 1)
+                # A blocking connect: the event loop cannot accept it now, only the kernel's listen backlog can.
+                with socket.create_connection((host, int(port)), timeout=5):
+                    self.connected.append(word)
+        return super().write(text)
+
+
+async def test_the_sign_in_link_is_printed_only_once_the_listener_accepts_connections(tmp_path: Path) -> None:
+    out = _FollowsTheLink()
+    async with pool() as p, anyio.create_task_group() as tg:
+        ready = anyio.Event()
+
+        def on_ready(handle: DashboardServer) -> None:
+            ready.set()
+            handle.stop()
+
+        tg.start_soon(
+            functools.partial(
+                serve_dashboard,
+                p.harness.client,
+                "127.0.0.1",
+                0,
+                None,
+                on_ready=on_ready,
+                stdout=out,
+                stderr=io.StringIO(),
+            )
+        )
+        with anyio.fail_after(30):
+            await ready.wait()
+    assert len(out.connected) == 1 and "Sign in" in out.getvalue()

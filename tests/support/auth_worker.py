@@ -4,9 +4,12 @@ Modes:
 
 * `refresh HOME URL`: print `ready`, wait for `go` on stdin, run `ensure_fresh` once against URL, print the
   outcome as one JSON line.
-* `zygote`: imports once, then serves stdin commands. `run HOME` forks a child that refreshes and rewrites
-  HOME/auth.json in a loop until it is killed, and answers `pid N`; `reap N` waits for that child and answers
-  `reaped`. Forking skips the interpreter start-up, so a kill a few milliseconds later lands inside the loop.
+* `zygote`: imports once, then serves stdin commands. `run HOME REWRITE STEP` forks a child that refreshes and
+  rewrites HOME/auth.json in a loop, and answers `pid N`. The child pauses for good at a chosen point of its
+  REWRITE-th rewrite (1-based): just before the STEP-th system call (0-based) that `write_atomic` makes, and
+  says `paused STEP CALL` (the call it is about to make; `end` when the rewrite made fewer calls and returned).
+  The test then kills it there, so every kill lands exactly where it means to. `reap N` waits for that child
+  and answers `reaped`.
 """
 
 from __future__ import annotations
@@ -14,13 +17,17 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import httpx
 
+import app_server.files
+import app_server.upstream.auth
 from app_server.upstream.auth import AuthStore
 
 CHURN_URL = "http://refresh.invalid/oauth/token"
@@ -85,15 +92,64 @@ async def _warm_up() -> None:
     await anyio.lowlevel.checkpoint()
 
 
+# The system calls of `write_atomic` at which the child can pause (everything else passes through).
+_PAUSABLE = frozenset({"open", "fchmod", "write", "fsync", "close", "replace"})
+
+
+def _pause_at(rewrite: int, step: int) -> None:
+    """Make this process stop for good before call `step` of its `rewrite`-th `write_atomic`."""
+    real_os = os
+    real_write_atomic = app_server.files.write_atomic
+    state = {"rewrite": 0, "calls": 0, "split": 0}
+
+    def pause(call: str) -> None:
+        _send(f"paused {step} {call}")
+        while True:
+            signal.pause()
+
+    class PausingOs:
+        """`os` as `app_server.files` sees it: counts the writer's calls and stops at the chosen one."""
+
+        def __getattr__(self, name: str) -> Any:
+            real = getattr(real_os, name)
+            if name not in _PAUSABLE:
+                return real
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if state["rewrite"] == rewrite:
+                    if state["calls"] == step:
+                        pause(name)
+                    state["calls"] += 1
+                if name == "write" and not state["split"] and len(args[1]) > 1:
+                    # The first write stops halfway: a kill before the next one leaves a half-written temp file.
+                    state["split"] = 1
+                    return real(args[0], args[1][: len(args[1]) // 2])
+                return real(*args, **kwargs)
+
+            return call
+
+    def write_atomic(*args: Any, **kwargs: Any) -> None:
+        state["rewrite"] += 1
+        state["split"] = 0
+        real_write_atomic(*args, **kwargs)
+        if state["rewrite"] == rewrite:
+            pause("end")
+
+    setattr(app_server.files, "os", PausingOs())  # noqa: B010 (a module attribute, swapped in this child only)
+    setattr(app_server.upstream.auth, "write_atomic", write_atomic)  # noqa: B010
+
+
 def _zygote() -> None:
     anyio.run(_warm_up)
     for line in sys.stdin:
         command, _, arg = line.strip().partition(" ")
         if command == "run":
+            home, rewrite, step = arg.split(" ")
             pid = os.fork()
             if pid == 0:
                 try:
-                    anyio.run(_churn, Path(arg))
+                    _pause_at(int(rewrite), int(step))
+                    anyio.run(_churn, Path(home))
                 finally:
                     os._exit(1)
             _send(f"pid {pid}")

@@ -8,8 +8,10 @@ to the `postgres` user and both run as that user (`runuser -u postgres --`).
 
 Fixtures (import them into a conftest.py):
 
-- `postgres_cluster` (session): started once per test session, stopped at its end. Missing binaries FAIL
-  the test with the install command: CI installs them (`.ci/install-postgres.sh`), nothing skips.
+- `postgres_cluster` (session): started once per test session, stopped at its end; under pytest-xdist once
+  per worker process (each in its own temporary directory on its own free port, so workers never share
+  one). Missing binaries FAIL the test with the install command: CI installs them
+  (`.ci/install-postgres.sh`), nothing skips.
 - `postgres_url` (session): the superuser's URL on the cluster's default database.
 - `pg_url` (function): a URL to a fresh, empty database `t_<n>` for one test, dropped afterwards.
 """
@@ -33,6 +35,8 @@ from typing import Final
 import pytest
 
 SUPERUSER: Final = "postgres"
+CONNECT_TIMEOUT: Final = 30
+"""Seconds to reach the cluster: a hang guard (a cluster that died must fail the test, not hang the suite)."""
 INSTALL_HINT: Final = "run `bash .ci/install-postgres.sh` (apt-get install postgresql) to install them"
 
 
@@ -192,14 +196,14 @@ class PostgresCluster:
         import psycopg
 
         name = f"t_{next(self._databases)}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return name
 
     def drop_database(self, name: str) -> None:
         import psycopg
 
-        with psycopg.connect(self.url(), autocommit=True) as conn:
+        with psycopg.connect(self.url(), autocommit=True, connect_timeout=CONNECT_TIMEOUT) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def __enter__(self) -> PostgresCluster:

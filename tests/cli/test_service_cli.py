@@ -1,0 +1,50 @@
+"""`codex-limits service start|status|stop` as a user runs them: output closed early, JSON field names."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from app_server.cli.exits import Exit
+from tests.support.cli import CLI, WAIT, cli
+
+pytestmark = pytest.mark.subprocess
+
+
+@pytest.mark.parametrize("args", [["service", "status"], ["service", "status", "--json"]])
+def test_a_reader_that_stopped_early_gets_141_and_no_traceback(homes: dict[str, str], args: list[str]) -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `| head -c 1` that has already exited: every write fails with EPIPE
+    try:
+        result = subprocess.run(
+            [*CLI, *args],
+            env=homes,
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            capture_output=False,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=WAIT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (Exit.OUTPUT_CLOSED, "")
+
+
+def test_service_status_json_is_camel_case_like_every_other_json(homes: dict[str, str]) -> None:
+    started = cli(homes, "service", "start")
+    assert started.returncode == 0, started.stderr
+    try:
+        status = cli(homes, "service", "status", "--json")
+        assert status.returncode == 0, status.stderr
+        state = json.loads(status.stdout)
+        assert set(state) == {"running", "pid", "socket", "listen", "startedAt", "codexHome"}
+        assert state["running"] is True and state["codexHome"] == homes["CODEX_HOME"]
+    finally:
+        stopped = cli(homes, "service", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(cli(homes, "service", "status", "--json").stdout) == {"running": False}
