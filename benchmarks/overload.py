@@ -36,7 +36,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -54,6 +53,9 @@ import anyio.abc
 ROOT: Final = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import describe as machine  # noqa: E402
+from benchmarks.machine import loadavg  # noqa: E402
 
 READ: Final = "account/rateLimits/read"
 INIT: Final = {"id": 0, "method": "initialize", "params": {"clientInfo": {"name": "bench", "version": "1.0"}}}
@@ -306,25 +308,6 @@ async def run_server(
             process.kill()
         tg.cancel_scope.cancel()
     return cap, steps
-
-
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"Python {platform.python_version()}, {platform.system()}, {os.cpu_count()} CPU ({model})"
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 async def main(args: argparse.Namespace) -> None:

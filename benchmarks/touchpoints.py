@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,12 @@ from pathlib import Path
 from typing import Final
 
 ROOT: Final = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.machine import describe as machine  # noqa: E402
+from benchmarks.machine import loadavg as load  # noqa: E402
+
 INIT_LINE: Final = (
     b'{"id":0,"method":"initialize","params":{"clientInfo":{"name":"bench","title":null,"version":"1.0"}}}\n'
 )
@@ -131,25 +136,6 @@ def check_install(python: Path) -> str:
     return where[1]
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
-
-
-def load() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--python", type=Path, help="interpreter of a non-editable install (default: make one)")
@@ -231,7 +217,7 @@ def main() -> int:
             subprocess.run([*cli, "service", "stop"], env=env, capture_output=True, check=False)
         after = load()
 
-    print(f"machine: {machine()}; Python {platform.python_version()}, pydantic {pydantic_version}")
+    print(f"machine: {machine()}, pydantic {pydantic_version}")
     print(f"load average (1/5/15 min): {before} before, {after} after; {args.runs} runs each, interleaved")
     print(f"install: {python} (non-editable)")
     print()
