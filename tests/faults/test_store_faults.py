@@ -78,25 +78,9 @@ async def serving(settings: Settings) -> AsyncIterator[Service]:
 
 
 def second_machine(world: World, name: str) -> Settings:
-    """Another service: its own data directory and its own copy of alice's Codex home (same auth.json, so
-    the same upstream account), pool id `alice` too; the world's store (one PostgreSQL database, or for
-    SQLite a ledger of its own: the marker beside the Codex home is then what they share)."""
-    machine = world.root / name
-    home = world.homes["alice"] if world.backend.url is None else machine / "codex-alice"
-    if world.backend.url is not None:
-        home.mkdir(parents=True, mode=0o700)
-        for file in ("auth.json", "config.toml"):
-            (home / file).write_bytes((world.homes["alice"] / file).read_bytes())
-    settings = Settings(
-        codex_home=machine / "no-default",
-        data_home=machine / "data",
-        refresh_url=world.upstream.refresh_url,
-        env=world.backend.env(),
-    )
-    accounts = type(world.accounts)(settings.data_home / "accounts.toml", settings.codex_home)
-    accounts.remove("default")
-    accounts.add("alice", home, "Alice on another machine")
-    return settings
+    """Another service, pool id `alice` too: with PostgreSQL on its own copy of alice's Codex home (only the
+    database is shared); with SQLite on alice's home itself (the marker beside it is then what they share)."""
+    return world.another_machine(name, "alice", copy_home=world.backend.url is not None)
 
 
 def refill(world: World, key: str = "alice") -> None:

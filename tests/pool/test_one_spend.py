@@ -157,20 +157,8 @@ async def test_a_copied_codex_home_on_another_machine_sees_the_pending_attempt(w
     so the same upstream account), nothing shared on disk; only the database can stop a second spend."""
     await leave_pending(world, world.settings(consume=0.5), "alice", "key-first")
     world.upstream.release()
-    machine = world.root / "machine-b"
-    home = machine / "codex-alice"
-    home.mkdir(parents=True, mode=0o700)
-    for name in ("auth.json", "config.toml"):
-        (home / name).write_bytes((world.homes["alice"] / name).read_bytes())
-    other = Settings(
-        codex_home=machine / "no-default",
-        data_home=machine / "data",
-        refresh_url=world.upstream.refresh_url,
-        env=world.backend.env(),
-    )
-    other_accounts = type(world.accounts)(other.data_home / "accounts.toml", other.codex_home)
-    other_accounts.remove("default")
-    other_accounts.add("alice-b", home, "Alice on machine b")
+    other = world.another_machine("machine-b", "alice-b")
+    home = world.root / "machine-b" / "codex-alice"
     async with running(other) as h:
         error = await apply_error(h, "alice-b", "key-from-machine-b")
     assert_refused_as_pending(refused_data(error), "key-first")

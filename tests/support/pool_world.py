@@ -110,6 +110,29 @@ class World:
         """The apply ledger of whichever store the world uses."""
         return self.backend.ledger_rows(self.data_home)
 
+    def another_machine(self, name: str, account_id: str, *, copy_home: bool = True) -> Settings:
+        """Another service: its own data directory under `root/name`, whose pool has one account,
+        `account_id`, signed in to alice's upstream account; with `copy_home` through its own copy of alice's
+        Codex home (same auth.json: nothing shared on disk), else through alice's home itself. The world's
+        store backend (one PostgreSQL database when it has one; else a ledger of its own)."""
+        machine = self.root / name
+        home = self.homes["alice"]
+        if copy_home:
+            home = machine / "codex-alice"
+            home.mkdir(parents=True, mode=0o700)
+            for file in ("auth.json", "config.toml"):
+                (home / file).write_bytes((self.homes["alice"] / file).read_bytes())
+        settings = Settings(
+            codex_home=machine / "no-default",
+            data_home=machine / "data",
+            refresh_url=self.upstream.refresh_url,
+            env=self.backend.env(),
+        )
+        accounts = AccountsFile(settings.data_home / FILE_NAME, settings.codex_home)
+        accounts.remove(DEFAULT_ID)
+        accounts.add(account_id, home, f"Alice on {name}")
+        return settings
+
     def mock_account(self, name: str, backend: MockBackend, *, api_key: bool = False) -> Path:
         """A Codex home whose upstream is `backend`, added to the pool as `name`."""
         home = self.root / "homes" / name
