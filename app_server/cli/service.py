@@ -194,6 +194,7 @@ def _state_json(current: Any) -> dict[str, Any]:
         "listen": current.listen,
         "startedAt": current.started_at,
         "codexHome": current.codex_home,
+        "tokenFile": current.token_file,
     }
 
 

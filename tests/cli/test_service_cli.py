@@ -42,7 +42,7 @@ def test_service_status_json_is_camel_case_like_every_other_json(homes: dict[str
         status = cli(homes, "service", "status", "--json")
         assert status.returncode == 0, status.stderr
         state = json.loads(status.stdout)
-        assert set(state) == {"running", "pid", "socket", "listen", "startedAt", "codexHome"}
+        assert set(state) == {"running", "pid", "socket", "listen", "startedAt", "codexHome", "tokenFile"}
         assert state["running"] is True and state["codexHome"] == homes["CODEX_HOME"]
     finally:
         stopped = cli(homes, "service", "stop")

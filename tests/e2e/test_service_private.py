@@ -139,7 +139,7 @@ async def test_the_services_ws_listener_requires_its_own_token_by_default(tmp_pa
             async with running_client(ws) as client:
                 assert "userAgent" in await client.request("initialize", INIT_PARAMS)
         status = await cli(["service", "status", "--json"], env)
-        assert json.loads(status.stdout)["token_file"] == str(token_file)
+        assert json.loads(status.stdout)["tokenFile"] == str(token_file)
     token = token_file.read_text()
     async with service(env, *WS) as again:  # the same token on the next start
         assert token_file.read_text() == token and again.token_file == str(token_file)
