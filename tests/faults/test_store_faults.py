@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +296,25 @@ async def test_the_lock_lost_at_each_step_of_an_apply_lets_no_second_key_spend(
 # -- the database gone after the consume -----------------------------------------------------------------------
 
 
+async def apply_with_fault_after_consume(
+    world: World, service: Service, key: str, fault: Callable[[], Awaitable[object]]
+) -> object:
+    """Apply `key` on alice; once upstream has spent (its answer held back), inject `fault`, then let the answer
+    through. Returns what the apply answered."""
+    world.upstream.hold(after=True)  # upstream spends, then holds its answer
+    answers: dict[str, object] = {}
+
+    async def run() -> None:
+        answers[key] = await service.apply("alice", key)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await wait_for(world.upstream.consume_arrived)
+        await fault()
+        world.upstream.release()
+    return answers[key]
+
+
 def unknown_data(answer: object, key: str) -> dict[str, Any]:
     assert isinstance(answer, RpcError), answer
     assert answer.code == INTERNAL_ERROR, answer
@@ -320,18 +339,10 @@ async def test_postgresql_stopped_after_the_consume_is_unknown_and_the_resend_se
         refill(own)
         settings = own.settings()
         async with serving(settings) as service:
-            world.upstream.hold(after=True)  # upstream spends, then holds its answer
-            answers: dict[str, object] = {}
-
-            async def run() -> None:
-                answers["K1"] = await service.apply("alice", "K1")
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run)
-                await wait_for(world.upstream.consume_arrived)
-                await anyio.to_thread.run_sync(cluster.stop_server)
-                world.upstream.release()
-            unknown_data(answers["K1"], "K1")
+            answer = await apply_with_fault_after_consume(
+                world, service, "K1", lambda: anyio.to_thread.run_sync(cluster.stop_server)
+            )
+            unknown_data(answer, "K1")
             await anyio.to_thread.run_sync(cluster.start_server)
             await back_in_service(service)
             refused = await service.apply("alice", "K2")
@@ -383,18 +394,12 @@ async def test_the_ledger_made_unwritable_after_the_consume_is_unknown_and_the_m
     async with serving(world.settings()) as service:
         store = service.services.store
         assert isinstance(store, SqliteStore)
-        world.upstream.hold(after=True)
-        answers: dict[str, object] = {}
 
-        async def run() -> None:
-            answers["K1"] = await service.apply("alice", "K1")
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await wait_for(world.upstream.consume_arrived)
+        async def unwritable() -> None:
             read_only(store, True)
-            world.upstream.release()
-        unknown_data(answers["K1"], "K1")
+
+        answer = await apply_with_fault_after_consume(world, service, "K1", unwritable)
+        unknown_data(answer, "K1")
         markers = [json.loads(p.read_text())["idempotencyKey"] for p in pending_markers(world)]
         read_only(store, False)
         refused = await service.apply("alice", "K2")
