@@ -54,6 +54,8 @@ class _Member:
     account: CodexAccount
     summary: ext.AccountSummary | None = None
     fetched_at: float = 0.0
+    reads_started: int = 0
+    landed: int = 0  # the number (in start order) of the read whose summary is `summary`
 
 
 def account_key(account: CodexAccount) -> AccountKey:
@@ -158,6 +160,8 @@ class Pool:
         self, member: _Member, identity: Identity, notify: Notify | None, *, running: str | None = None
     ) -> ext.AccountSummary:
         """`refresh` of a known member; `running` is the key of the apply in progress, not reported as pending."""
+        member.reads_started += 1
+        number = member.reads_started
         try:
             summary = await self._summarize(member, identity)
         except Exception:
@@ -190,7 +194,12 @@ class Pool:
                     ),
                 }
             )
+        if number < member.landed:
+            # Reads overlap: one that started after this one has landed already (after an apply, say). Its
+            # summary stays the account's, and no client is told of this older one as if it were news.
+            return summary
         member.summary = summary
+        member.landed = number
         member.fetched_at = time.monotonic()
         if notify is not None:
             await notify(summary)
