@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
+from app_server.errors import CodexLimitsError
 from app_server.files import FileRefused, read_regular
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ DATA_CONFIG_NAME: Final = "config.toml"
 """Our own configuration file in the data directory (`database_url = "postgresql://…"`)."""
 
 
-class ConfigError(Exception):
+class ConfigError(CodexLimitsError):
     """Our configuration cannot be used; the message names the file or variable, never a password."""
 
 

@@ -38,12 +38,12 @@ from app_server.dashboard.security import (
 from protocol import ext
 from protocol.jsonrpc import RpcError
 from protocol.methods import POOL_APPLY, POOL_HISTORY, POOL_LIST, POOL_REFRESH
+from protocol.validation import check_key_length
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
 REQUEST_TIMEOUT: Final = 120.0
 """Seconds one RPC call may take (the pool bounds every upstream call well below this)."""
 MAX_BODY: Final = 64 * 1024
-MAX_IDEMPOTENCY_KEY: Final = 255
 HISTORY_LIMIT_MAX: Final = 1000
 _KEY_CHARS: Final = re.compile(r"^[\x21-\x7e]+$")
 NO_STORE: Final = {"cache-control": "no-store"}
@@ -257,19 +257,28 @@ async def apply_reset(request: Request) -> Response:
             "idempotencyKeyRequired",
             "send an Idempotency-Key header (a UUID); re-send the same key to retry the same apply",
         )
-    if len(key) > MAX_IDEMPOTENCY_KEY or not _KEY_CHARS.match(key):
-        raise ApiError("invalidRequest", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")
+    if len(key) > ext.KEY_MAX_LENGTH or not _KEY_CHARS.match(key):
+        raise ApiError("invalidRequest", f"Idempotency-Key must be 1 to {ext.KEY_MAX_LENGTH} visible ASCII characters")
     body = await _json_body(request)
     unknown = sorted(set(body) - {"creditId"})
     if unknown:
         raise ApiError("invalidRequest", f"unknown field(s) in the body: {', '.join(unknown)}")
-    credit_id = body.get("creditId")
-    if credit_id is not None and (not isinstance(credit_id, str) or credit_id == ""):
-        raise ApiError("invalidRequest", "creditId must be a non-empty string or null")
-    params = {"accountId": request.path_params["account_id"], "idempotencyKey": key, "creditId": credit_id}
-    raw = await dashboard_of(request).call(POOL_APPLY.name, params)
+    params = _apply_params(request.path_params["account_id"], key, body.get("creditId"))
+    raw = await dashboard_of(request).call(POOL_APPLY.name, params.model_dump(mode="json", by_alias=True))
     result = _dump(ext.AccountPoolApplyResponse, raw)
     return _json(result, headers={"idempotent-replayed": "true" if result.get("replayed") else "false"})
+
+
+def _apply_params(account_id: str, key: str, credit_id: Any) -> ext.AccountPoolApplyParams:
+    """The apply's params through the protocol's own model and limits, refused here as the method would."""
+    if credit_id is not None and (not isinstance(credit_id, str) or credit_id == ""):
+        raise ApiError("invalidRequest", "creditId must be a non-empty string or null")
+    params = ext.AccountPoolApplyParams(account_id=account_id, idempotency_key=key, credit_id=credit_id)
+    try:
+        check_key_length("creditId", params.credit_id, ext.KEY_MAX_LENGTH)
+    except RpcError as exc:
+        raise ApiError("invalidRequest", exc.message) from None
+    return params
 
 
 async def history(request: Request) -> Response:

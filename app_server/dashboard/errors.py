@@ -1,5 +1,7 @@
 """The admin API's errors: the envelope, the stable codes, and the one RpcError -> HTTP table.
 
+The pool's errors carry their own HTTP status and code (`app_server.errors`); a test holds this table to them.
+
 Every error answer is `{"error": {"code": <stable code>, "message": <text for a person>}}`; a
 refused apply adds `accountId`, `disabledReason` and (with `pendingApply`) `pendingIdempotencyKey`; an
 apply whose outcome is unknown (`outcomeUnknown`) adds `idempotencyKey`, the key to re-send.
@@ -13,7 +15,10 @@ from typing import Any, Final
 from starlette.responses import JSONResponse
 
 from app_server.dashboard._rpc import ServerClosed
-from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, SERVER_OVERLOADED, RpcError
+from app_server.errors import ERROR_CODE, CodexLimitsError, RequestError
+from app_server.pool.errors import UNKNOWN, ApplyRefused, OutcomeUnknown
+from protocol import ext
+from protocol.jsonrpc import SERVER_OVERLOADED, RpcError
 
 # code -> (HTTP status, what it means); the OpenAPI document lists them from here.
 ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
@@ -48,10 +53,8 @@ ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
     "timeout": (504, "the pool service did not answer in time; re-send an apply with the same Idempotency-Key"),
     "internalError": (500, "a bug in the dashboard"),
 }
-
-_REFUSAL_CODES: Final = frozenset(
-    {"noCredit", "reauthRequired", "unsupported", "unavailable", "pendingApply", "unknownCredit"}
-)
+_REFUSAL_CODES: Final = frozenset(reason.value for reason in ext.ResetDisabledReason) & ERROR_CODES.keys()
+_REFUSED_FIELDS: Final = tuple(str(field.alias) for field in ext.ApplyRefusedData.model_fields.values())
 
 
 class ApiError(Exception):
@@ -67,34 +70,23 @@ class ApiError(Exception):
 
 
 def from_rpc(exc: RpcError) -> ApiError:
-    """The one table from a JSON-RPC error answer to an API error."""
+    """The one table from a JSON-RPC error answer to an API error, read off the error's own data
+    (`app_server.errors`): its `errorCode`, a refusal's `disabledReason`, an unknown outcome; else its branch."""
     data = exc.data if isinstance(exc.data, dict) else {}
-    if exc.code == INVALID_REQUEST:
-        reason = data.get("disabledReason")
-        if isinstance(reason, str):
-            extra = {
-                "accountId": data.get("accountId"),
-                "disabledReason": reason,
-                "pendingIdempotencyKey": data.get("pendingIdempotencyKey"),
-                "availableCreditIds": data.get("availableCreditIds"),
-            }
-            return ApiError(reason if reason in _REFUSAL_CODES else "applyRefused", exc.message, extra)
-        # The pool's other -32600 answers carry no data yet: recognized by their fixed beginnings.
-        if exc.message.startswith("unknown account"):
-            return ApiError("accountNotFound", exc.message)
-        if exc.message.startswith("idempotencyKey") and "belongs to an apply on account" in exc.message:
-            return ApiError("idempotencyKeyConflict", exc.message)
-        if exc.message.startswith("another apply on account"):
-            return ApiError("applyInProgress", exc.message)
-        return ApiError("invalidRequest", exc.message)
-    if exc.code == INTERNAL_ERROR:
-        if data.get("outcome") == "unknown":
-            return ApiError(
-                "outcomeUnknown",
-                exc.message,
-                {"accountId": data.get("accountId"), "idempotencyKey": data.get("idempotencyKey")},
-            )
-        return ApiError("upstreamError", exc.message)
+    code = data.get(ERROR_CODE)
+    if isinstance(code, str) and code in ERROR_CODES:
+        return ApiError(code, exc.message, {k: v for k, v in data.items() if k != ERROR_CODE})
+    if exc.code == RequestError.rpc_code and isinstance(data.get("disabledReason"), str):
+        # A reason this dashboard does not know yet (a newer service) is still a refusal: `applyRefused`.
+        refused = {name: data.get(name) for name in _REFUSED_FIELDS}
+        reason = data["disabledReason"]
+        return ApiError(reason if reason in _REFUSAL_CODES else ApplyRefused.http_error, exc.message, refused)
+    if exc.code == OutcomeUnknown.rpc_code and data.get("outcome") == UNKNOWN:
+        extra = {"accountId": data.get("accountId"), "idempotencyKey": data.get("idempotencyKey")}
+        return ApiError(OutcomeUnknown.http_error, exc.message, extra)
+    for branch in (RequestError, CodexLimitsError):
+        if exc.code == branch.rpc_code:
+            return ApiError(branch.http_error, exc.message)
     if exc.code == SERVER_OVERLOADED:
         return ApiError("serviceUnavailable", exc.message)
     return ApiError("serviceUnavailable", f"the pool service answered error {exc.code}: {exc.message}")

@@ -75,7 +75,11 @@ def _error_schemas() -> dict[str, Any]:
                     "properties": {
                         "code": {"type": "string", "enum": list(ERROR_CODES)},
                         "message": {"type": "string", "description": "For a person; branch on `code`."},
-                        "accountId": {"type": ["string", "null"], "description": "With a refused apply."},
+                        "accountId": {
+                            "type": ["string", "null"],
+                            "description": "The account a refused apply, an unknown outcome, a key conflict or a "
+                            "running apply is about.",
+                        },
                         "disabledReason": {
                             "type": ["string", "null"],
                             "description": "With a refused apply: the pool's reason (new reasons may appear).",
@@ -95,6 +99,7 @@ def _error_schemas() -> dict[str, Any]:
                 "creditId": {
                     "type": ["string", "null"],
                     "minLength": 1,
+                    "maxLength": ext.KEY_MAX_LENGTH,
                     "description": "Saved reset to spend; omitted lets the backend pick the next available one.",
                 }
             },
@@ -149,7 +154,7 @@ def document() -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": True,
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                        "schema": {"type": "string", "minLength": 1, "maxLength": ext.KEY_MAX_LENGTH},
                         "description": "Identifies this apply (a UUID); re-send the same key to retry it.",
                     },
                 ],

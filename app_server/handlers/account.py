@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import platform
-from typing import TYPE_CHECKING
 
 from app_server.handlers.context import Context
-from app_server.handlers.errors import CONSUME_FAILED, CONSUME_TIMED_OUT, READ_FAILED
 from app_server.upstream.errors import Purpose
 from app_server.upstream.useragent import PRODUCT, is_header_value, user_agent
 from protocol import v1, v2
-from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
-
-if TYPE_CHECKING:  # the backend side loads on the first request that needs it, not at start-up
-    from app_server.upstream.backend import BackendError
+from protocol.jsonrpc import INVALID_REQUEST, RpcError
 
 
 def _platform() -> tuple[str, str]:
@@ -56,15 +51,10 @@ def client_user_agent(ctx: Context) -> str:
 
 async def read_rate_limits(ctx: Context, params: v2.GetAccountRateLimitsParams) -> v2.GetAccountRateLimitsResponse:
     account = ctx.services.default_account()
-    from app_server.upstream.backend import BackendError
-
     caller = await account.caller(Purpose.READ, user_agent=client_user_agent(ctx), originator=originator(ctx))
-    try:
-        return await account.read(
-            caller, details=not params.exclude_reset_credit_details, luna=params.supports_luna_reserve
-        )
-    except BackendError as exc:
-        raise RpcError(INTERNAL_ERROR, READ_FAILED + exc.detail) from None
+    return await account.read(
+        caller, details=not params.exclude_reset_credit_details, luna=params.supports_luna_reserve
+    )
 
 
 def check_keys(idempotency_key: str, credit_id: str | None) -> None:
@@ -79,22 +69,11 @@ def check_consume(params: v2.ConsumeAccountRateLimitResetCreditParams) -> None:
     check_keys(params.idempotency_key, params.credit_id)
 
 
-def consume_error(exc: BackendError) -> RpcError:
-    if exc.kind == "timeout":
-        return RpcError(INTERNAL_ERROR, CONSUME_TIMED_OUT)
-    return RpcError(INTERNAL_ERROR, CONSUME_FAILED + exc.detail)
-
-
 async def consume_reset_credit(
     ctx: Context, params: v2.ConsumeAccountRateLimitResetCreditParams
 ) -> v2.ConsumeAccountRateLimitResetCreditResponse:
     account = ctx.services.default_account()
     async with account.spend_lock:
-        from app_server.upstream.backend import BackendError
-
         caller = await account.caller(Purpose.CONSUME, user_agent=client_user_agent(ctx), originator=originator(ctx))
-        try:
-            outcome = await account.consume(caller, params.idempotency_key, params.credit_id)
-        except BackendError as exc:
-            raise consume_error(exc) from None
+        outcome = await account.consume(caller, params.idempotency_key, params.credit_id)
     return v2.ConsumeAccountRateLimitResetCreditResponse(outcome=outcome)

@@ -28,6 +28,7 @@ from app_server.pool.errors import (
     GuardUnavailable,
     KeyTaken,
     OutcomeUnknown,
+    ReadFailed,
     UnknownAccount,
 )
 from app_server.store.base import AccountKey, ClaimHeld, KeyInUse, LockTimeout, Store, StoreError
@@ -37,7 +38,6 @@ from app_server.upstream.auth import AuthKind, AuthState
 from app_server.upstream.backend import BackendError, Caller
 from app_server.upstream.errors import Purpose
 from protocol import ext, v2
-from protocol.jsonrpc import INTERNAL_ERROR
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ class Pool:
                 member,
                 ext.AccountStatus.UNAVAILABLE,
                 ext.ResetDisabledReason.UNAVAILABLE,
-                error=ext.AccountError(code=INTERNAL_ERROR, message="internal error while reading this account"),
+                error=summaries.account_error(ReadFailed("internal error while reading this account")),
             )
         pending = await self.store.pending(account_key(member.account), exclude=running, account_id=member.entry.id)
         if pending is not None:

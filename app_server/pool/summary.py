@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app_server.errors import CodexLimitsError
 from app_server.pool.accounts import AccountEntry
+from app_server.pool.errors import ReadFailed, SignInRequired
 from app_server.upstream.auth import AuthKind, AuthState
 from app_server.upstream.backend import BackendError
+from app_server.upstream.errors import READ_FAILED
 from app_server.upstream.mapping import plan_type
 from protocol import ext, v2
-from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST
 
 
 def summary(
@@ -66,14 +68,20 @@ def summary(
     )
 
 
+def account_error(error: CodexLimitsError) -> ext.AccountError:
+    """A summary's `error`: the code and text the error would answer with."""
+    return ext.AccountError(code=error.rpc_code, message=error.message)
+
+
 def sign_in_problem(home: Path, auth: AuthState, *, expired: bool) -> tuple[ext.AccountStatus, ext.AccountError]:
     """Why this account cannot be read, in words that say what to do next."""
     login = f"`CODEX_HOME={home} codex login`"
     if auth.kind is AuthKind.API_KEY:
-        return ext.AccountStatus.UNSUPPORTED, ext.AccountError(
-            code=INVALID_REQUEST,
-            message="signed in with an API key: such accounts have no ChatGPT rate-limit windows or saved resets; "
-            f"sign in with ChatGPT ({login}) to use it here",
+        return ext.AccountStatus.UNSUPPORTED, account_error(
+            SignInRequired(
+                "signed in with an API key: such accounts have no ChatGPT rate-limit windows or saved resets; "
+                f"sign in with ChatGPT ({login}) to use it here"
+            )
         )
     if expired:
         message = f"the saved sign-in expired; run {login}"
@@ -81,20 +89,19 @@ def sign_in_problem(home: Path, auth: AuthState, *, expired: bool) -> tuple[ext.
         message = f"never signed in here (no auth.json in {home}); run {login}, or try `codex-limits demo`"
     else:
         message = f"the saved sign-in in {home}/auth.json cannot be used; run {login}"
-    return ext.AccountStatus.REAUTH_REQUIRED, ext.AccountError(code=INVALID_REQUEST, message=message)
+    return ext.AccountStatus.REAUTH_REQUIRED, account_error(SignInRequired(message))
 
 
 def read_failure(home: Path, base_url: str, failure: BackendError) -> tuple[ext.AccountStatus, ext.AccountError]:
     """A failed usage read, said so that the operator knows where it went and what to do."""
     if failure.status == 401:
-        return ext.AccountStatus.REAUTH_REQUIRED, ext.AccountError(
-            code=INTERNAL_ERROR,
-            message=f"upstream no longer accepts this sign-in (401); sign in again: `CODEX_HOME={home} codex login`",
+        return ext.AccountStatus.REAUTH_REQUIRED, account_error(
+            ReadFailed(f"upstream no longer accepts this sign-in (401); sign in again: `CODEX_HOME={home} codex login`")
         )
-    message = "failed to fetch codex rate limits: " + failure.detail
+    message = READ_FAILED + failure.detail
     if failure.kind == "transport":
         message += f" (chatgpt_base_url {base_url})"
-    return ext.AccountStatus.UNAVAILABLE, ext.AccountError(code=INTERNAL_ERROR, message=message)
+    return ext.AccountStatus.UNAVAILABLE, account_error(ReadFailed(message))
 
 
 def is_exhausted(read: v2.GetAccountRateLimitsResponse, limit_reached: bool) -> bool:

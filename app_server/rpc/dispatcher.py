@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 from pydantic import BaseModel
 
+from app_server.errors import CodexLimitsError
 from app_server.rpc.codec import (
     WHITESPACE,
     Dropped,
@@ -82,8 +83,13 @@ class _Work:
     params: Any
 
 
-def _internal_error(exc: Exception, request_id: Any) -> RpcError:
-    """Anything unforeseen: -32603 on the wire, the traceback on stderr."""
+def wire_error(exc: Exception, request_id: Any) -> RpcError:
+    """The one place an exception becomes a wire error: an `RpcError` as it is, one of the project's errors
+    from its own code, text and data, anything unforeseen -32603 (and its traceback on stderr)."""
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, CodexLimitsError):
+        return RpcError(exc.rpc_code, exc.message, exc.data)
     log.error("unexpected error while serving request %r", request_id, exc_info=exc)
     return RpcError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
 
@@ -93,7 +99,8 @@ class Dispatcher:
 
     Knows no method and no domain: `routes` say how each method is served, `services` is handed to
     every handler untouched, and every exception a handler lets through becomes a wire error here
-    (an `RpcError` as it is, anything else `-32603 internal error`). While it serves, it is registered
+    (`wire_error`: an `RpcError` as it is, a project error from its own data, anything else
+    `-32603 internal error`). While it serves, it is registered
     with `broadcaster` (when given), which sends server notifications to every initialized connection.
     `overflow`, when given, is what happens when such a notification finds the outbox full: a listener
     disconnects that client; without it the notification waits for room (stdio, where the only client
@@ -352,10 +359,8 @@ class Dispatcher:
                 return success(request_id, route.inline(ctx, params))
             if route.precheck is not None:
                 route.precheck(params)
-        except RpcError as error:
-            return failure(request_id, error)
         except Exception as exc:
-            return failure(request_id, _internal_error(exc, request_id))
+            return failure(request_id, wire_error(exc, request_id))
         assert route.handler is not None
         return _Work(route.handler, RequestContext(self.session, self.services, self._notify, request_id), params)
 
@@ -411,10 +416,8 @@ class Dispatcher:
     async def _outcome(self, handler: Handler, ctx: RequestContext[Any], params: Any) -> bytes:
         try:
             return success(ctx.request_id, await handler(ctx, params))
-        except RpcError as error:
-            return failure(ctx.request_id, error)
         except Exception as exc:
-            return failure(ctx.request_id, _internal_error(exc, ctx.request_id))
+            return failure(ctx.request_id, wire_error(exc, ctx.request_id))
 
     def _next(self) -> None:
         """A slot came free: the oldest queued request takes it."""

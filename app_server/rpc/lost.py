@@ -3,7 +3,7 @@
 Shared by `codex-limits proxy` (standard library only: nothing else is imported here) and the async
 `Client`. A request that may spend a saved reset (`SPENDS`) has an unknown outcome: the same
 idempotencyKey must be re-sent, in the server's own words for an unknown outcome
-(`handlers.errors.RESEND`; a test keeps the two equal). Anything else: the service went away.
+(`pool.errors.RESEND`; a test keeps the two equal). Anything else: the service went away.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from app_server.errors import CodexLimitsError, RequestError
 from protocol.ext import AccountPoolApplyResponse, ApplyRecord, ApplyStatus
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome
 
@@ -66,9 +67,9 @@ class UsageSample:
     resets_at: int | None
 
 
-class StoreError(Exception):
+class StoreError(CodexLimitsError):
     """The store cannot be used: unreachable, malformed URL, a schema newer than this code. The message
-    is safe to show (it never carries a password)."""
+    is safe to show (it never carries a password); it is the wire text as it is (-32603)."""
 
 
 class LedgerUnusable(StoreError):
@@ -76,9 +77,10 @@ class LedgerUnusable(StoreError):
     what to do. Nothing is ever recreated over it."""
 
 
-class ClaimHeld(Exception):
+class ClaimHeld(RequestError):
     """`start` found the upstream account claimed by another key's attempt, whose outcome is unknown.
-    Nothing was written; `holder` is the key to re-send to settle that attempt."""
+    Nothing was written; `holder` is the key to re-send to settle that attempt. The pool answers it as
+    `ApplyRefused(pendingApply)`."""
 
     def __init__(self, key: str, holder: str, holder_account_id: str) -> None:
         super().__init__(f"the upstream account is claimed by the pending attempt {holder!r}; {key!r} not started")
@@ -87,8 +89,9 @@ class ClaimHeld(Exception):
         self.holder_account_id = holder_account_id
 
 
-class KeyInUse(Exception):
-    """`start` found the key already taken: by an apply on another account, or one that has finished."""
+class KeyInUse(RequestError):
+    """`start` found the key already taken: by an apply on another account, or one that has finished. The pool
+    answers it as `KeyTaken`."""
 
     def __init__(self, key: str, account_id: str, status: ApplyStatus) -> None:
         super().__init__(f"idempotency key {key!r} is {status.value} on account {account_id!r}")
@@ -97,8 +100,8 @@ class KeyInUse(Exception):
         self.status = status
 
 
-class LockTimeout(Exception):
-    """Another holder kept an account's apply lock for longer than the wait."""
+class LockTimeout(RequestError):
+    """Another holder kept an account's apply lock for longer than the wait. The pool answers it as `ApplyBusy`."""
 
     def __init__(self, waited: float) -> None:
         super().__init__(f"waited {waited:g} s for the apply lock")

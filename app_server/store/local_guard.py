@@ -26,6 +26,7 @@ from typing import Final
 
 import anyio
 
+from app_server.errors import CodexLimitsError
 from app_server.files import acquire_polled, lock_file, read_regular
 from app_server.store.base import AccountKey, ClaimHeld, LockTimeout
 
@@ -35,7 +36,7 @@ DIR_NAME: Final = "codex-limits"
 MAX_MARKER_BYTES: Final = 64 * 1024
 
 
-class GuardError(Exception):
+class GuardError(CodexLimitsError):
     """The marker directory beside the Codex home cannot be used (read-only, not a directory, ...)."""
 
 

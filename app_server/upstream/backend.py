@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Final, Literal
 import anyio
 
 from app_server.config import DEFAULT_BASE_URL, DEFAULT_UPSTREAM_CONNECTIONS, BaseUrl, Timeouts
+from app_server.errors import CodexLimitsError
 from app_server.upstream.bodies import ACCEPT_ENCODING, BodyDecodeError, read_body
+from app_server.upstream.errors import CONSUME_FAILED, CONSUME_TIMED_OUT, READ_FAILED, Purpose
 from app_server.upstream.payloads import (
     DecodeError,
     ResetCreditDetails,
@@ -47,13 +49,14 @@ QUOTED_CHARS: Final = 8000
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 
 
-class BackendError(Exception):
+class BackendError(CodexLimitsError):
     """An upstream call failed; `detail` is the text after upstream's message prefix (CONTRACT §7.3).
 
     Kinds: `status` (a non-2xx answer, `status` set), `decode` (a body we cannot use: not JSON as expected,
     or not in its content-encoding), `transport` (no answer), `timeout` (the deadline passed), `redirect`
     (a 3xx, not followed), `too_large` (a 2xx body over the cap), `config` (config.toml refused; nothing
-    was sent). Only `config` proves the request never left.
+    was sent). Only `config` proves the request never left. `purpose` is set by the call that failed
+    (`Backend.consume` says `CONSUME`) and picks upstream's prefix.
     """
 
     def __init__(self, kind: ErrorKind, detail: str, status: int | None = None) -> None:
@@ -61,9 +64,16 @@ class BackendError(Exception):
         self.kind: ErrorKind = kind
         self.detail = detail
         self.status = status
+        self.purpose = Purpose.READ
 
     def __repr__(self) -> str:
         return f"BackendError(kind={self.kind!r}, status={self.status!r}, detail={self.detail!r})"
+
+    @property
+    def message(self) -> str:
+        if self.purpose is Purpose.READ:
+            return READ_FAILED + self.detail
+        return CONSUME_TIMED_OUT if self.kind == "timeout" else CONSUME_FAILED + self.detail
 
 
 @dataclass(frozen=True)
@@ -343,9 +353,13 @@ class Backend:
             payload["credit_id"] = credit_id
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         headers = self._headers(caller, json_body=True)
-        answer = await self._send("POST", url, headers, self._timeouts.consume, body)
-        content = self._check("POST", url, answer)
         try:
-            return decode_consume(content)
-        except DecodeError as exc:
-            raise self._decode_error(url, exc, answer.content_type, content) from None
+            answer = await self._send("POST", url, headers, self._timeouts.consume, body)
+            content = self._check("POST", url, answer)
+            try:
+                return decode_consume(content)
+            except DecodeError as exc:
+                raise self._decode_error(url, exc, answer.content_type, content) from None
+        except BackendError as exc:
+            exc.purpose = Purpose.CONSUME
+            raise

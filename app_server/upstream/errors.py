@@ -1,24 +1,34 @@
-"""What the upstream layer raises. The handlers turn each into a wire error in one table.
+"""What the upstream layer raises, with upstream's own texts for the wire (CONTRACT §7.3, §8.1).
 
-Exception
-├── AuthRequired        no usable ChatGPT sign-in for this call (CONTRACT §8.1, with D5)
-└── BackendError        an HTTP call failed: a status, a timeout, the transport, an undecodable body
-                        (defined in `backend`, where the failure kinds are)
+CodexLimitsError
+├── BackendError        an HTTP call failed: a status, a timeout, the transport, an undecodable body;
+│                       -32603 with "failed to fetch codex rate limits: …" (a read) or "failed to consume
+│                       rate limit reset: …" / "rate limit reset consume timed out" (a consume);
+│                       defined in `backend`, where the failure kinds are
+└── RequestError
+    └── AuthRequired    no usable ChatGPT sign-in for this call: -32600
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
+
+from app_server.errors import RequestError
+
+READ_FAILED: Final = "failed to fetch codex rate limits: "
+CONSUME_FAILED: Final = "failed to consume rate limit reset: "
+CONSUME_TIMED_OUT: Final = "rate limit reset consume timed out"
 
 
 class Purpose(StrEnum):
-    """What the sign-in was needed for; part of upstream's message."""
+    """What the call was for; part of upstream's message."""
 
     READ = "to read rate limits"
     CONSUME = "for rate limit reset credits"
 
 
-class AuthRequired(Exception):
+class AuthRequired(RequestError):
     """No usable sign-in: `api_key` when auth.json holds an API key (ChatGPT sign-in needed),
     otherwise no auth.json, an unreadable one, or one without usable tokens."""
 

@@ -14,6 +14,9 @@ import pytest
 from app_server.dashboard import create_app
 from app_server.dashboard._rpc import ServerClosed
 from app_server.dashboard.errors import ERROR_CODES
+from app_server.pool.errors import ApplyBusy, KeyTaken, UnknownAccount
+from app_server.rpc.dispatcher import wire_error
+from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from tests.support.dashboard import BASE, BEARER, TOKEN, api, auth_secrets, consume_calls
 
@@ -132,14 +135,30 @@ async def test_refusals_from_the_pool_spend_nothing(account: str, reason: str) -
             assert (await a.http.get("/api/history", headers=BEARER)).json() == {"entries": []}
 
 
+async def test_the_idempotency_key_limit_is_the_protocols() -> None:
+    """A key as long as `accountPool/resetCredit/apply` takes is taken here too (this API stopped one short)."""
+    async with api() as a:
+        with anyio.fail_after(30):
+            longest = "k" * ext.KEY_MAX_LENGTH
+            headers = {**BEARER, "idempotency-key": longest}
+            applied = await a.http.post("/api/accounts/alice/usage-reset/apply", headers=headers)
+            assert applied.status_code == 200, applied.text
+            entries = (await a.http.get("/api/history", headers=BEARER)).json()["entries"]
+            assert [(e["idempotencyKey"], e["status"]) for e in entries] == [(longest, "finished")]
+
+
 async def test_apply_request_validation() -> None:
     async with api() as a:
         with anyio.fail_after(30):
             path = "/api/accounts/alice/usage-reset/apply"
             no_key = await a.http.post(path, headers=BEARER)
             assert no_key.status_code == 400 and error_of(no_key)["code"] == "idempotencyKeyRequired"
-            long_key = await a.http.post(path, headers={**BEARER, "idempotency-key": "k" * 256})
+            long_key = await a.http.post(path, headers={**BEARER, "idempotency-key": "k" * (ext.KEY_MAX_LENGTH + 1)})
             assert long_key.status_code == 400 and error_of(long_key)["code"] == "invalidRequest"
+            long_credit = await a.http.post(path, headers=key(), json={"creditId": "c" * (ext.KEY_MAX_LENGTH + 1)})
+            assert long_credit.status_code == 400 and error_of(long_credit)["message"] == (
+                f"creditId must be at most {ext.KEY_MAX_LENGTH} characters (got {ext.KEY_MAX_LENGTH + 1})"
+            )
             form = await a.http.post(path, headers=key(), content=b"creditId=x")
             assert form.status_code == 415 and error_of(form)["code"] == "unsupportedMediaType"
             broken = await a.http.post(path, headers={**key(), "content-type": "application/json"}, content=b"{")
@@ -357,8 +376,9 @@ def refused(reason: str, pending: str | None = None) -> RpcError:
         (refused("pendingApply", "earlier-key"), 409, "pendingApply"),
         (refused("unknownCredit"), 409, "unknownCredit"),
         (refused("somethingNew"), 409, "applyRefused"),
-        (RpcError(INVALID_REQUEST, "unknown account 'alice' (pool: bob)"), 404, "accountNotFound"),
-        (RpcError(INVALID_REQUEST, "another apply on account 'alice' is still running (waited 30 s)"), 409, None),
+        (wire_error(UnknownAccount("alice", ["bob"]), 1), 404, "accountNotFound"),
+        (wire_error(ApplyBusy("alice", 30), 1), 409, None),
+        (wire_error(KeyTaken("k", "bob"), 1), 409, "idempotencyKeyConflict"),
         (RpcError(INVALID_REQUEST, "idempotencyKey must not be empty"), 400, "invalidRequest"),
         (RpcError(INTERNAL_ERROR, "failed to consume rate limit reset: HTTP 500"), 502, "upstreamError"),
         (

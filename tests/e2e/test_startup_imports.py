@@ -52,11 +52,11 @@ START_UP = frozenset(
     {
         "app_server",
         "app_server.config",
+        "app_server.errors",
         "app_server.files",
         "app_server.handlers",
         "app_server.handlers.account",
         "app_server.handlers.context",
-        "app_server.handlers.errors",
         "app_server.handlers.pool",
         "app_server.handlers.usage",
         "app_server.logs",

@@ -37,7 +37,7 @@ import httpx
 import pytest
 
 from app_server.cli.exits import Exit
-from app_server.handlers.errors import RESEND
+from app_server.pool.errors import RESEND
 from app_server.rpc import lost, wsframe
 from app_server.rpc.client import ServerClosed
 from app_server.rpc.wsclient import connect_tcp, running_client
