@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from app_server.handlers import account, pool, usage
 from app_server.handlers.errors import wire_errors
 from app_server.rpc.dispatcher import Route
 from protocol import methods
 
+if TYPE_CHECKING:
+    from app_server.world import World
 
-def routes() -> dict[str, Route]:
+
+def routes() -> dict[str, Route[World]]:
     table = [
         Route(methods.INITIALIZE, inline=account.initialize, needs_initialize=False),
         Route(methods.RATE_LIMITS_READ, handler=wire_errors(account.read_rate_limits)),

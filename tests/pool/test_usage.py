@@ -195,7 +195,7 @@ async def test_usage_history_over_the_protocol(world: World) -> None:
     async with running(world.settings()) as h:
         resets = T0 + 5 * HOUR
         store = MemoryUsageStore([sample(T0 + HOUR, 10, resets), sample(T0 + 2 * HOUR, 30, resets)])
-        setattr(h.services.pool(), "store", store)  # noqa: B010  (the lead's Pool.store; SQLite has no usage yet)
+        setattr(h.services.pool, "store", store)  # noqa: B010  (the lead's Pool.store; SQLite has no usage yet)
         with anyio.fail_after(WAIT):
             raw = await h.client.request("accountPool/usageHistory", {"accountId": "alice"})
             with pytest.raises(RpcError) as unknown:
