@@ -164,15 +164,15 @@ def pause_at(step: str, service: Service, pause: Pause, monkeypatch: pytest.Monk
     """Pause service A at `step`, through its own objects only (the other service is untouched)."""
     pool = service.services.pool
     store = service.services.store
-    if step == "before the claim":  # after the fresh read, holding the lock, nothing claimed yet
-        refresh = pool._refresh
+    if step == "before the claim":  # after the fresh read and its checks, holding the lock, nothing claimed yet
+        check = pool._check
 
-        async def refreshed(*args: Any, **kwargs: Any) -> ext.AccountSummary:
-            summary = await refresh(*args, **kwargs)
+        async def checked(*args: Any, **kwargs: Any) -> Any:
+            ready = await check(*args, **kwargs)
             await pause.here()
-            return summary
+            return ready
 
-        monkeypatch.setattr(pool, "_refresh", refreshed)
+        monkeypatch.setattr(pool, "_check", checked)
     elif step == "after the claim":
         start = store.start
 

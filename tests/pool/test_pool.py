@@ -22,6 +22,7 @@ from app_server.rpc.memory import Harness
 from app_server.server import serve_in_memory
 from app_server.store.base import AccountKey
 from app_server.store.ledger import Ledger
+from app_server.upstream.auth import AuthState
 from app_server.world import World as ServerWorld
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
@@ -597,6 +598,26 @@ async def test_a_new_key_waits_for_a_pending_apply_even_with_credits_left(world:
     assert settled.outcome is Outcome.ALREADY_REDEEMED
     assert third.outcome in (Outcome.RESET, Outcome.NOTHING_TO_RESET)
     assert world.upstream.consume_keys() == ["key-unknown", "key-unknown", "key-third"]
+
+
+async def test_an_apply_resolves_its_credentials_once_for_the_read_before_and_the_consume(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consume spends with the caller the read before was made with: auth.json is consulted (refreshed
+    if due) once for both, and once more for the read after; never a second time between read and consume."""
+    refreshes: list[str] = []
+    async with running(world.settings()) as h:
+        auth = h.services.registry.get(world.homes["alice"]).auth
+        ensure_fresh = auth.ensure_fresh
+
+        async def counted(*, user_agent: str, originator: str) -> AuthState:
+            refreshes.append("after the consume" if world.upstream.consume_arrived.is_set() else "before it")
+            return await ensure_fresh(user_agent=user_agent, originator=originator)
+
+        monkeypatch.setattr(auth, "ensure_fresh", counted)
+        result = await apply(h, "alice", "key-once")
+    assert result.outcome is Outcome.RESET
+    assert refreshes == ["before it", "after the consume"]  # the read before (its caller spends), the read after
 
 
 async def test_an_account_removed_during_its_apply_still_gets_the_outcome_recorded(world: World) -> None:
