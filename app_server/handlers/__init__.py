@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 
 def routes() -> dict[str, Route[World]]:
+    """How each method is served: its handler (or inline answer), its precheck, whether it needs `initialize`."""
     table = [
         Route(methods.INITIALIZE, inline=account.initialize, needs_initialize=False),
         Route(methods.RATE_LIMITS_READ, handler=wire_errors(account.read_rate_limits)),

@@ -143,6 +143,7 @@ class Pool:
     # -- membership --------------------------------------------------------------------------
 
     def members(self) -> list[_Member]:
+        """The accounts of `accounts.toml` as it is now, each keeping its last summary while its entry is unchanged."""
         entries = self.accounts_file.entries()
         members = []
         for entry in entries:
@@ -154,6 +155,7 @@ class Pool:
         return members
 
     def member(self, account_id: str) -> _Member:
+        """The account `account_id`; raises `UnknownAccount` naming the pool's ids."""
         members = self.members()
         for member in members:
             if member.entry.id == account_id:
@@ -163,6 +165,8 @@ class Pool:
     # -- reading -----------------------------------------------------------------------------
 
     async def summaries(self, identity: Identity, max_age: float | None, notify: Notify) -> list[ext.AccountSummary]:
+        """Every account's summary, in `accounts.toml` order: read afresh (a few at a time) unless younger than
+        `max_age` seconds. Never spends anything."""
         members = self.members()
         results: dict[str, ext.AccountSummary] = {}
         limiter = anyio.CapacityLimiter(LIST_CONCURRENCY)
@@ -478,12 +482,14 @@ class Pool:
         return ApplyFailed(account_id, exc.detail)
 
     async def history(self, account_id: str | None, limit: int) -> list[ext.ApplyRecord]:
+        """The ledger of applies, newest first, for one account (checked to exist) or all."""
         if account_id is not None:
             self.member(account_id)
         return await self.store.history(account_id, limit)
 
     @property
     def data_home(self) -> Path:
+        """The data directory `accounts.toml` lives in."""
         return self.accounts_file.path.parent
 
 

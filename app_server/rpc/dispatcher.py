@@ -98,10 +98,10 @@ class Dispatcher(Generic[S]):
     Knows no method and no domain: `routes` say how each method is served, `services` (the application's
     world, of any type `S`) is handed to every handler untouched, and every exception a handler lets
     through becomes a wire error here (an `RpcError` as it is, anything else `-32603 internal error`).
-    While it serves, it is registered with `broadcaster` (when given), which sends server notifications to every initialized connection.
-    `overflow`, when given, is what happens when such a notification finds the outbox full: a listener
-    disconnects that client; without it the notification waits for room (stdio, where the only client
-    is the one that is slow). Usage::
+    While it serves, it is registered with `broadcaster` (when given), which sends server notifications to
+    every initialized connection. `overflow`, when given, is what happens when such a notification finds
+    the outbox full: a listener disconnects that client; without it the notification waits for room
+    (stdio, where the only client is the one that is slow). Usage::
 
         dispatcher = Dispatcher(routes, services, Outbox(sink), broadcaster=broadcaster)
         await dispatcher.serve(source)  # until end of input; in-flight requests drain first
