@@ -1,7 +1,8 @@
 """Run the app-server: on this process's stdin/stdout, or on WebSocket listeners; wiring, signals, a clean exit.
 
 `ServeOptions` is what `serve` was asked for (`--listen`, `--ws-auth`); `run` picks the transport.
-Every transport feeds the same routes through a `Dispatcher` per connection, on one `Services`.
+Every transport feeds the same routes through a `Dispatcher` per connection, on one `World` (the composition
+root, `app_server.world`), opened by `open_world`.
 Serving the data directory's default socket (`--listen unix://`) makes this process *the service*:
 it holds the service lock and publishes `service.json` (see `app_server.service.state`).
 """
@@ -27,7 +28,7 @@ from app_server.rpc.dispatcher import Dispatcher
 from app_server.rpc.framing import DEFAULT_MAX_LINE
 from app_server.rpc.outbox import Outbox
 from app_server.rpc.stdio import FdSink, FdSource, claim_stdout
-from app_server.services import Services
+from app_server.world import World, open_world
 
 if TYPE_CHECKING:
     from app_server.rpc.listeners import Bound, Listen
@@ -167,19 +168,15 @@ async def serve_network(
             token_file = token.source if token is not None else None
             lock.publish(State(os.getpid(), str(service_socket), urls, started, str(settings.codex_home), token_file))
 
-    services = Services(settings)
-    if lock is not None:  # the service keeps the status line's snapshot current
-        from app_server.pool.snapshot import SnapshotWriter
-
-        services.snapshot = SnapshotWriter(settings.data_home)
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(background_refresh, services)
+        service_home = settings.data_home if lock is not None else None
+        async with open_world(settings, service_home=service_home) as world, anyio.create_task_group() as tg:
+            tg.start_soon(world.background)
             await serve_listeners(
                 list(listens),
                 routes(),
-                services,
-                broadcaster=services.broadcaster,
+                world,
+                broadcaster=world.broadcaster,
                 token=token,
                 limits=limits,
                 on_ready=ready,
@@ -188,8 +185,6 @@ async def serve_network(
     finally:
         if lock is not None:
             lock.release()
-        with anyio.CancelScope(shield=True):
-            await services.aclose()
 
 
 STDIO_MAX_QUEUED = 1024
@@ -199,49 +194,35 @@ about (512 + 1,024 + ~2,600 lines) / reads per second."""
 
 
 async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0) -> None:
+    """Serve this process's stdin/stdout until end of input or a signal; requests in flight finish first."""
     protocol_fd = claim_stdout()
-    services = Services(settings)
     from app_server.handlers import routes
 
-    dispatcher = Dispatcher(
-        routes(),
-        services,
-        Outbox(FdSink(protocol_fd)),
-        max_line=max_line,
-        max_queued=STDIO_MAX_QUEUED,
-        shutdown_grace=shutdown_grace,
-        broadcaster=services.broadcaster,
-    )
-    source = FdSource(0)
-    # What start-up built lives as long as the process: keep it out of every collection from now on.
-    gc.freeze()
-    gc.enable()
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_stop_on_signal, dispatcher, tg.cancel_scope)
-            tg.start_soon(background_refresh, services)
-            await dispatcher.serve(source, ended=source.ended)
-            tg.cancel_scope.cancel()
-    finally:
-        source.close()  # input the client is still writing is refused now, not at loop shutdown
-        with anyio.CancelScope(shield=True):
-            await services.aclose()
+    async with open_world(settings) as world:
+        dispatcher = Dispatcher(
+            routes(),
+            world,
+            Outbox(FdSink(protocol_fd)),
+            max_line=max_line,
+            max_queued=STDIO_MAX_QUEUED,
+            shutdown_grace=shutdown_grace,
+            broadcaster=world.broadcaster,
+        )
+        source = FdSource(0)
+        # What start-up built lives as long as the process: keep it out of every collection from now on.
+        gc.freeze()
+        gc.enable()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_stop_on_signal, dispatcher, tg.cancel_scope)
+                tg.start_soon(world.background)
+                await dispatcher.serve(source, ended=source.ended)
+                tg.cancel_scope.cancel()
+        finally:
+            source.close()  # input the client is still writing is refused now, not at loop shutdown
 
 
-async def background_refresh(services: Services) -> None:
-    """With a refresh interval configured (`CODEX_LIMITS_REFRESH_INTERVAL`, `--refresh-interval`), read every
-    account on that schedule; each fresh read goes through the live updates (changes, alerts, history).
-    Never spends anything. Runs until cancelled."""
-    interval = services.settings.live.refresh_interval
-    if interval is None:
-        return
-    from app_server.pool.monitor import PoolSource, RefreshScheduler, server_identity
-
-    source = PoolSource(services.pool(), server_identity(), services.live.observe)
-    await RefreshScheduler(source, interval=interval).run()
-
-
-async def _stop_on_signal(dispatcher: Dispatcher, scope: anyio.CancelScope) -> None:
+async def _stop_on_signal(dispatcher: Dispatcher[World], scope: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for signum in signals:
             log.info("%s: finishing in-flight requests, then exiting", signal.Signals(signum).name)
@@ -250,23 +231,23 @@ async def _stop_on_signal(dispatcher: Dispatcher, scope: anyio.CancelScope) -> N
 
 
 @asynccontextmanager
-async def serve_in_memory(services: Services, **dispatcher_options: Any) -> AsyncIterator[Harness]:
-    """The real server (routes and `services`) and a client in this event loop; closes `services` after."""
+async def serve_in_memory(world: World, **dispatcher_options: Any) -> AsyncIterator[Harness[World]]:
+    """The real server (routes and `world`) and a client in this event loop; closes `world` after."""
     from app_server.handlers import routes
     from app_server.rpc.memory import connect_in_memory  # in-process use only, never on the stdio path
 
-    dispatcher_options.setdefault("broadcaster", services.broadcaster)
+    dispatcher_options.setdefault("broadcaster", world.broadcaster)
     try:
-        async with connect_in_memory(routes(), services, **dispatcher_options) as harness:
+        async with connect_in_memory(routes(), world, **dispatcher_options) as harness:
             yield harness
     finally:
-        await services.aclose()
+        await world.aclose()
 
 
 @asynccontextmanager
-async def initialized(settings: Settings, *, wait: float = 5.0) -> AsyncIterator[Harness]:
+async def initialized(settings: Settings, *, wait: float = 5.0) -> AsyncIterator[Harness[World]]:
     """A server for `settings` whose client has already initialized as `probe` 1.0 (as the transcripts do)."""
-    async with serve_in_memory(Services(settings)) as harness:
+    async with serve_in_memory(World(settings)) as harness:
         with anyio.fail_after(wait):
             await harness.initialize(name="probe", version="1.0")
         yield harness

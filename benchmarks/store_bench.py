@@ -10,7 +10,7 @@ account id per identity) plus 20 attempts left pending on 20 of them:
 - `pending conc`: the same 200 lookups at once (one task each), as a pool refreshing concurrently would;
 - `fill`: one `start` + `finish` pair (two transactions), measured while filling.
 
-And through the real pool (the in-memory server, `Services` with each store, the simulated upstream on
+And through the real pool (the in-memory server, `World` with each store, the simulated upstream on
 127.0.0.1 serving 200 signed-in accounts, one Codex home each):
 
 - `accountPool/list fresh`: `maxAgeSeconds: 0`, so every account is read again: two upstream calls and
@@ -152,8 +152,8 @@ async def measure_pool(directory: Path, database_url: str | None, rounds: int) -
     from app_server.pool.accounts import FILE_NAME, AccountsFile
     from app_server.pool.pool import account_key
     from app_server.server import serve_in_memory
-    from app_server.services import Services
     from app_server.sim.upstream import SimulatedUpstream
+    from app_server.world import World
 
     with SimulatedUpstream() as sim:
         keys = [f"acct{index:03d}" for index in range(IDENTITIES)]
@@ -173,11 +173,11 @@ async def measure_pool(directory: Path, database_url: str | None, rounds: int) -
             refresh_url=sim.refresh_url,
             env={} if database_url is None else {DATABASE_URL_ENV: database_url},
         )
-        services = Services(settings)
+        services = World(settings)
         async with serve_in_memory(services) as harness:
             await harness.initialize()
             await harness.client.request("accountPool/list", {"maxAgeSeconds": 0})  # warm-up, fills the cache
-            pool = services.pool()
+            pool = services.pool
             now = 1_790_000_000
             for round_ in range(APPLIES_PER_IDENTITY):
                 for key in keys:

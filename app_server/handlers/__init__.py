@@ -5,12 +5,18 @@ from its own code, text and data, so no route needs a wrapper."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from app_server.handlers import account, pool, usage
 from app_server.rpc.dispatcher import Route
 from protocol import methods
 
+if TYPE_CHECKING:
+    from app_server.world import World
 
-def routes() -> dict[str, Route]:
+
+def routes() -> dict[str, Route[World]]:
+    """How each method is served: its handler (or inline answer), its precheck, whether it needs `initialize`."""
     table = [
         Route(methods.INITIALIZE, inline=account.initialize, needs_initialize=False),
         Route(methods.RATE_LIMITS_READ, handler=account.read_rate_limits),

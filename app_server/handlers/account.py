@@ -19,6 +19,7 @@ def _platform() -> tuple[str, str]:
 
 
 def initialize(ctx: Context, params: v1.InitializeParams) -> v1.InitializeResponse:
+    """`initialize`: once per connection; sets the session's client, opt-outs and user agent (inline)."""
     session = ctx.session
     if session.initialized:
         raise RpcError(INVALID_REQUEST, "Already initialized")
@@ -50,6 +51,7 @@ def client_user_agent(ctx: Context) -> str:
 
 
 async def read_rate_limits(ctx: Context, params: v2.GetAccountRateLimitsParams) -> v2.GetAccountRateLimitsResponse:
+    """`account/rateLimits/read`: the `$CODEX_HOME` account's usage and saved resets, as upstream reads them."""
     account = ctx.services.default_account()
     caller = await account.caller(Purpose.READ, user_agent=client_user_agent(ctx), originator=originator(ctx))
     return await account.read(
@@ -72,6 +74,7 @@ def check_consume(params: v2.ConsumeAccountRateLimitResetCreditParams) -> None:
 async def consume_reset_credit(
     ctx: Context, params: v2.ConsumeAccountRateLimitResetCreditParams
 ) -> v2.ConsumeAccountRateLimitResetCreditResponse:
+    """`account/rateLimitResetCredit/consume`: upstream's consume on `$CODEX_HOME`, one at a time (FIFO)."""
     account = ctx.services.default_account()
     async with account.spend_lock:
         caller = await account.caller(Purpose.CONSUME, user_agent=client_user_agent(ctx), originator=originator(ctx))

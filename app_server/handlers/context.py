@@ -1,4 +1,4 @@
-"""The request context every handler of this server receives."""
+"""The request context every handler of this server receives: its connection's session and the `World`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, TypeAlias
 from app_server.rpc.context import RequestContext
 
 if TYPE_CHECKING:
-    from app_server.services import Services
+    from app_server.world import World
 
-Context: TypeAlias = "RequestContext[Services]"
+Context: TypeAlias = "RequestContext[World]"
+"""`ctx.session` (set by `initialize`), `ctx.services` (the world: settings, pool, store, ...), `ctx.notify`."""

@@ -1,4 +1,8 @@
-"""The account-pool extension methods (`accountPool/*`), thin over `app_server.pool.pool`."""
+"""The account-pool extension methods (`accountPool/*`), thin over `app_server.pool.pool`.
+
+Each handler takes the pool from the world, calls it for the client of this connection (its identity), and
+announces every fresh summary through the world's live updates.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ if TYPE_CHECKING:  # the pool (sqlite3, tomli_w, auth, httpx) loads on the first
 
 
 def _identity(ctx: Context) -> Identity:
+    """The client the pool's backend calls are made for: its user agent and originator."""
     return client_user_agent(ctx), originator(ctx)
 
 
@@ -32,7 +37,8 @@ async def _announce(ctx: Context, summary: ext.AccountSummary, *, everyone: bool
 
 
 async def list_accounts(ctx: Context, params: ext.AccountPoolListParams) -> ext.AccountPoolListResponse:
-    pool = ctx.services.pool()
+    """`accountPool/list`: every account's summary, read afresh unless younger than `maxAgeSeconds`."""
+    pool = ctx.services.pool
     summaries = await pool.summaries(
         _identity(ctx), params.max_age_seconds, lambda summary: _announce(ctx, summary, everyone=False)
     )
@@ -40,22 +46,26 @@ async def list_accounts(ctx: Context, params: ext.AccountPoolListParams) -> ext.
 
 
 async def refresh_account(ctx: Context, params: ext.AccountPoolRefreshParams) -> ext.AccountSummary:
-    return await ctx.services.pool().refresh(
+    """`accountPool/refresh`: one account read now; every session hears of it."""
+    return await ctx.services.pool.refresh(
         params.account_id, _identity(ctx), lambda s: _announce(ctx, s, everyone=True)
     )
 
 
 def check_apply(params: ext.AccountPoolApplyParams) -> None:
+    """Refused before queueing: an empty or overlong idempotency key or credit id."""
     check_keys(params.idempotency_key, params.credit_id)
     check_key_length("idempotencyKey", params.idempotency_key, ext.KEY_MAX_LENGTH)
     check_key_length("creditId", params.credit_id, ext.KEY_MAX_LENGTH)
 
 
 async def apply_reset_credit(ctx: Context, params: ext.AccountPoolApplyParams) -> ext.AccountPoolApplyResponse:
-    return await ctx.services.pool().apply(params, _identity(ctx), lambda s: _announce(ctx, s, everyone=True))
+    """`accountPool/applyResetCredit`: spend one saved reset, at most once per idempotency key (`Pool.apply`)."""
+    return await ctx.services.pool.apply(params, _identity(ctx), lambda s: _announce(ctx, s, everyone=True))
 
 
 async def history(ctx: Context, params: ext.AccountPoolHistoryParams) -> ext.AccountPoolHistoryResponse:
+    """`accountPool/history`: the ledger of applies, newest first (100 unless `limit` says otherwise)."""
     limit = params.limit if params.limit is not None and params.limit > 0 else 100
-    entries = await ctx.services.pool().history(params.account_id, limit)
+    entries = await ctx.services.pool.history(params.account_id, limit)
     return ext.AccountPoolHistoryResponse(entries=entries)

@@ -9,8 +9,9 @@ from protocol import ext
 
 
 async def usage_history(ctx: Context, params: ext.AccountPoolUsageHistoryParams) -> ext.AccountPoolUsageHistoryResponse:
+    """The samples the live updates recorded for one pool account, read from the world's store."""
     from app_server.pool.usage import usage_history as read
 
-    pool = ctx.services.pool()
-    pool.member(params.account_id)  # an unknown id is refused naming the pool, as the other methods do
-    return await read(pool.store, params, time.time())
+    world = ctx.services
+    world.pool.member(params.account_id)  # an unknown id is refused naming the pool, as the other methods do
+    return await read(world.store, params, time.time())

@@ -26,7 +26,7 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio
 from pydantic import BaseModel
@@ -55,31 +55,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[RequestContext[Any], Any], Awaitable[BaseModel]]
+S = TypeVar("S")
+"""What the application hands every handler (its world): the rpc layer only passes it on."""
+
+Handler = Callable[[RequestContext[S], Any], Awaitable[BaseModel]]
+"""A method's handler: the request's context and its validated params (the route's params model)."""
 Precheck = Callable[[Any], None]
-InlineHandler = Callable[[RequestContext[Any], Any], BaseModel]
+InlineHandler = Callable[[RequestContext[S], Any], BaseModel]
 
 SHUTDOWN_MESSAGE: Final = "server shut down before this request finished; its outcome is unknown"
 
 
 @dataclass(frozen=True)
-class Route:
+class Route(Generic[S]):
     """How a method is served: `inline` answers without I/O in the reader; otherwise `handler` runs
     in its own task after the optional synchronous `precheck` passed."""
 
     method: Method
-    handler: Handler | None = None
-    inline: InlineHandler | None = None
+    handler: Handler[S] | None = None
+    inline: InlineHandler[S] | None = None
     precheck: Precheck | None = None
     needs_initialize: bool = True
 
 
 @dataclass(frozen=True, slots=True)
-class _Work:
+class _Work(Generic[S]):
     """A request that passed every inline check and now needs its own task."""
 
-    handler: Handler
-    ctx: RequestContext[Any]
+    handler: Handler[S]
+    ctx: RequestContext[S]
     params: Any
 
 
@@ -94,17 +98,17 @@ def wire_error(exc: Exception, request_id: Any) -> RpcError:
     return RpcError(INTERNAL_ERROR, f"internal error: {type(exc).__name__}")
 
 
-class Dispatcher:
+class Dispatcher(Generic[S]):
     """One connection: reads lines (or whole messages) from a source, answers through the outbox.
 
-    Knows no method and no domain: `routes` say how each method is served, `services` is handed to
-    every handler untouched, and every exception a handler lets through becomes a wire error here
-    (`wire_error`: an `RpcError` as it is, a project error from its own data, anything else
-    `-32603 internal error`). While it serves, it is registered
-    with `broadcaster` (when given), which sends server notifications to every initialized connection.
-    `overflow`, when given, is what happens when such a notification finds the outbox full: a listener
-    disconnects that client; without it the notification waits for room (stdio, where the only client
-    is the one that is slow). Usage::
+    Knows no method and no domain: `routes` say how each method is served, `services` (the application's
+    world, of any type `S`) is handed to every handler untouched, and every exception a handler lets
+    through becomes a wire error here (`wire_error`: an `RpcError` as it is, a project error from its own
+    data, anything else `-32603 internal error`). While it serves, it is registered with `broadcaster`
+    (when given), which sends server notifications to every initialized connection. `overflow`, when
+    given, is what happens when such a notification finds the outbox full: a listener disconnects that
+    client; without it the notification waits for room (stdio, where the only client is the one that is
+    slow). Usage::
 
         dispatcher = Dispatcher(routes, services, Outbox(sink), broadcaster=broadcaster)
         await dispatcher.serve(source)  # until end of input; in-flight requests drain first
@@ -112,8 +116,8 @@ class Dispatcher:
 
     def __init__(
         self,
-        routes: dict[str, Route],
-        services: Any,
+        routes: dict[str, Route[S]],
+        services: S,
         outbox: Outbox,
         *,
         session: Session | None = None,
@@ -134,7 +138,7 @@ class Dispatcher:
         self._broadcaster = broadcaster
         self._max_in_flight = max_in_flight
         self._max_queued = max_queued
-        self._queue: deque[_Work] = deque()
+        self._queue: deque[_Work[S]] = deque()
         self._room = anyio.Event()
         """Set when the queue has room again (or reading stops); a new one each time the reader waits."""
         self._in_flight = 0
@@ -298,7 +302,7 @@ class Dispatcher:
 
     # -- one line --------------------------------------------------------------------------
 
-    def _classify(self, line: bytes | Overlong) -> bytes | _Work | None:
+    def _classify(self, line: bytes | Overlong) -> bytes | _Work[S] | None:
         """One input line -> the answer to write now, the work to start, or nothing (dropped or ignored)."""
         if isinstance(line, Overlong):
             return self._overlong(line)
@@ -346,7 +350,7 @@ class Dispatcher:
         detail = f"message of {line.size} bytes exceeds the {limit}-byte line limit"
         return failure(request_id, jsonrpc.invalid_request(detail))
 
-    def _request(self, request_id: Any, name: str, raw_params: Any) -> bytes | _Work:
+    def _request(self, request_id: Any, name: str, raw_params: Any) -> bytes | _Work[S]:
         route = self.routes.get(name)
         if route is None:
             return failure(request_id, unknown_method(name))
@@ -364,7 +368,7 @@ class Dispatcher:
         assert route.handler is not None
         return _Work(route.handler, RequestContext(self.session, self.services, self._notify, request_id), params)
 
-    async def _start(self, work: _Work) -> None:
+    async def _start(self, work: _Work[S]) -> None:
         """Run `work` now if a slot is free and nothing waits before it, else queue it (FIFO). The
         reader waits only when the queue is full, and never once `stop_reading` was called: the lines
         it already holds are queued whatever the bound (at most one chunk of them). Once the grace is
@@ -386,14 +390,14 @@ class Dispatcher:
         if self._idle.is_set():
             self._idle = anyio.Event()
 
-    def _launch(self, work: _Work) -> None:
+    def _launch(self, work: _Work[S]) -> None:
         assert self._tasks is not None
         self._in_flight += 1
         if self._idle.is_set():
             self._idle = anyio.Event()
         self._tasks.start_soon(self._run, work.handler, work.ctx, work.params)
 
-    async def _run(self, handler: Handler, ctx: RequestContext[Any], params: Any) -> None:
+    async def _run(self, handler: Handler[S], ctx: RequestContext[S], params: Any) -> None:
         answer: bytes | None = None
         scope = anyio.CancelScope()
         self._scopes.add(scope)
@@ -413,7 +417,7 @@ class Dispatcher:
             self._in_flight -= 1
             self._next()
 
-    async def _outcome(self, handler: Handler, ctx: RequestContext[Any], params: Any) -> bytes:
+    async def _outcome(self, handler: Handler[S], ctx: RequestContext[S], params: Any) -> bytes:
         try:
             return success(ctx.request_id, await handler(ctx, params))
         except Exception as exc:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import anyio
 
 if TYPE_CHECKING:
-    from app_server.rpc.dispatcher import Route
+    from app_server.rpc.dispatcher import Route, S
     from app_server.rpc.sessions import Broadcaster
     from app_server.rpc.websocket import Limits, TokenCheck
 
@@ -306,8 +306,8 @@ def _unix_sockets() -> Iterator[list[Path]]:
 
 async def serve_listeners(
     listens: list[Listen],
-    routes: dict[str, Route],
-    services: Any,
+    routes: dict[str, Route[S]],
+    services: S,
     *,
     broadcaster: Broadcaster,
     token: TokenCheck | None = None,

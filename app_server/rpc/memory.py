@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from app_server.rpc.client import Client
-from app_server.rpc.dispatcher import Dispatcher, Route
+from app_server.rpc.dispatcher import Dispatcher, Route, S
 from app_server.rpc.outbox import Outbox
 
 
@@ -39,10 +39,12 @@ class MemoryPipe:
 
 
 @dataclass
-class Harness:
+class Harness(Generic[S]):
+    """A client wired to a dispatcher in this event loop, and what the dispatcher wrote."""
+
     client: Client
-    dispatcher: Dispatcher
-    services: Any
+    dispatcher: Dispatcher[S]
+    services: S
     to_server: MemoryPipe
     from_server: MemoryPipe
     finished: anyio.Event = field(default_factory=anyio.Event)
@@ -62,8 +64,8 @@ class Harness:
 
 @asynccontextmanager
 async def connect_in_memory(
-    routes: dict[str, Route], services: Any, **dispatcher_options: Any
-) -> AsyncIterator[Harness]:
+    routes: dict[str, Route[S]], services: S, **dispatcher_options: Any
+) -> AsyncIterator[Harness[S]]:
     """A dispatcher serving `routes` with a `Client` wired to it; both stop when the block ends."""
     to_server, from_server = MemoryPipe(), MemoryPipe()
     dispatcher = Dispatcher(routes, services, Outbox(from_server), **dispatcher_options)

@@ -30,9 +30,9 @@ class Peer(Protocol):
 class Broadcaster:
     """Every live connection of this process.
 
-    Usage (from a handler or a background task holding the `Services`)::
+    Usage (from a handler or a background task holding the application's world)::
 
-        await services.broadcaster.notify_all(POOL_ACCOUNT_UPDATED, AccountUpdatedNotification(account=summary))
+        await world.broadcaster.notify_all(POOL_ACCOUNT_UPDATED, AccountUpdatedNotification(account=summary))
     """
 
     def __init__(self) -> None:

@@ -20,14 +20,14 @@ import hmac
 import http
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic
 
 import anyio
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from app_server.rpc.dispatcher import Dispatcher, Route
+from app_server.rpc.dispatcher import Dispatcher, Route, S
 from app_server.rpc.outbox import MessageOutbox
 
 if TYPE_CHECKING:
@@ -167,10 +167,10 @@ def peer_name(ws: ServerConnection) -> str:
     return f"connection {ws.id.hex[:8]}"
 
 
-class ConnectionHandler:
+class ConnectionHandler(Generic[S]):
     """The `websockets` handler: one `Dispatcher` (one session) per connection, all on the same services."""
 
-    def __init__(self, routes: dict[str, Route], services: Any, limits: Limits, broadcaster: Broadcaster) -> None:
+    def __init__(self, routes: dict[str, Route[S]], services: S, limits: Limits, broadcaster: Broadcaster) -> None:
         self._routes = routes
         self._services = services
         self._broadcaster = broadcaster

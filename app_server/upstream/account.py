@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Fetched:
+    """One read of an account: its usage, the reset-credit details (or why they are missing)."""
+
     usage: Usage
     details: ResetCreditDetails | None
     details_error: BackendError | None
@@ -37,6 +39,16 @@ def auth_error(state: AuthState, purpose: Purpose) -> AuthRequired | None:
     if state.kind is AuthKind.NONE or state.credentials is None:
         return AuthRequired(purpose, api_key=False)
     return None
+
+
+@dataclass(frozen=True)
+class SignIn:
+    """What a Codex home's auth.json allows right now: a `caller` to call upstream with, or none, and then
+    `state` says why (`expired`: a saved sign-in was there, but it could not be refreshed)."""
+
+    state: AuthState
+    caller: Caller | None
+    expired: bool = False
 
 
 _ReadKey = tuple[Caller, bool, bool]
@@ -76,6 +88,20 @@ class CodexAccount:
         return Caller(
             user_agent=user_agent, access_token=creds.access_token, account_id=creds.account_id, fedramp=creds.fedramp
         )
+
+    async def sign_in(self, *, user_agent: str, originator: str) -> SignIn:
+        """The pool's `caller`: an auth.json that was missing or empty is read again (the operator may have run
+        `codex login` since), refreshed if due; what is wrong is returned, not raised."""
+        state = self.auth.state()
+        if state.kind is AuthKind.NONE or (state.kind is AuthKind.CHATGPT and state.credentials is None):
+            state = self.auth.reload()
+        if auth_error(state, Purpose.READ) is not None:
+            return SignIn(state, None)
+        state = await self.auth.ensure_fresh(user_agent=user_agent, originator=originator)
+        if state.reauth_required or state.credentials is None:
+            return SignIn(state, None, expired=True)
+        creds = state.credentials
+        return SignIn(state, Caller(user_agent, creds.access_token, creds.account_id, creds.fedramp))
 
     async def fetch(self, caller: Caller, *, details: bool, luna: bool = False) -> Fetched:
         """Usage and (unless excluded) the details, from upstream calls started after this call.
@@ -135,6 +161,7 @@ class CodexAccount:
     async def consume(
         self, caller: Caller, idempotency_key: str, credit_id: str | None
     ) -> v2.ConsumeAccountRateLimitResetCreditOutcome:
+        """The one call that spends a saved reset. Never shared, never retried: the caller holds `spend_lock`."""
         return CONSUME_OUTCOMES[await self.backend.consume(caller, idempotency_key, credit_id)]
 
 

@@ -73,7 +73,7 @@ START_UP = frozenset(
         "app_server.server",
         "app_server.service",
         "app_server.service.state",
-        "app_server.services",
+        "app_server.world",
         "app_server.store",
         "app_server.store.base",
         "app_server.upstream",

@@ -27,11 +27,11 @@ import pytest
 from app_server.config import Settings
 from app_server.rpc.memory import Harness
 from app_server.server import serve_in_memory
-from app_server.services import Services
 from app_server.sim.upstream import SimCredit
 from app_server.store.local_guard import DIR_NAME
 from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
 from app_server.store.sqlite import SqliteStore
+from app_server.world import World as ServerWorld
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
@@ -55,8 +55,8 @@ STEPS: Final = ("before the claim", "after the claim", "during the consume", "be
 class Service:
     """One in-process service: its settings, its services (store, pool) and an in-memory client."""
 
-    services: Services
-    harness: Harness
+    services: ServerWorld
+    harness: Harness[ServerWorld]
 
     async def apply(self, account: str, key: str) -> ext.AccountPoolApplyResponse | RpcError:
         """The answer, or the error the client was given: every request is answered one way or the other."""
@@ -70,7 +70,7 @@ class Service:
 
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[Service]:
-    services = Services(settings)
+    services = ServerWorld(settings)
     async with serve_in_memory(services) as harness:
         with anyio.fail_after(WAIT):
             await harness.initialize()
@@ -162,17 +162,17 @@ class Pause:
 
 def pause_at(step: str, service: Service, pause: Pause, monkeypatch: pytest.MonkeyPatch) -> None:
     """Pause service A at `step`, through its own objects only (the other service is untouched)."""
-    pool = service.services.pool()
+    pool = service.services.pool
     store = service.services.store
-    if step == "before the claim":  # after the fresh read, holding the lock, nothing claimed yet
-        refresh = pool._refresh
+    if step == "before the claim":  # after the fresh read and its checks, holding the lock, nothing claimed yet
+        check = pool._check
 
-        async def refreshed(*args: Any, **kwargs: Any) -> ext.AccountSummary:
-            summary = await refresh(*args, **kwargs)
+        async def checked(*args: Any, **kwargs: Any) -> Any:
+            ready = await check(*args, **kwargs)
             await pause.here()
-            return summary
+            return ready
 
-        monkeypatch.setattr(pool, "_refresh", refreshed)
+        monkeypatch.setattr(pool, "_check", checked)
     elif step == "after the claim":
         start = store.start
 

@@ -18,7 +18,7 @@ from app_server.config import REFRESH_FLOOR, LiveSettings
 from app_server.pool.alerts import AlertRules
 from app_server.pool.monitor import LiveUpdates, PoolSource, RefreshScheduler, server_identity
 from app_server.pool.usage import UsageRecorder
-from app_server.services import Services
+from app_server.world import World as ServerWorld
 from protocol import ext
 from tests.support.live import FakeClock, MemoryUsageStore, Sent, summary, window
 from tests.support.pool_world import World
@@ -292,8 +292,8 @@ async def test_a_failing_send_does_not_stop_the_others() -> None:
 
 
 async def test_background_refresh_reads_the_pool_without_spending_and_announces_it(world: World) -> None:
-    services = Services(world.settings())
-    pool = services.pool()
+    services = ServerWorld(world.settings())
+    pool = services.pool
     sent = Sent()
     clock = FakeClock(time.time())
     updates = LiveUpdates(sent, codex_home=world.codex_home, rules=AlertRules(credit_expiry_days=8), clock=clock)

@@ -20,9 +20,10 @@ import pytest
 from app_server.rpc.dispatcher import SHUTDOWN_MESSAGE
 from app_server.rpc.memory import Harness
 from app_server.server import serve_in_memory
-from app_server.services import Services
 from app_server.store.base import AccountKey
 from app_server.store.ledger import Ledger
+from app_server.upstream.auth import AuthState
+from app_server.world import World as ServerWorld
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
@@ -599,11 +600,31 @@ async def test_a_new_key_waits_for_a_pending_apply_even_with_credits_left(world:
     assert world.upstream.consume_keys() == ["key-unknown", "key-unknown", "key-third"]
 
 
+async def test_an_apply_resolves_its_credentials_once_for_the_read_before_and_the_consume(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consume spends with the caller the read before was made with: auth.json is consulted (refreshed
+    if due) once for both, and once more for the read after; never a second time between read and consume."""
+    refreshes: list[str] = []
+    async with running(world.settings()) as h:
+        auth = h.services.registry.get(world.homes["alice"]).auth
+        ensure_fresh = auth.ensure_fresh
+
+        async def counted(*, user_agent: str, originator: str) -> AuthState:
+            refreshes.append("after the consume" if world.upstream.consume_arrived.is_set() else "before it")
+            return await ensure_fresh(user_agent=user_agent, originator=originator)
+
+        monkeypatch.setattr(auth, "ensure_fresh", counted)
+        result = await apply(h, "alice", "key-once")
+    assert result.outcome is Outcome.RESET
+    assert refreshes == ["before it", "after the consume"]  # the read before (its caller spends), the read after
+
+
 async def test_an_account_removed_during_its_apply_still_gets_the_outcome_recorded(world: World) -> None:
     world.upstream.hold(after=False)
     results: list[ext.AccountPoolApplyResponse] = []
 
-    async def run(h: Harness) -> None:
+    async def run(h: Harness[ServerWorld]) -> None:
         results.append(await apply(h, "alice", "key-removed"))
 
     async with running(world.settings()) as h, anyio.create_task_group() as tg:
@@ -622,12 +643,12 @@ async def test_an_apply_cut_short_by_shutdown_stays_pending(world: World) -> Non
     world.upstream.hold(after=True)
     errors: list[RpcError] = []
 
-    async def doomed(h: Harness) -> None:
+    async def doomed(h: Harness[ServerWorld]) -> None:
         with pytest.raises(RpcError) as raised:
             await apply(h, "alice", "key-cut")
         errors.append(raised.value)
 
-    async with serve_in_memory(Services(world.settings()), shutdown_grace=0.2) as h:
+    async with serve_in_memory(ServerWorld(world.settings()), shutdown_grace=0.2) as h:
         with anyio.fail_after(WAIT):
             await h.initialize()
             async with anyio.create_task_group() as tg:
@@ -686,7 +707,7 @@ async def test_a_second_pool_id_for_the_same_home_shares_the_apply_lock(
     other_process = await world.backend.open(world.data_home)
     try:
         async with running(world.settings()) as h:
-            pool = h.services.pool()
+            pool = h.services.pool
             key = account_key(pool.registry.get(world.homes["alice"]))
             # Another process is applying on alice's upstream account, under whichever pool id: on SQLite
             # it holds the lock file beside the Codex home, on PostgreSQL the account's advisory lock.

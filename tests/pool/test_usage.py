@@ -194,8 +194,8 @@ async def test_a_failing_store_is_logged_and_the_read_goes_on(caplog: pytest.Log
 async def test_usage_history_over_the_protocol(world: World) -> None:
     async with running(world.settings()) as h:
         resets = T0 + 5 * HOUR
-        store = MemoryUsageStore([sample(T0 + HOUR, 10, resets), sample(T0 + 2 * HOUR, 30, resets)])
-        setattr(h.services.pool(), "store", store)  # noqa: B010  (the lead's Pool.store; SQLite has no usage yet)
+        # Recorded in the server's own store (each backend), where the handler reads them.
+        await h.services.store.record_usage([sample(T0 + HOUR, 10, resets), sample(T0 + 2 * HOUR, 30, resets)])
         with anyio.fail_after(WAIT):
             raw = await h.client.request("accountPool/usageHistory", {"accountId": "alice"})
             with pytest.raises(RpcError) as unknown:

@@ -25,6 +25,7 @@ from app_server.handlers import routes as handler_routes
 from app_server.rpc.context import RequestContext
 from app_server.rpc.dispatcher import SHUTDOWN_MESSAGE, Route
 from app_server.upstream.useragent import os_description
+from app_server.world import World
 from protocol import v1, v2
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
 from protocol.methods import METHODS, Method
@@ -350,7 +351,7 @@ async def test_an_error_with_data_keeps_the_member_order(settings: Settings) -> 
 # -- the exception boundary -----------------------------------------------------------------------------------
 
 
-def boom_routes() -> dict[str, Route]:
+def boom_routes() -> dict[str, Route[World]]:
     """Routes whose code fails in ways no handler should: the server must answer and carry on."""
 
     def inline_boom(ctx: RequestContext[Any], params: Any) -> BaseModel:

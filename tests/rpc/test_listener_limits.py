@@ -29,7 +29,7 @@ from app_server.rpc.listeners import (
     unbind_unix,
 )
 from app_server.rpc.websocket import DUPLICATE_AUTHORIZATION, TokenCheck
-from app_server.services import Services
+from app_server.world import World
 from tests.support.connection import make_settings
 from tests.support.listener import WAIT, get, listening, raw_http
 
@@ -54,7 +54,7 @@ def own_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 async def refusal(settings: Settings, url: str) -> ListenError:
     """What `serve_listeners` raises, itself (not wrapped in a group), when it cannot listen on `url`."""
-    services = Services(settings)
+    services = World(settings)
     try:
         with anyio.fail_after(WAIT), pytest.raises(ListenError) as refused:
             await serve_listeners(

@@ -22,7 +22,7 @@ from app_server.rpc.dispatcher import Dispatcher
 from app_server.rpc.framing import OVERLONG_PREFIX, READ_CHUNK, LineSplitter, Overlong
 from app_server.rpc.outbox import Outbox
 from app_server.rpc.stdio import FdSink, FdSource
-from app_server.services import Services
+from app_server.world import World
 from tests.support.connection import Input, make_settings
 
 WAIT = 10.0
@@ -291,7 +291,7 @@ async def test_server_exits_after_the_grace_when_its_client_stops_reading(
     big_id = "i" * (1024 * 1024)
     source.write(json.dumps({"id": big_id, "method": "nope/x"}).encode() + b"\n")
     source.close()
-    services = Services(settings)
+    services = World(settings)
     dispatcher = Dispatcher(
         routes(), services, Outbox(FdSink(write_fd)), shutdown_grace=0.2, broadcaster=services.broadcaster
     )

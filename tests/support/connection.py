@@ -20,7 +20,7 @@ from app_server.config import Settings
 from app_server.handlers import routes as handler_routes
 from app_server.rpc.dispatcher import Dispatcher, Route
 from app_server.rpc.outbox import Outbox
-from app_server.services import Services
+from app_server.world import World
 from tests.support import transcripts
 from tests.support.mock_backend import MockBackend
 
@@ -104,7 +104,7 @@ def encode(message: bytes | str | Mapping[str, Any]) -> bytes:
 
 @dataclass
 class Conn:
-    dispatcher: Dispatcher
+    dispatcher: Dispatcher[World]
     input: Input
     output: Output
     finished: anyio.Event
@@ -133,9 +133,9 @@ class Conn:
 
 @asynccontextmanager
 async def connect(
-    services: Services,
+    services: World,
     *,
-    routes: dict[str, Route] | None = None,
+    routes: dict[str, Route[World]] | None = None,
     sink: Any = None,
     outbox_capacity: int = 1024,
     batch_bytes: int = 1 << 20,
@@ -163,8 +163,8 @@ async def connect(
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    services = Services(settings)
+async def open_services(settings: Settings) -> AsyncIterator[World]:
+    services = World(settings)
     try:
         yield services
     finally:

@@ -21,6 +21,7 @@ from app_server.rpc.memory import Harness
 from app_server.sandbox import simulated_world
 from app_server.server import initialized
 from app_server.sim.upstream import SimulatedUpstream
+from app_server.world import World
 
 TOKEN: Final = "test-admin-token-0123456789abcdef"
 BASE: Final = "http://127.0.0.1:8000"
@@ -45,7 +46,7 @@ def auth_secrets(codex_homes: Path) -> list[str]:
 @dataclass
 class Pool:
     upstream: SimulatedUpstream
-    harness: Harness
+    harness: Harness[World]
     homes: Path
 
 

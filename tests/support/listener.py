@@ -18,7 +18,7 @@ from app_server.rpc.client import Client
 from app_server.rpc.listeners import Bound, parse_listen, serve_listeners
 from app_server.rpc.websocket import Limits, TokenCheck
 from app_server.rpc.wsclient import WebSocketStream, connect_tcp, connect_unix, running_client
-from app_server.services import Services
+from app_server.world import World
 
 WAIT = 15.0
 INIT_PARAMS: dict[str, Any] = {"clientInfo": {"name": "probe", "title": None, "version": "1.0"}}
@@ -27,7 +27,7 @@ INIT_PARAMS: dict[str, Any] = {"clientInfo": {"name": "probe", "title": None, "v
 @dataclass
 class Listening:
     bound: list[Bound]
-    services: Services
+    services: World
 
     def ws(self) -> tuple[str, int]:
         url = next(b.url for b in self.bound if b.url.startswith("ws://"))
@@ -62,11 +62,11 @@ async def listening(
     *,
     token: TokenCheck | None = None,
     limits: Limits | None = None,
-    services: Services | None = None,
+    services: World | None = None,
 ) -> AsyncIterator[Listening]:
     """Serve `listen` (e.g. `ws://127.0.0.1:0`, `unix://PATH`) until the block ends, then stop as on SIGTERM."""
     owned = services is None
-    services = services or Services(settings)
+    services = services or World(settings)
     listens = [parse_listen(text, default_unix=settings.data_home / "service.sock") for text in listen]
     stop = anyio.Event()
     ready: list[list[Bound]] = []
@@ -90,7 +90,7 @@ async def listening(
             await services.aclose()
 
 
-async def _serve(listens: Any, services: Services, token: Any, limits: Any, on_ready: Any, stop: anyio.Event) -> None:
+async def _serve(listens: Any, services: World, token: Any, limits: Any, on_ready: Any, stop: anyio.Event) -> None:
     await serve_listeners(
         listens,
         routes(),

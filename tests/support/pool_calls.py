@@ -14,7 +14,7 @@ import pytest
 from app_server.config import Settings
 from app_server.rpc.memory import Harness
 from app_server.server import serve_in_memory
-from app_server.services import Services
+from app_server.world import World
 from protocol import ext
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
@@ -27,8 +27,8 @@ HISTORY = "accountPool/history"
 
 
 @asynccontextmanager
-async def running(settings: Settings, **initialize: Any) -> AsyncIterator[Harness]:
-    async with serve_in_memory(Services(settings)) as harness:
+async def running(settings: Settings, **initialize: Any) -> AsyncIterator[Harness[World]]:
+    async with serve_in_memory(World(settings)) as harness:
         with anyio.fail_after(WAIT):
             if initialize:
                 await harness.client.request("initialize", initialize)
@@ -40,7 +40,7 @@ async def running(settings: Settings, **initialize: Any) -> AsyncIterator[Harnes
 # -- calls -----------------------------------------------------------------------------------------------------
 
 
-async def pool_list(h: Harness, max_age: int | None = None) -> dict[str, ext.AccountSummary]:
+async def pool_list(h: Harness[World], max_age: int | None = None) -> dict[str, ext.AccountSummary]:
     params = {} if max_age is None else {"maxAgeSeconds": max_age}
     with anyio.fail_after(WAIT):
         raw = await h.client.request(LIST, params)
@@ -48,7 +48,9 @@ async def pool_list(h: Harness, max_age: int | None = None) -> dict[str, ext.Acc
     return {s.account_id: s for s in parsed.accounts}
 
 
-async def apply(h: Harness, account: str, key: str, credit_id: str | None = None) -> ext.AccountPoolApplyResponse:
+async def apply(
+    h: Harness[World], account: str, key: str, credit_id: str | None = None
+) -> ext.AccountPoolApplyResponse:
     params: dict[str, Any] = {"accountId": account, "idempotencyKey": key}
     if credit_id is not None:
         params["creditId"] = credit_id
@@ -57,19 +59,19 @@ async def apply(h: Harness, account: str, key: str, credit_id: str | None = None
     return ext.AccountPoolApplyResponse.model_validate(raw)
 
 
-async def apply_error(h: Harness, account: str, key: str, credit_id: str | None = None) -> RpcError:
+async def apply_error(h: Harness[World], account: str, key: str, credit_id: str | None = None) -> RpcError:
     with pytest.raises(RpcError) as raised:
         await apply(h, account, key, credit_id)
     return raised.value
 
 
-async def history(h: Harness, **params: Any) -> list[ext.ApplyRecord]:
+async def history(h: Harness[World], **params: Any) -> list[ext.ApplyRecord]:
     with anyio.fail_after(WAIT):
         raw = await h.client.request(HISTORY, params)
     return ext.AccountPoolHistoryResponse.model_validate(raw).entries
 
 
-def drain_updates(h: Harness) -> list[ext.AccountSummary]:
+def drain_updates(h: Harness[World]) -> list[ext.AccountSummary]:
     """The accountUpdated notifications received so far (the answer to a request follows its notifications)."""
     updates: list[ext.AccountSummary] = []
     while True:

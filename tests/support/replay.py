@@ -43,8 +43,8 @@ from app_server.handlers import routes
 from app_server.rpc.dispatcher import Dispatcher
 from app_server.rpc.memory import MemoryPipe
 from app_server.rpc.outbox import Outbox
-from app_server.services import Services
 from app_server.upstream.useragent import PRODUCT, os_description
+from app_server.world import World
 from tests.support import transcripts
 from tests.support.mock_backend import MockBackend, RecordedRequest
 
@@ -441,7 +441,7 @@ class ServerUnderTest(Protocol):
 class InMemoryServer:
     """Our dispatcher and handlers in this event loop, stdin and stdout replaced by memory pipes."""
 
-    def __init__(self, services: Services, tg: anyio.abc.TaskGroup) -> None:
+    def __init__(self, services: World, tg: anyio.abc.TaskGroup) -> None:
         self.output = Output()
         self._input = MemoryPipe()
         self._finished = anyio.Event()
@@ -554,7 +554,7 @@ async def running_server(
 ) -> AsyncIterator[ServerUnderTest]:
     async with anyio.create_task_group() as tg:
         if mode == "memory":
-            yield InMemoryServer(Services(settings), tg)
+            yield InMemoryServer(World(settings), tg)
         else:
             process = await anyio.open_process(
                 [sys.executable, "-m", "app_server"], env=dict(env), cwd=REPO_ROOT, stderr=-1

@@ -22,9 +22,9 @@ import pytest
 from app_server.config import Settings, Timeouts
 from app_server.rpc.memory import Harness
 from app_server.server import initialized as server
-from app_server.services import Services
 from app_server.upstream.backend import Endpoints
 from app_server.upstream.payloads import DecodeError, decode_consume, decode_usage
+from app_server.world import World
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from tests.support import replay as rs
 from tests.support.mock_backend import MockBackend, unused_port
@@ -67,7 +67,7 @@ def backend() -> Iterator[MockBackend]:
         yield mock
 
 
-async def error_of(harness: Harness, method: str, params: Any, bound: float) -> RpcError:
+async def error_of(harness: Harness[World], method: str, params: Any, bound: float) -> RpcError:
     """The error answer to one request, which must arrive within `bound` seconds."""
     with anyio.fail_after(bound), pytest.raises(RpcError) as caught:
         await harness.client.request(method, params)
@@ -282,7 +282,7 @@ class Raw:
 @asynccontextmanager
 async def raw_server(settings: Settings) -> AsyncIterator[Raw]:
     async with anyio.create_task_group() as tg:
-        raw = Raw(rs.InMemoryServer(Services(settings), tg))
+        raw = Raw(rs.InMemoryServer(World(settings), tg))
         await raw.send({"id": 0, "method": "initialize", "params": {"clientInfo": {"name": "probe", "version": "1"}}})
         await raw.wait_answers(1)
         try:

@@ -23,8 +23,8 @@ import pytest
 from app_server.config import Settings, Timeouts
 from app_server.rpc.memory import Harness
 from app_server.server import serve_in_memory
-from app_server.services import Services
 from app_server.upstream.backend import Endpoints, HttpPool
+from app_server.world import World
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from tests.support.mock_backend import MockBackend
 from tests.support.signed_home import (
@@ -55,15 +55,17 @@ USAGE: Final = {"plan_type": "pro", "rate_limit_reset_credits": {"available_coun
 
 
 @asynccontextmanager
-async def serving(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> AsyncIterator[Harness]:
+async def serving(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[Harness[World]]:
     http = HttpPool(transport) if transport is not None else None
-    async with serve_in_memory(Services(settings, http)) as harness:
+    async with serve_in_memory(World(settings, http=http)) as harness:
         with anyio.fail_after(WAIT):
             await harness.initialize(name="probe", version="1.0")
         yield harness
 
 
-async def error_of(harness: Harness, method: str, params: Any, bound: float) -> RpcError:
+async def error_of(harness: Harness[World], method: str, params: Any, bound: float) -> RpcError:
     with anyio.fail_after(bound), pytest.raises(RpcError) as caught:
         await harness.client.request(method, params)
     return caught.value

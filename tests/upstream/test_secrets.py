@@ -25,8 +25,8 @@ import pytest
 from app_server.config import Settings, Timeouts
 from app_server.rpc.memory import Harness
 from app_server.server import serve_in_memory
-from app_server.services import Services
 from app_server.upstream.auth import format_last_refresh
+from app_server.world import World
 from protocol.jsonrpc import RpcError
 from tests.support import replay as rs
 from tests.support.mock_backend import MockBackend, unused_port
@@ -112,7 +112,7 @@ def base_routes(refresh: dict[str, Any] | None) -> dict[str, Any]:
     return routes
 
 
-async def run_flows(harness: Harness, backend: MockBackend) -> list[str]:
+async def run_flows(harness: Harness[World], backend: MockBackend) -> list[str]:
     """Reads, consumes and every backend failure; returns every error message the client got."""
     errors: list[str] = []
 
@@ -150,7 +150,7 @@ async def test_no_token_anywhere(
     if answer is not None and "delay" in answer:
         timeouts = dataclasses.replace(TIMEOUTS, refresh=REFRESH_TIMEOUT_WHEN_HANGING)
     settings = Settings(codex_home=home, data_home=tmp_path / "data", refresh_url=refresh_url, timeouts=timeouts)
-    services = Services(settings)
+    services = World(settings)
     async with serve_in_memory(services) as harness:
         with anyio.fail_after(WAIT):
             await harness.initialize(name="probe", version="1.0")

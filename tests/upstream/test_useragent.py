@@ -9,8 +9,8 @@ import pytest
 
 from app_server.config import Settings
 from app_server.server import serve_in_memory
-from app_server.services import Services
 from app_server.upstream.useragent import DAEMON_CLIENT, user_agent
+from app_server.world import World
 
 ENV = {"TERM": "xterm"}
 
@@ -29,7 +29,7 @@ def test_other_names_keep_the_suffix(name: str) -> None:
 @pytest.mark.anyio
 async def test_initialize_as_the_daemon_answers_the_bare_user_agent(tmp_path: Path) -> None:
     settings = Settings(codex_home=tmp_path / "home", data_home=tmp_path / "data")
-    async with serve_in_memory(Services(settings)) as harness:
+    async with serve_in_memory(World(settings)) as harness:
         with anyio.fail_after(5):
             result = await harness.initialize(name=DAEMON_CLIENT, version="0.171.0")
     assert result["userAgent"] == user_agent()
