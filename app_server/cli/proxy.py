@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 
+from app_server import env as environment
 from app_server.rpc import lost, wsframe
 from app_server.rpc.wsframe import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 
@@ -64,7 +65,7 @@ def _parse(argv: list[str]) -> tuple[str | None, str | None]:
 
 def _default_socket() -> tuple[str, str]:
     """The data directory and its service socket, as `service.state` names them (without importing it)."""
-    home = os.path.abspath(os.path.expanduser(os.environ.get("CODEX_LIMITS_HOME") or "~/.codex-limits"))
+    home = environment.data_home()
     return home, os.path.join(home, "service.sock")
 
 

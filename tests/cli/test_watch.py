@@ -24,9 +24,10 @@ import anyio
 import pytest
 from rich.console import Console
 
-from app_server.cli.commands import UI, CommandFailed
 from app_server.cli.exits import Exit
-from app_server.cli.main import build_parser
+from app_server.cli.failures import CommandFailed
+from app_server.cli.parser import build_parser
+from app_server.cli.terminal import UI
 from app_server.cli.watch import AlertCommand, follow
 from app_server.config import REFRESH_INTERVAL_ENV
 from app_server.rpc.client import Client
