@@ -19,7 +19,7 @@ from app_server.cli.connection import Server, connect
 from app_server.cli.exits import Exit
 from app_server.cli.failures import CommandFailed, Interrupt, rpc_failure
 from app_server.cli.prompt import confirm, stdin_is_terminal
-from app_server.cli.render import never_signed_in
+from app_server.cli.signin import never_signed_in
 from app_server.cli.terminal import UI
 from app_server.rpc import lost
 from protocol import ext

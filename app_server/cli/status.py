@@ -25,7 +25,7 @@ from app_server.cli import render
 from app_server.cli.connection import Server, connect
 from app_server.cli.exits import Exit
 from app_server.cli.failures import CommandFailed, rpc_failure
-from app_server.cli.render import never_signed_in
+from app_server.cli.signin import never_signed_in
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError

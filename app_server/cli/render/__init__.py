@@ -17,7 +17,6 @@ from app_server.cli.render.account import (
     available_credits,
     credit_to_spend,
     credit_words,
-    never_signed_in,
 )
 from app_server.cli.render.accounts import AccountRow, accounts_table
 from app_server.cli.render.apply import apply_result, outcome_line, outcome_sentence, windows_reset
@@ -90,7 +89,6 @@ __all__ = [
     "is_wide",
     "local_date",
     "local_time",
-    "never_signed_in",
     "next_step",
     "outcome_line",
     "outcome_sentence",

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -120,16 +117,3 @@ def _credits_text(summary: AccountSummary, *, now: float) -> Text:
         )
         text.append(line, style="dim")
     return text
-
-
-def never_signed_in(summaries: list[Any], *, simulated: bool) -> set[str]:
-    """Ids of accounts needing sign-in whose Codex home has no auth.json at all (never signed in there)."""
-    if simulated:
-        return set()
-    return {
-        s.account_id
-        for s in summaries
-        if str(getattr(s, "status", "")) == "reauthRequired"
-        and s.codex_home
-        and not (Path(s.codex_home) / "auth.json").exists()
-    }
