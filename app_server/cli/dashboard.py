@@ -129,7 +129,7 @@ def _service(level: str | None) -> tuple[Path, str]:
         state, started = control.start(home, log_level=level)
     except control.ServiceError as exc:
         raise _Failed(f"cannot start the service: {exc}") from None
-    if state.codex_home != str(codex_home()):
+    if not state.simulated and state.codex_home != str(codex_home()):  # a simulated one is this directory's
         raise _Failed(
             f"the running service (pid {state.pid}) acts on CODEX_HOME={state.codex_home}, not {codex_home()}: "
             "stop it (codex-limits service stop) or run the dashboard with the same CODEX_HOME"
