@@ -6,13 +6,14 @@ Read once at startup (config.toml: when its account is first used). Nothing here
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
+from app_server import env as environment
+from app_server.env import LOG_ENV
 from app_server.errors import CodexLimitsError
 from app_server.files import FileRefused, read_regular
 
@@ -139,16 +140,26 @@ def _number(env: Mapping[str, str], name: str) -> float | None:
         return None
 
 
-def codex_home(env: Mapping[str, str]) -> Path:
-    raw = env.get("CODEX_HOME")
-    path = Path(raw).expanduser() if raw else Path.home() / ".codex"
-    return path.absolute()
+def environ() -> Mapping[str, str]:
+    """The process environment, for what is read from it later (`Settings.env` keeps the one read at start)."""
+    return environment.current()
 
 
-def data_home(env: Mapping[str, str]) -> Path:
-    raw = env.get("CODEX_LIMITS_HOME")
-    path = Path(raw).expanduser() if raw else Path.home() / ".codex-limits"
-    return path.absolute()
+def child_environment(
+    base: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment for a child process: `base` (default: ours) with `overrides` set."""
+    return environment.child(overrides, base)
+
+
+def codex_home(env: Mapping[str, str] | None = None) -> Path:
+    """`$CODEX_HOME` or `~/.codex`, absolute."""
+    return Path(environment.codex_home(env))
+
+
+def data_home(env: Mapping[str, str] | None = None) -> Path:
+    """`$CODEX_LIMITS_HOME` or `~/.codex-limits`, absolute: our data directory."""
+    return Path(environment.data_home(env))
 
 
 @dataclass(frozen=True)
@@ -262,7 +273,6 @@ def log_max_bytes(env: Mapping[str, str]) -> int:
 
 
 DATABASE_URL_ENV: Final = "CODEX_LIMITS_DATABASE_URL"
-LOG_ENV: Final = "CODEX_LIMITS_LOG"
 DATA_CONFIG_NAME: Final = "config.toml"
 """Our own configuration file in the data directory (`database_url = "postgresql://…"`)."""
 
@@ -273,7 +283,7 @@ class ConfigError(CodexLimitsError):
 
 def log_level(env: Mapping[str, str] | None = None, given: str | None = None) -> str:
     """The stderr log level: `given` (a --log-level flag), else `CODEX_LIMITS_LOG`, else WARNING."""
-    env = os.environ if env is None else env
+    env = environment.current() if env is None else env
     return (given or env.get(LOG_ENV) or "WARNING").upper()
 
 
@@ -337,7 +347,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+        env = environment.current() if env is None else env
         return cls(
             codex_home=codex_home(env),
             data_home=data_home(env),

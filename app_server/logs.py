@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Final, TextIO
 
+from app_server import env as environment
+
 FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REPEAT_WINDOW: Final = 60.0
 """Seconds between two `… repeated N more times` lines while the same record keeps coming."""
@@ -127,9 +129,7 @@ class StderrHandler(logging.StreamHandler[TextIO]):
 
 def service_log(env: Mapping[str, str], stream: TextIO) -> Path | None:
     """The service log behind `stream`, when this process is the service and `stream` really writes to it."""
-    from app_server.service.state import SERVICE_LOG_ENV
-
-    raw = env.get(SERVICE_LOG_ENV)
+    raw = environment.service_log(env)
     if not raw:
         return None
     path = Path(raw)
@@ -145,7 +145,7 @@ def setup(level: str, stream: TextIO, env: Mapping[str, str] | None = None) -> S
     """Logging at `level` (a name such as `INFO`) to `stream` (stderr) through one `StderrHandler`; returns it."""
     from app_server.config import log_max_bytes
 
-    env = os.environ if env is None else env
+    env = environment.current() if env is None else env
     handler = StderrHandler(stream, rotate=service_log(env, stream), max_bytes=log_max_bytes(env))
     handler.setFormatter(logging.Formatter(FORMAT))
     logging.basicConfig(level=getattr(logging, level, logging.WARNING), handlers=[handler])

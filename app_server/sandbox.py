@@ -12,7 +12,6 @@ something to show.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +20,7 @@ from typing import Final
 
 import tomli_w
 
-from app_server.config import LiveSettings, Settings, Timeouts
+from app_server.config import LiveSettings, Settings, Timeouts, environ
 from app_server.pool.accounts import FILE_NAME
 from app_server.sim.upstream import SimulatedUpstream
 
@@ -74,7 +73,7 @@ def simulated_world(
                     data_home=data_home,
                     refresh_url=upstream.refresh_url,
                     timeouts=timeouts or Timeouts(),
-                    live=LiveSettings.from_env(os.environ) if live is None else live,
+                    live=LiveSettings.from_env(environ()) if live is None else live,
                 ),
             )
     finally:

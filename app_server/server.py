@@ -131,8 +131,10 @@ def run(settings: Settings, *, simulate: bool = False, options: ServeOptions | N
         listens = parse_listens(options, settings.data_home)
         token = token_check(options, listens)
 
-        async def serve(settings: Settings) -> None:
-            await serve_network(settings, listens, token=token, limits=options.limits)
+        async def serve(world: Settings) -> None:
+            # Simulated, the service still holds (and answers on) this data directory: only its world is made up.
+            home = settings.data_home if simulate else None
+            await serve_network(world, listens, token=token, limits=options.limits, service_home=home)
 
     if not simulate:
         anyio.run(serve, settings)
@@ -144,33 +146,44 @@ def run(settings: Settings, *, simulate: bool = False, options: ServeOptions | N
 
 
 async def serve_network(
-    settings: Settings, listens: Sequence[Listen], *, token: TokenCheck | None = None, limits: Limits | None = None
+    settings: Settings,
+    listens: Sequence[Listen],
+    *,
+    token: TokenCheck | None = None,
+    limits: Limits | None = None,
+    service_home: Path | None = None,
 ) -> None:
-    """Serve `listens` until SIGTERM/SIGINT/SIGHUP; as the service when the default socket is among them."""
+    """Serve `listens` until SIGTERM/SIGINT/SIGHUP; as the service when the default socket is among them.
+
+    `service_home`: the data directory the service holds when it is not `settings.data_home` (a simulated world's)."""
+    simulated = service_home is not None
+    home = settings.data_home if service_home is None else service_home
     from app_server.handlers import routes
     from app_server.rpc.listeners import serve_listeners
     from app_server.service.state import AlreadyRunning, ServiceLock, State, socket_path
 
-    service_socket = socket_path(settings.data_home)
-    lock = ServiceLock(settings.data_home) if any(listen.path == service_socket for listen in listens) else None
+    service_socket = socket_path(home)
+    lock = ServiceLock(home) if any(listen.path == service_socket for listen in listens) else None
     if lock is not None:
         try:
             lock.acquire()
         except AlreadyRunning as exc:
             raise ServeError(f"{exc}; see `codex-limits service status`") from None
         except OSError as exc:  # a data directory this user cannot write (or create)
-            raise ServeError(f"cannot use the data directory {settings.data_home}: {exc.strerror or exc}") from None
+            raise ServeError(f"cannot use the data directory {home}: {exc.strerror or exc}") from None
     started = time.time()
 
     def ready(bound: list[Bound]) -> None:
         if lock is not None:
             urls = [b.url for b in bound]
             token_file = token.source if token is not None else None
-            lock.publish(State(os.getpid(), str(service_socket), urls, started, str(settings.codex_home), token_file))
+            codex_home = str(settings.codex_home)
+            lock.publish(State(os.getpid(), str(service_socket), urls, started, codex_home, token_file, simulated))
 
     try:
-        service_home = settings.data_home if lock is not None else None
-        async with open_world(settings, service_home=service_home) as world, anyio.create_task_group() as tg:
+        # The service keeps the status line's snapshot current, in the data directory it holds.
+        snapshot_home = home if lock is not None else None
+        async with open_world(settings, service_home=snapshot_home) as world, anyio.create_task_group() as tg:
             tg.start_soon(world.background)
             await serve_listeners(
                 list(listens),

@@ -15,9 +15,12 @@ from typing import Any
 from rich.text import Text
 
 from app_server.cli import render
+from app_server.cli.connection import Server, connect
 from app_server.cli.exits import Exit
+from app_server.cli.failures import CommandFailed, Interrupt, rpc_failure
 from app_server.cli.prompt import confirm, stdin_is_terminal
-from app_server.cli.session import UI, CommandFailed, Interrupt, Server, connect, never_signed_in, rpc_failure
+from app_server.cli.signin import never_signed_in
+from app_server.cli.terminal import UI
 from app_server.rpc import lost
 from protocol import ext
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
@@ -29,7 +32,7 @@ NOTHING_SPENT = "nothing was spent"
 async def apply(
     ui: UI, interrupt: Interrupt, *, account: str, credit_id: str | None, yes: bool, simulate: bool
 ) -> Exit:
-    async with connect(simulate) as server:
+    async with connect(simulate, log_level=ui.log_level) as server:
         return await apply_on(server, ui, interrupt, account=account, credit_id=credit_id, yes=yes)
 
 

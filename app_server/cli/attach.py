@@ -1,7 +1,8 @@
 """The operator commands' way to the running service: a connected `Client` on its socket, if one answers.
 
-`session.connect` tries `attach` first and spawns `codex-limits serve` only when it yields None:
-no service for this data directory, one acting on another `$CODEX_HOME`, or one that refuses the
+`connection.connect` tries `attach` first and spawns `codex-limits serve` only when it yields None:
+no service for this data directory, one acting on another `$CODEX_HOME` (a simulated service, started with
+`service start --simulate`, is this data directory's whatever `$CODEX_HOME` says), or one that refuses the
 connection or the upgrade. A service that holds the data directory but does not answer the handshake
 within `wsframe.HANDSHAKE_TIMEOUT` (stopped with SIGSTOP, wedged) raises `NotAnswering` (one line for
 the operator; exit 5): a spawned server next to it would share its ledger and its pending applies.
@@ -70,7 +71,7 @@ class ServiceProcess(anyio.abc.Process):
 async def attach() -> AsyncIterator[tuple[Client, anyio.abc.Process] | None]:
     """A running client on this data directory's service (not yet initialized), or None."""
     state = running(data_home())
-    if state is None or state.codex_home != str(codex_home()):
+    if state is None or not (state.simulated or state.codex_home == str(codex_home())):
         yield None
         return
     try:

@@ -129,7 +129,7 @@ def _service(level: str | None) -> tuple[Path, str]:
         state, started = control.start(home, log_level=level)
     except control.ServiceError as exc:
         raise _Failed(f"cannot start the service: {exc}") from None
-    if state.codex_home != str(codex_home()):
+    if not state.simulated and state.codex_home != str(codex_home()):  # a simulated one is this directory's
         raise _Failed(
             f"the running service (pid {state.pid}) acts on CODEX_HOME={state.codex_home}, not {codex_home()}: "
             "stop it (codex-limits service stop) or run the dashboard with the same CODEX_HOME"
@@ -145,8 +145,8 @@ def _service(level: str | None) -> tuple[Path, str]:
 
 async def _on_service(args: argparse.Namespace, home: Path, socket: str) -> None:
     from app_server.dashboard import ServiceLink, serve_dashboard
-    from app_server.dashboard._rpc import ServerClosed
     from app_server.dashboard.events import EventHub
+    from app_server.rpc.client import ServerClosed
     from app_server.service.state import running
 
     def locate() -> str | None:
@@ -169,8 +169,8 @@ async def _simulated(args: argparse.Namespace, level: str | None) -> None:
 
     from app_server import __version__
     from app_server.config import log_level
-    from app_server.dashboard._rpc import ServerClosed, spawn
     from app_server.dashboard.run import serve_dashboard
+    from app_server.rpc.client import ServerClosed, spawn
 
     async with spawn(["--simulate", "--log-level", log_level(given=level)]) as (client, _process):
         try:

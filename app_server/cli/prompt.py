@@ -7,7 +7,7 @@ import threading
 
 import anyio
 
-from app_server.cli.session import UI
+from app_server.cli.terminal import UI
 
 
 def stdin_is_terminal() -> bool:

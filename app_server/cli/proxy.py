@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 
+from app_server.cli.proxy_socket import handshake, socket_for
 from app_server.rpc import lost, wsframe
 from app_server.rpc.wsframe import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 
@@ -60,68 +61,6 @@ def _parse(argv: list[str]) -> tuple[str | None, str | None]:
     if len(argv) == 1 and argv[0].startswith("--sock="):
         return argv[0].removeprefix("--sock="), None
     return None, f"unexpected arguments: {' '.join(argv)}\n{USAGE}"
-
-
-def _default_socket() -> tuple[str, str]:
-    """The data directory and its service socket, as `service.state` names them (without importing it)."""
-    home = os.path.abspath(os.path.expanduser(os.environ.get("CODEX_LIMITS_HOME") or "~/.codex-limits"))
-    return home, os.path.join(home, "service.sock")
-
-
-def _connect(path: str) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(wsframe.HANDSHAKE_TIMEOUT)  # a stopped service with a full backlog blocks connect()
-    try:
-        sock.connect(os.path.realpath(path))
-    except OSError:
-        sock.close()
-        return None
-    return sock
-
-
-def _socket_for(path: str | None) -> tuple[socket.socket | None, str | None]:
-    """A connected socket, starting the default service when none answers."""
-    if path is not None:
-        sock = _connect(path)
-        return (sock, None) if sock is not None else (None, f"nothing answers on {path}")
-    home, default = _default_socket()
-    sock = _connect(default)
-    if sock is not None:
-        return sock, None
-    from pathlib import Path
-
-    from app_server.service import control
-
-    try:
-        control.start(Path(home))
-    except control.ServiceError as exc:
-        return None, f"could not start the service: {exc}"
-    sock = _connect(default)
-    return (sock, None) if sock is not None else (None, f"the service does not answer on {default}")
-
-
-def _handshake(sock: socket.socket) -> bytes:
-    """Upgrade; returns the bytes that followed the 101 answer (the start of the first frames).
-
-    Raises `wsframe.HandshakeTimeout` when the whole exchange takes longer than `HANDSHAKE_TIMEOUT`."""
-    deadline = time.monotonic() + wsframe.HANDSHAKE_TIMEOUT
-    request, accept = wsframe.handshake_request("localhost")
-    head = b""
-    try:
-        sock.settimeout(wsframe.HANDSHAKE_TIMEOUT)
-        sock.sendall(request)
-        while b"\r\n\r\n" not in head:
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            chunk = sock.recv(READ_CHUNK)
-            if not chunk or len(head) > wsframe.MAX_HEAD:
-                raise wsframe.ProtocolError("the service closed the connection during the handshake")
-            head += chunk
-    except TimeoutError:
-        raise wsframe.HandshakeTimeout from None
-    end = head.index(b"\r\n\r\n")
-    status, headers = wsframe.parse_response_head(head[:end])
-    wsframe.check_accept(status, headers, accept, head[end + 4 :])
-    return head[end + 4 :]
 
 
 class _Owed:
@@ -391,12 +330,12 @@ def main(argv: list[str]) -> int:
         return 0
     if problem is not None:
         return _fail(problem, 2)
-    sock, problem = _socket_for(path)
+    sock, problem = socket_for(path)
     if sock is None:
         return _fail(problem or "no socket", GONE)
     bridge: _Bridge | None = None
     try:
-        first = _handshake(sock)
+        first = handshake(sock)
         bridge = _Bridge(sock, first)
         bridge.run()
     except BrokenPipeError as exc:

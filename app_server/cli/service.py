@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -110,6 +109,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="read every account in the background this often (at least 15; off by default): changes and "
         "alerts are pushed to every client (`codex-limits watch`, the dashboard)",
     )
+    start.add_argument(
+        "--simulate",
+        action="store_true",
+        help="serve a simulated upstream with four made-up accounts (no account needed; nothing is kept)",
+    )
     actions.add_parser("stop", help="stop the service: it answers the requests it has, then exits", parents=[common])
     status = actions.add_parser(
         "status", help="running or not, pid, socket, uptime (exit 3: not running)", parents=[common]
@@ -172,7 +176,7 @@ def _ws_options(args: argparse.Namespace, home: Path) -> list[str]:
 
 
 def service_command(args: argparse.Namespace) -> int:
-    from app_server.cli.session import run_local
+    from app_server.cli.failures import run_local
 
     def command() -> Exit:
         code = _service_command(args)
@@ -195,6 +199,7 @@ def _state_json(current: Any) -> dict[str, Any]:
         "startedAt": current.started_at,
         "codexHome": current.codex_home,
         "tokenFile": current.token_file,
+        **({"simulated": True} if current.simulated else {}),
     }
 
 
@@ -210,17 +215,19 @@ def _service_command(args: argparse.Namespace) -> Exit:
             print(f"codex-limits service: {exc}", file=sys.stderr)
             return Exit.USAGE
         try:
-            from app_server.config import REFRESH_INTERVAL_ENV
+            from app_server.config import REFRESH_INTERVAL_ENV, child_environment
 
-            env = dict(os.environ)
-            if args.refresh_interval is not None:
-                env[REFRESH_INTERVAL_ENV] = f"{args.refresh_interval:g}"
-            state, started = control.start(home, listen=args.listen or (), log_level=args.log_level, ws=ws, env=env)
+            overrides = {} if args.refresh_interval is None else {REFRESH_INTERVAL_ENV: f"{args.refresh_interval:g}"}
+            env = child_environment(overrides=overrides)
+            state, started = control.start(
+                home, listen=args.listen or (), log_level=args.log_level, ws=ws, env=env, simulate=args.simulate
+            )
         except control.ServiceError as exc:
             print(f"codex-limits service: {exc}", file=sys.stderr)
             return Exit.SERVER
         verb = "started" if started else "already running"
-        print(f"service {verb}: pid {state.pid}, listening on {', '.join(state.listen)}")
+        simulated = " (simulated accounts)" if state.simulated else ""
+        print(f"service {verb}{simulated}: pid {state.pid}, listening on {', '.join(state.listen)}")
         return Exit.OK
     if args.action == "stop":
         try:
@@ -238,7 +245,7 @@ def _service_command(args: argparse.Namespace) -> Exit:
     else:
         print(f"service running\n  pid: {current.pid}\n  socket: {current.socket}")
         print(f"  listening on: {', '.join(current.listen)}\n  uptime: {_uptime(current.uptime())}")
-        print(f"  codex home: {current.codex_home}")
+        print(f"  codex home: {current.codex_home}" + (" (simulated)" if current.simulated else ""))
         if current.token_file is not None:
             print(f"  ws:// token file: {current.token_file}")
     return Exit.OK if current is not None else NOT_RUNNING

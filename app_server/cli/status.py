@@ -22,14 +22,15 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from app_server.cli import render
+from app_server.cli.connection import Server, connect
 from app_server.cli.exits import Exit
-from app_server.cli.session import UI, CommandFailed, Server, connect, never_signed_in, rpc_failure
+from app_server.cli.failures import CommandFailed, rpc_failure
+from app_server.cli.signin import never_signed_in
+from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED
 
-MIN_WATCH: Final = 5.0
-"""The shortest `--watch` interval: every tick reads every account upstream."""
 MAX_BACKOFF: Final = 300.0
 """After errors, `--watch` waits twice as long each tick, up to this many seconds."""
 COMPACT_MAX_AGE: Final = 60
@@ -170,7 +171,7 @@ async def status(
     fail_above: float | None = None,
 ) -> Exit:
     live = watch is None and not compact and not ui.as_json and ui.out.is_terminal
-    async with connect(simulate, updates=True) as server:
+    async with connect(simulate, log_level=ui.log_level, updates=True) as server:
         if watch is not None:
             await _watch(server, ui, watch, timeout=timeout, compact=compact, simulated=simulate)
             return Exit.OK

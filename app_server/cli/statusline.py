@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from app_server import env as environment
 from app_server.service import snapshot
 
 TYPE_CHECKING = False  # `typing` costs the status line milliseconds at start-up
@@ -297,7 +298,7 @@ def _options(argv: Sequence[str]) -> dict[str, Any]:
 def _use_colour(when: str) -> bool:
     if when != "auto":
         return when == "always"
-    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+    if environment.no_colour():
         return False
     try:
         return os.isatty(sys.stdout.fileno())

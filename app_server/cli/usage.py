@@ -16,8 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from app_server.cli import render
-from app_server.cli.commands import UI, connect, rpc_failure
+from app_server.cli.connection import connect
 from app_server.cli.exits import Exit
+from app_server.cli.failures import rpc_failure
+from app_server.cli.terminal import UI
 from protocol import ext, v2
 from protocol.jsonrpc import RpcError
 from protocol.methods import POOL_USAGE_HISTORY
@@ -52,7 +54,7 @@ async def usage_history(
     ui: UI, *, account: str, since: int | None, limit: int | None, as_csv: bool, simulate: bool
 ) -> Exit:
     params = ext.AccountPoolUsageHistoryParams(account_id=account, since_seconds=since, limit=limit)
-    async with connect(simulate) as server:
+    async with connect(simulate, log_level=ui.log_level) as server:
         try:
             raw = await server.request(POOL_USAGE_HISTORY.name, params.model_dump(mode="json", by_alias=True))
         except RpcError as exc:

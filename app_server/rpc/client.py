@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -26,6 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import BaseModel
 
 from app_server import __version__
+from app_server.config import child_environment
 from app_server.rpc import lost
 from app_server.rpc.framing import ByteSink, ByteSource, LineSplitter, Overlong
 from protocol.jsonrpc import RpcError
@@ -209,7 +209,7 @@ async def spawn(
     """
     process = await anyio.open_process(
         list(command) if command is not None else server_command(*args),
-        env=dict(os.environ if env is None else env),
+        env=child_environment(env),
         stderr=stderr,
     )
     assert process.stdin is not None

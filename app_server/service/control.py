@@ -18,7 +18,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
-from app_server.service.state import LOG_NAME, SERVICE_LOG_ENV, State, answers, running, socket_path
+from app_server import env as environment
+from app_server.env import SERVICE_LOG_ENV
+from app_server.service.state import LOG_NAME, State, answers, running, socket_path
 
 START_TIMEOUT: Final = 20.0
 STOP_TIMEOUT: Final = 30.0
@@ -29,9 +31,12 @@ class ServiceError(Exception):
     """The service could not be started or stopped; the text says why."""
 
 
-def service_command(listen: Sequence[str] = (), log_level: str | None = None, ws: Sequence[str] = ()) -> list[str]:
-    """The service's command line; `ws` are `serve`'s `--ws-auth …` options for the ws:// listeners."""
-    command = [sys.executable, "-m", "app_server", "--listen", "unix://"]
+def service_command(
+    listen: Sequence[str] = (), log_level: str | None = None, ws: Sequence[str] = (), *, simulate: bool = False
+) -> list[str]:
+    """The service's command line; `ws` are `serve`'s `--ws-auth …` options for the ws:// listeners;
+    `simulate`: the simulated world's made-up accounts instead of the real ones."""
+    command = [sys.executable, "-m", "app_server", "--listen", "unix://", *(["--simulate"] if simulate else [])]
     for url in listen:
         command += ["--listen", url]
     return command + list(ws) + (["--log-level", log_level] if log_level else [])
@@ -55,6 +60,7 @@ def start(
     ws: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     timeout: float = START_TIMEOUT,
+    simulate: bool = False,
 ) -> tuple[State, bool]:
     """The running service of `home`, started if needed; True when this call started it."""
     state = running(home)
@@ -69,14 +75,12 @@ def start(
     since = os.lseek(fd, 0, os.SEEK_END)
     try:
         child = subprocess.Popen(
-            service_command(listen, log_level, ws),
+            service_command(listen, log_level, ws, simulate=simulate),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=fd,
             start_new_session=True,  # a Ctrl-C in the caller's terminal must not reach the service
-            env=dict(
-                os.environ if env is None else env, CODEX_LIMITS_HOME=str(home), **{SERVICE_LOG_ENV: str(log_path)}
-            ),
+            env=environment.child({environment.DATA_HOME_ENV: str(home), SERVICE_LOG_ENV: str(log_path)}, env),
         )
     finally:
         os.close(fd)

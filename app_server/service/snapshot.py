@@ -21,6 +21,8 @@ import fcntl
 import json
 import os
 
+from app_server import env as environment
+
 TYPE_CHECKING = False  # `typing` costs the status line milliseconds at start-up
 if TYPE_CHECKING:
     from typing import Any, Final
@@ -33,8 +35,7 @@ LOCK_NAME: Final = "service.lock"
 
 def data_home(env: dict[str, str] | None = None) -> str:
     """`$CODEX_LIMITS_HOME` or `~/.codex-limits`, absolute: `service.state.data_home` without pathlib."""
-    raw = (os.environ if env is None else env).get("CODEX_LIMITS_HOME")
-    return os.path.abspath(os.path.expanduser(raw) if raw else os.path.join(os.path.expanduser("~"), ".codex-limits"))
+    return environment.data_home(env)
 
 
 def path(home: str | os.PathLike[str]) -> str:

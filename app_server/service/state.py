@@ -24,27 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from app_server import env as environment
+
 SOCKET_NAME: Final = "service.sock"
 LOCK_NAME: Final = "service.lock"
 STATE_NAME: Final = "service.json"
 LOG_NAME: Final = "service.log"
-SERVICE_LOG_ENV: Final = "CODEX_LIMITS_SERVICE_LOG"
-"""Set by `control.start` for the service it spawns: the log file its stderr appends to, which it rotates."""
 
 
 def data_home(env: Mapping[str, str] | None = None) -> Path:
-    """`$CODEX_LIMITS_HOME` or `~/.codex-limits`: the same rule as `config.data_home`, repeated here
-    because the proxy cannot afford to import the configuration module (a test keeps them equal)."""
-    raw = (os.environ if env is None else env).get("CODEX_LIMITS_HOME")
-    path = Path(raw).expanduser() if raw else Path.home() / ".codex-limits"
-    return path.absolute()
+    """`$CODEX_LIMITS_HOME` or `~/.codex-limits` (`env.data_home`, the one rule)."""
+    return Path(environment.data_home(env))
 
 
 def codex_home(env: Mapping[str, str] | None = None) -> Path:
-    """`$CODEX_HOME` or `~/.codex`, as `config.codex_home`."""
-    raw = (os.environ if env is None else env).get("CODEX_HOME")
-    path = Path(raw).expanduser() if raw else Path.home() / ".codex"
-    return path.absolute()
+    """`$CODEX_HOME` or `~/.codex` (`env.codex_home`)."""
+    return Path(environment.codex_home(env))
 
 
 def socket_path(home: Path) -> Path:
@@ -69,6 +64,8 @@ class State:
     """The service acts on this `$CODEX_HOME`'s account: a client with another one must not use it."""
     token_file: str | None = None
     """The capability token its ws:// listeners require (`service.token.bearer_headers`), if any."""
+    simulated: bool = False
+    """Started with `--simulate`: its accounts are the simulated world's (`codex_home` is that world's)."""
 
     def uptime(self, now: float | None = None) -> float:
         return max(0.0, (time.time() if now is None else now) - self.started_at)
@@ -160,6 +157,7 @@ def read_state(home: Path) -> State | None:
             float(raw["started_at"]),
             str(raw["codex_home"]),
             str(token_file) if token_file is not None else None,
+            raw.get("simulated") is True,
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

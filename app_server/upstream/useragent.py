@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from collections.abc import Mapping
 from functools import cache
 
 from app_server import __version__
+from app_server import env as environment
 
 PRODUCT = "codex-limits"
 DAEMON_CLIENT = "codex_app_server_daemon"
@@ -51,14 +51,9 @@ def _os_release() -> tuple[str, str]:
     return fields.get("NAME", "Linux"), fields.get("VERSION_ID", platform.release())
 
 
-def terminal(env: Mapping[str, str]) -> str:
-    program = env.get("TERM_PROGRAM")
-    if program:
-        version = env.get("TERM_PROGRAM_VERSION")
-        value = f"{program}/{version}" if version else program
-    else:
-        value = env.get("TERM") or "unknown"
-    return sanitize_header_value(value)
+def terminal(env: Mapping[str, str] | None = None) -> str:
+    """The terminal the server runs in (`env.terminal`), made a valid header value."""
+    return sanitize_header_value(environment.terminal(env))
 
 
 # Rust's `char::is_whitespace` (Unicode White_Space), which upstream's `str::trim` uses. Python's `str.strip`
@@ -90,7 +85,7 @@ def user_agent(
     a valid header value every character outside printable ASCII becomes `_` (`1\n0` -> `1_0`).
     Upstream's own daemon client (`codex_app_server_daemon`) gets no suffix, as upstream gives it none.
     """
-    base = f"{PRODUCT}/{__version__} ({os_description()}) {terminal(os.environ if env is None else env)}"
+    base = f"{PRODUCT}/{__version__} ({os_description()}) {terminal(env)}"
     if client_name is None or client_name == DAEMON_CLIENT:
         return base
     suffix = _rust_trim(f"{client_name}; {client_version or ''}")

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 
-from app_server.cli import commands as operator
+from app_server.cli.apply import apply_on
+from app_server.cli.connection import connect
 from app_server.cli.exits import Exit
+from app_server.cli.failures import Interrupt, run
+from app_server.cli.terminal import UI
 from tests.support.cli import (
     CONSUME,
     DETAILS,
@@ -147,13 +150,13 @@ def _summary(**changes: Any) -> dict[str, Any]:
 def _scripted(tmp_path: Path, capsys: pytest.CaptureFixture[str], script: dict[str, Any], credit: str | None) -> int:
     path = tmp_path / "script.json"
     path.write_text(json.dumps(script))
-    ui = operator.UI()
+    ui = UI()
 
     async def go() -> Exit:
-        async with operator.connect(False, command=[sys.executable, str(FAKE), str(path)]) as server:
-            return await operator.apply_on(server, ui, operator.Interrupt(), account="work", credit_id=credit, yes=True)
+        async with connect(False, command=[sys.executable, str(FAKE), str(path)]) as server:
+            return await apply_on(server, ui, Interrupt(), account="work", credit_id=credit, yes=True)
 
-    return operator.run(go, operator.Interrupt(), ui)
+    return run(go, Interrupt(), ui)
 
 
 @pytest.mark.subprocess

@@ -442,15 +442,15 @@ def test_an_unknown_outcome_is_resent_with_the_same_key(signed_in: dict[str, str
 
 @pytest.mark.subprocess
 def test_a_server_that_cannot_start_is_exit_5(capsys: pytest.CaptureFixture[str]) -> None:
-    from app_server.cli import commands as operator
+    from app_server.cli import connection, failures
 
     crash = [sys.executable, "-c", "import sys; sys.stderr.write('boom: no such thing\\n'); sys.exit(7)"]
 
     async def start() -> Exit:
-        async with operator.connect(False, command=crash):
+        async with connection.connect(False, command=crash):
             raise AssertionError("initialize cannot succeed")
 
-    assert operator.run(start, operator.Interrupt()) == Exit.SERVER
+    assert failures.run(start, failures.Interrupt()) == Exit.SERVER
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "could not start" in err and "exit status 7" in err and "boom: no such thing" in err
@@ -458,15 +458,15 @@ def test_a_server_that_cannot_start_is_exit_5(capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.subprocess
 def test_a_server_that_breaks_the_protocol_is_exit_5(capsys: pytest.CaptureFixture[str]) -> None:
-    from app_server.cli import commands as operator
+    from app_server.cli import connection, failures
 
     garbage = [sys.executable, "-c", "import sys, time; print('this is not json', flush=True); time.sleep(30)"]
 
     async def start() -> Exit:
-        async with operator.connect(False, command=garbage):
+        async with connection.connect(False, command=garbage):
             raise AssertionError("initialize cannot succeed")
 
-    assert operator.run(start, operator.Interrupt()) == Exit.SERVER
+    assert failures.run(start, failures.Interrupt()) == Exit.SERVER
     err = capsys.readouterr().err
     assert err.startswith("codex-limits: protocol failure") and err.count("\n") == 1
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from app_server import __version__
-from app_server.cli import status
 from app_server.cli.exits import EXIT_MEANING, Exit
-from app_server.cli.main import MIN_WATCH, build_parser, main
+from app_server.cli.main import main
+from app_server.cli.parser import MIN_WATCH, build_parser
 from tests.support.cli import CLI, WAIT, cli, flat, one_error_line
 
 DOCUMENTED = {int(code) for code in Exit}
@@ -55,8 +55,11 @@ def test_every_command_and_argument_has_help() -> None:
             assert {"--log-level", "-v", "-q"} <= options, f"{name} lacks the logging options"
 
 
-def test_the_watch_minimum_is_one_number() -> None:
-    assert MIN_WATCH == status.MIN_WATCH
+def test_the_watch_minimum_is_the_parsers_one_number() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["status", "--watch", f"{MIN_WATCH:g}"]).watch == MIN_WATCH
+    with pytest.raises(SystemExit):
+        parser.parse_args(["status", "--watch", f"{MIN_WATCH - 1:g}"])
 
 
 @pytest.mark.subprocess

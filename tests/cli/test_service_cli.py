@@ -13,6 +13,8 @@ from tests.support.cli import CLI, WAIT, cli
 
 pytestmark = pytest.mark.subprocess
 
+SIMULATED_IDS = ["alice", "bob", "carol", "dave"]
+
 
 @pytest.mark.parametrize("args", [["service", "status"], ["service", "status", "--json"]])
 def test_a_reader_that_stopped_early_gets_141_and_no_traceback(homes: dict[str, str], args: list[str]) -> None:
@@ -44,6 +46,24 @@ def test_service_status_json_is_camel_case_like_every_other_json(homes: dict[str
         state = json.loads(status.stdout)
         assert set(state) == {"running", "pid", "socket", "listen", "startedAt", "codexHome", "tokenFile"}
         assert state["running"] is True and state["codexHome"] == homes["CODEX_HOME"]
+    finally:
+        stopped = cli(homes, "service", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(cli(homes, "service", "status", "--json").stdout) == {"running": False}
+
+
+def test_service_start_simulate_serves_the_made_up_accounts_to_status_and_stops(homes: dict[str, str]) -> None:
+    """`service start --simulate`: no account needed; `status` (without --simulate) goes through it."""
+    started = cli(homes, "service", "start", "--simulate")
+    assert started.returncode == 0, started.stderr
+    try:
+        assert "(simulated accounts)" in started.stdout
+        state = json.loads(cli(homes, "service", "status", "--json").stdout)
+        assert state["running"] is True and state["simulated"] is True
+        assert state["codexHome"] != homes["CODEX_HOME"]  # the simulated world's, not the operator's
+        status = cli(homes, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert sorted(a["accountId"] for a in json.loads(status.stdout)) == sorted(SIMULATED_IDS)
     finally:
         stopped = cli(homes, "service", "stop")
     assert stopped.returncode == 0, stopped.stderr

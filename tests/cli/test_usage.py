@@ -8,7 +8,8 @@ import io
 import pytest
 from rich.console import Console
 
-from app_server.cli.main import build_parser, main
+from app_server.cli.main import main
+from app_server.cli.parser import build_parser
 from app_server.cli.usage import CSV_COLUMNS, parse_duration, sparkline, usage_table, write_csv
 from protocol import ext
 

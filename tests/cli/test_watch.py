@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ import anyio
 import pytest
 from rich.console import Console
 
-from app_server.cli.commands import UI, CommandFailed
 from app_server.cli.exits import Exit
-from app_server.cli.main import build_parser
+from app_server.cli.failures import CommandFailed
+from app_server.cli.parser import build_parser
+from app_server.cli.terminal import UI
 from app_server.cli.watch import AlertCommand, follow
 from app_server.config import REFRESH_INTERVAL_ENV
 from app_server.rpc.client import Client
@@ -260,24 +261,31 @@ def test_a_bad_watch_option_is_a_usage_error(bad: list[str], capsys: pytest.Capt
 
 
 def test_watch_asks_the_spawned_server_to_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Until the service exists, the server watch spawns must run the background refresh itself."""
+    """Until the service exists, the server watch spawns must run the background refresh itself: it says so
+    in the spawned server's environment, never in ours; an interval our environment sets is kept."""
     from app_server.cli import watch as module
 
-    seen: dict[str, Any] = {}
+    seen: list[str | None] = []
 
     @asynccontextmanager
-    async def fake_connect(simulate: bool) -> AsyncIterator[Any]:
-        seen["env"] = os.environ.get(REFRESH_INTERVAL_ENV)
+    async def fake_connect(
+        simulate: bool, *, log_level: str | None = None, env: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Any]:
+        assert env is not None
+        seen.append(env.get(REFRESH_INTERVAL_ENV))
         raise CommandFailed(Exit.SERVER, "stop here")
         yield  # pragma: no cover
 
-    monkeypatch.setenv(REFRESH_INTERVAL_ENV, "")  # so that teardown removes what watch sets
-    monkeypatch.delenv(REFRESH_INTERVAL_ENV)
+    monkeypatch.delenv(REFRESH_INTERVAL_ENV, raising=False)
     monkeypatch.setattr(module, "connect", fake_connect)
     screen, _ = ui(as_json=True)
     with pytest.raises(CommandFailed):
         anyio.run(lambda: module.watch(screen, simulate=True, commands=[], exec_timeout=1, refresh_interval=45))
-    assert seen["env"] == "45"
+    assert REFRESH_INTERVAL_ENV not in os.environ
+    monkeypatch.setenv(REFRESH_INTERVAL_ENV, "90")
+    with pytest.raises(CommandFailed):
+        anyio.run(lambda: module.watch(screen, simulate=True, commands=[], exec_timeout=1, refresh_interval=45))
+    assert seen == ["45", "90"]
 
 
 @pytest.mark.subprocess

@@ -53,6 +53,7 @@ START_UP = frozenset(
         "app_server",
         "app_server.config",
         "app_server.errors",
+        "app_server.env",
         "app_server.files",
         "app_server.handlers",
         "app_server.handlers.account",
@@ -92,7 +93,14 @@ START_UP = frozenset(
 )
 """Our modules on the way to the first answer (`rpc.client`/`rpc.memory` come with `server`'s in-memory helpers)."""
 STATUSLINE_EXTRA = frozenset(
-    {"app_server", "app_server.cli", "app_server.cli.statusline", "app_server.service", "app_server.service.snapshot"}
+    {
+        "app_server",
+        "app_server.cli",
+        "app_server.cli.statusline",
+        "app_server.env",
+        "app_server.service",
+        "app_server.service.snapshot",
+    }
     | {"fcntl", "signal", "runpy"}
 )
 VERSION_EXTRA = frozenset({"app_server", "app_server.cli", "runpy"})

@@ -1,0 +1,160 @@
+"""Expected failures and exit statuses: `CommandFailed`, and `run`, which turns any outcome into one.
+
+Failures the operator can expect leave as `CommandFailed(exit code, one line)`; `run` prints that line on
+stderr and turns it into the exit status, so no traceback reaches the terminal (an unexpected error is one
+line and exit 5, its traceback only with -v).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pydantic
+
+from app_server.cli.exits import Exit
+from app_server.cli.terminal import UI, safe_stream
+from app_server.rpc.client import ServerClosed
+from app_server.rpc.wsframe import ProtocolError
+from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
+
+
+class CommandFailed(Exception):
+    """An expected failure: `message` is the one line shown on stderr, `code` the exit status.
+
+    `payload`, when set, is the JSON object `--json` prints on stdout for this failure."""
+
+    def __init__(self, code: Exit, message: str, payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"CommandFailed(code={self.code!r}, message={self.message!r})"
+
+
+@dataclass
+class Interrupt:
+    """What Ctrl-C means at the current step: the exit status and the line to print."""
+
+    code: Exit = Exit.INTERRUPTED
+    message: str = "interrupted"
+
+
+def run(command: Callable[[], Awaitable[Exit]], interrupt: Interrupt, ui: UI | None = None) -> int:
+    """Run one async command; expected failures become one stderr line and an exit status."""
+    try:
+        return int(anyio.run(command))
+    except KeyboardInterrupt:
+        return fail(CommandFailed(interrupt.code, interrupt.message), ui)
+    except CommandFailed as exc:
+        return fail(exc, ui)
+    except BrokenPipeError:
+        return fail(_output_closed(), ui)
+    except BaseExceptionGroup as group:
+        failure = _expected(group)
+        return fail(failure if failure is not None else _bug(group, ui), ui)
+    except Exception as exc:
+        return fail(_bug(exc, ui), ui)
+
+
+def _bug(exc: BaseException, ui: UI | None) -> CommandFailed:
+    """An unexpected error: one line and exit 5, the traceback only when asked for with -v."""
+    import logging
+    import traceback
+
+    if ui is not None and ui.log_level in ("DEBUG", "INFO"):
+        traceback.print_exception(exc)
+    logging.getLogger(__name__).debug("unexpected error", exc_info=exc)
+    return CommandFailed(
+        Exit.SERVER,
+        f"internal error: {type(exc).__name__}: {exc} (a bug in codex-limits; run with -v for the traceback)",
+    )
+
+
+def run_local(command: Callable[[], Exit], ui: UI | None = None) -> int:
+    """`run` for the commands that need no server (`accounts ...`)."""
+    try:
+        return int(command())
+    except KeyboardInterrupt:
+        return fail(CommandFailed(Exit.INTERRUPTED, "interrupted"), ui)
+    except CommandFailed as exc:
+        return fail(exc, ui)
+    except BrokenPipeError:
+        return fail(_output_closed(), ui)
+    except Exception as exc:
+        return fail(_bug(exc, ui), ui)
+
+
+def fail(failure: CommandFailed, ui: UI | None = None) -> int:
+    """Print the failure as one line on stderr (none for a closed stdout) and return its exit status.
+
+    With `--json`, a failure that has a payload also prints it on stdout, so a script always gets JSON."""
+    if failure.payload is not None and ui is not None and ui.as_json:
+        with contextlib.suppress(OSError):
+            ui.emit_json(failure.payload)
+    if failure.message:
+        fail_line(failure.message)
+    return int(failure.code)
+
+
+def fail_line(message: str) -> None:
+    line = " ".join(message.split())
+    err = safe_stream(sys.stderr)
+    with contextlib.suppress(OSError):
+        err.write(f"codex-limits: {line}\n")
+        err.flush()
+
+
+def _output_closed() -> CommandFailed:
+    """Whoever read stdout stopped (`... | head`): say nothing more, and keep the final flush from failing."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    return CommandFailed(Exit.OUTPUT_CLOSED, "")
+
+
+def _expected(group: BaseExceptionGroup[BaseException]) -> CommandFailed | None:
+    """The expected failure inside a task-group error, or None when it holds a real bug."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    for leaf in leaves:
+        if isinstance(leaf, CommandFailed):
+            return leaf
+        if isinstance(leaf, BrokenPipeError):
+            return _output_closed()
+        if isinstance(leaf, KeyboardInterrupt):
+            return CommandFailed(Exit.INTERRUPTED, "interrupted")
+    for leaf in leaves:
+        if isinstance(leaf, ServerClosed):
+            return CommandFailed(Exit.SERVER, f"the server stopped: {leaf}")
+        if isinstance(leaf, ProtocolError | json.JSONDecodeError | UnicodeDecodeError | pydantic.ValidationError):
+            return CommandFailed(Exit.SERVER, f"protocol failure: the server sent something unexpected ({leaf})")
+    return None
+
+
+def rpc_failure(exc: RpcError, *, invalid: Exit = Exit.USAGE) -> CommandFailed:
+    """An error answer as an exit status: refusals 3, invalid requests `invalid`, upstream failures 4."""
+    payload = {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
+    if exc.code == INVALID_REQUEST:
+        refused = isinstance(exc.data, dict) and "disabledReason" in exc.data
+        return CommandFailed(Exit.REFUSED if refused else invalid, exc.message, payload)
+    if exc.code == INTERNAL_ERROR:
+        return CommandFailed(Exit.UPSTREAM, exc.message, payload)
+    return CommandFailed(Exit.SERVER, f"the server answered error {exc.code}: {exc.message}", payload)
