@@ -172,17 +172,25 @@ async def serve_network(
         from app_server.pool.snapshot import SnapshotWriter
 
         services.snapshot = SnapshotWriter(settings.data_home)
+    # metrics (#23): GET /metrics on the listeners, fed by the pool, the dispatchers, the apply route, the HTTP pool
+    from app_server.metrics.wiring import instrument, page
+
+    table = routes()
+    metrics = instrument(services, table)
+    # end metrics
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(background_refresh, services)
             await serve_listeners(
                 list(listens),
-                routes(),
+                table,
                 services,
                 broadcaster=services.broadcaster,
                 token=token,
                 limits=limits,
                 on_ready=ready,
+                metrics=page(metrics),  # metrics (#23)
+                observer=metrics.observe_request,  # metrics (#23)
             )
             tg.cancel_scope.cancel()
     finally:

@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[RequestContext[Any], Any], Awaitable[BaseModel]]
 Precheck = Callable[[Any], None]
 InlineHandler = Callable[[RequestContext[Any], Any], BaseModel]
+Observer = Callable[[str | None, int | None], None]
+"""Told of each request answered: its method (None when no route serves it) and error code (None on success)."""
 
 SHUTDOWN_MESSAGE: Final = "server shut down before this request finished; its outcome is unknown"
 
@@ -80,6 +82,24 @@ class _Work:
     handler: Handler
     ctx: RequestContext[Any]
     params: Any
+
+
+def _observed(handler: Handler, method: str, observe: Observer) -> Handler:
+    """`handler`, telling `observe` how it answered (anything but an `RpcError` is the internal error)."""
+
+    async def observed(ctx: RequestContext[Any], params: Any) -> BaseModel:
+        try:
+            result = await handler(ctx, params)
+        except RpcError as error:
+            observe(method, error.code)
+            raise
+        except Exception:
+            observe(method, INTERNAL_ERROR)
+            raise
+        observe(method, None)
+        return result
+
+    return observed
 
 
 def _internal_error(exc: Exception, request_id: Any) -> RpcError:
@@ -116,8 +136,11 @@ class Dispatcher:
         shutdown_grace: float = 10.0,
         overflow: Callable[[], None] | None = None,
         broadcaster: Broadcaster | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.routes = routes
+        self._observer = observer
+        self._observe: Observer = observer or (lambda method, error: None)
         self.services = services
         self.outbox = outbox
         self.session = session or Session()
@@ -342,22 +365,29 @@ class Dispatcher:
     def _request(self, request_id: Any, name: str, raw_params: Any) -> bytes | _Work:
         route = self.routes.get(name)
         if route is None:
-            return failure(request_id, unknown_method(name))
+            error = unknown_method(name)
+            self._observe(None, error.code)
+            return failure(request_id, error)
         try:
             params = parse_params(route.method.params, raw_params, required=route.method.params_required)
             if route.needs_initialize and not self.session.initialized:
                 raise RpcError(jsonrpc.INVALID_REQUEST, "Not initialized")
             if route.inline is not None:
                 ctx = RequestContext(self.session, self.services, self._notify, request_id)
-                return success(request_id, route.inline(ctx, params))
+                answer = success(request_id, route.inline(ctx, params))
+                self._observe(name, None)
+                return answer
             if route.precheck is not None:
                 route.precheck(params)
         except RpcError as error:
+            self._observe(name, error.code)
             return failure(request_id, error)
         except Exception as exc:
+            self._observe(name, INTERNAL_ERROR)
             return failure(request_id, _internal_error(exc, request_id))
         assert route.handler is not None
-        return _Work(route.handler, RequestContext(self.session, self.services, self._notify, request_id), params)
+        handler = route.handler if self._observer is None else _observed(route.handler, name, self._observer)
+        return _Work(handler, RequestContext(self.session, self.services, self._notify, request_id), params)
 
     async def _start(self, work: _Work) -> None:
         """Run `work` now if a slot is free and nothing waits before it, else queue it (FIFO). The
