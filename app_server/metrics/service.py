@@ -18,6 +18,7 @@ from app_server.metrics.accounts import AccountsCollector
 from app_server.metrics.upstream import BUCKETS, ObservedTransport
 from protocol import ext
 from protocol.jsonrpc import RpcError
+from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as ConsumeOutcome
 
 if TYPE_CHECKING:
     import httpx
@@ -27,6 +28,15 @@ if TYPE_CHECKING:
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 UNKNOWN_METHOD: Final = "unknown"
 """The `method` label of a request for a method this server does not serve (client text never becomes a label)."""
+
+
+APPLY_OUTCOMES: Final = (
+    *(outcome.value for outcome in ConsumeOutcome),
+    "replayed",
+    "refused",
+    "unknown",
+    "error",
+)
 
 
 def apply_outcome(result: object) -> str:
@@ -69,6 +79,8 @@ class ServiceMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        for outcome in APPLY_OUTCOMES:  # every outcome a series from the start: rates and alerts need no absent()
+            self.applies.labels(outcome)
         self.upstream_calls = Counter(
             "codex_limits_upstream_requests",
             "HTTP requests to upstream by endpoint and status class (`2xx`..`5xx`, `timeout`, `error`, `cancelled`).",
