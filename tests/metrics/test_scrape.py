@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import pytest
@@ -280,5 +279,3 @@ async def test_labels_stay_bounded_and_never_carry_emails_keys_or_paths(world: S
             assert summary.email not in text
     assert TOKEN not in text
     assert "k0" not in json.dumps([s.labels for samples in first.values() for s in samples])
-
-
