@@ -4,10 +4,12 @@ own parser, every metric present and its values those of `accountPool/list`; the
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import anyio
 import pytest
@@ -229,6 +231,14 @@ async def test_a_scrape_has_every_metric_and_the_values_of_account_pool_list(wor
             status_class=status_class,
         )
         assert latency == count
+
+    # The sample Grafana dashboard queries only metrics the scrape has.
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs.append(dashboard["templating"]["list"][0]["query"]["query"])
+    queried = {name for expr in exprs for name in re.findall(r"codex_limits_\w+", expr)}
+    scraped = {sample.name for samples in families.values() for sample in samples}
+    assert len(queried) >= 12 and queried <= scraped, queried - scraped
 
 
 async def test_metrics_need_the_token_health_does_not(world: Settings) -> None:
