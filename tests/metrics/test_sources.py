@@ -4,6 +4,9 @@ dispatcher's observer."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import anyio
 import httpx
 import pytest
@@ -13,7 +16,7 @@ from app_server.metrics import ServiceMetrics
 from app_server.rpc.dispatcher import Route
 from app_server.rpc.memory import connect_in_memory
 from app_server.upstream.backend import HttpPool
-from protocol import ext, methods
+from protocol import ext, methods, v2
 from protocol.jsonrpc import RpcError
 
 pytestmark = pytest.mark.anyio
@@ -146,3 +149,27 @@ async def test_the_dispatcher_tells_its_observer_each_answer() -> None:
                 with pytest.raises(RpcError):
                     await harness.client.request(method, {})
     assert seen == [("initialize", None), ("accountPool/list", -32602), ("accountPool/history", -32603), (None, -32600)]
+
+
+def test_the_readme_lists_every_metric_with_its_type_and_labels() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(codex_limits_\w+)` \| (\w+) \|([^|]*)\|", readme, flags=re.MULTILINE)
+    listed = {name: (kind, sorted(re.findall(r"`(\w+)`", labels))) for name, kind, labels in rows}
+    window = v2.RateLimitWindow(used_percent=5, resets_at=2_000_000_000)
+    rich = summary("a", ext.AccountStatus.ACTIVE, 1_800_000_000).model_copy(
+        update={
+            "rate_limits": v2.RateLimitSnapshot(primary=window, secondary=window),
+            "reset_credits": ext.ResetCreditsOverview(available_count=1, nearest_expires_at=2_000_000_000),
+        }
+    )
+    metrics = ServiceMetrics(lambda: [rich], methods=(), clock=lambda: 1_800_000_100)
+    served: dict[str, tuple[str, list[str]]] = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        keys = {key for sample in family.samples for key in sample.labels if key != "le"}
+        served[name] = (family.type, sorted(keys))
+    assert {name for name in served if not name.endswith("_created")} == set(listed)
+    for name, (kind, names) in served.items():
+        if name in listed:
+            assert listed[name][0] == kind, name
+            assert not names or listed[name][1] == names, name  # request counters have no sample yet
