@@ -22,7 +22,9 @@ from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as ConsumeOutc
 
 if TYPE_CHECKING:
     import httpx
+    from pydantic import BaseModel
 
+    from app_server.rpc.context import RequestContext
     from app_server.rpc.dispatcher import Handler
 
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -113,7 +115,7 @@ class ServiceMetrics:
     def count_applies(self, handler: Handler) -> Handler:
         """`handler` (the apply route's), with each answer counted by outcome."""
 
-        async def counted(ctx: Any, params: Any) -> Any:
+        async def counted(ctx: RequestContext[Any], params: Any) -> BaseModel:
             try:
                 result = await handler(ctx, params)
             except Exception as exc:
