@@ -66,6 +66,7 @@ class Service:
     host: str
     port: int
     clock: Clock
+    unix: Path | None = None
 
     async def scrape_answer(self, headers: dict[str, str] | None = None, path: str = "/metrics") -> HttpAnswer:
         async with await anyio.connect_tcp(self.host, self.port) as stream:
@@ -111,7 +112,8 @@ async def service(settings: Settings) -> AsyncIterator[Service]:
         ready.extend(bound)
         up.set()
 
-    listens = [parse_listen("ws://127.0.0.1:0", default_unix=settings.data_home / "s.sock")]
+    socket = settings.data_home / "s.sock"
+    listens = [parse_listen(text, default_unix=socket) for text in ("ws://127.0.0.1:0", "unix://")]
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(
@@ -131,7 +133,7 @@ async def service(settings: Settings) -> AsyncIterator[Service]:
                 await up.wait()
             host, _, port = ready[0].url.removeprefix("ws://").rpartition(":")
             try:
-                yield Service(host, int(port), clock)
+                yield Service(host, int(port), clock, socket)
             finally:
                 stop.set()
     finally:
@@ -256,6 +258,16 @@ async def test_metrics_need_the_token_health_does_not(world: Settings) -> None:
     assert b"codex_limits" not in missing.body + wrong.body + basic.body + twice.body
     assert health.status == 200
     assert good.status == 200 and b"codex_limits_connected_clients" in good.body
+
+
+async def test_the_unix_socket_serves_metrics_without_a_token(world: Settings) -> None:
+    async with service(world) as served:
+        assert served.unix is not None
+        async with await anyio.connect_unix(served.unix) as stream:
+            answer = await raw_http(stream, get("/metrics"))
+    assert answer.status == 200
+    families = {family.name for family in text_string_to_metric_families(answer.body.decode())}
+    assert {"codex_limits_connected_clients", "codex_limits_account_status"} <= families
 
 
 async def test_labels_stay_bounded_and_never_carry_emails_keys_or_paths(world: Settings) -> None:
