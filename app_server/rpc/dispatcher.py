@@ -84,24 +84,6 @@ class _Work:
     params: Any
 
 
-def _observed(handler: Handler, method: str, observe: Observer) -> Handler:
-    """`handler`, telling `observe` how it answered (anything but an `RpcError` is the internal error)."""
-
-    async def observed(ctx: RequestContext[Any], params: Any) -> BaseModel:
-        try:
-            result = await handler(ctx, params)
-        except RpcError as error:
-            observe(method, error.code)
-            raise
-        except Exception:
-            observe(method, INTERNAL_ERROR)
-            raise
-        observe(method, None)
-        return result
-
-    return observed
-
-
 def _internal_error(exc: Exception, request_id: Any) -> RpcError:
     """Anything unforeseen: -32603 on the wire, the traceback on stderr."""
     log.error("unexpected error while serving request %r", request_id, exc_info=exc)
@@ -471,3 +453,21 @@ class Dispatcher:
             await self.outbox.put(message)
         else:
             self._overflow()
+
+
+def _observed(handler: Handler, method: str, observe: Observer) -> Handler:
+    """`handler`, telling `observe` how it answered (anything but an `RpcError` is the internal error)."""
+
+    async def observed(ctx: RequestContext[Any], params: Any) -> BaseModel:
+        try:
+            result = await handler(ctx, params)
+        except RpcError as error:
+            observe(method, error.code)
+            raise
+        except Exception:
+            observe(method, INTERNAL_ERROR)
+            raise
+        observe(method, None)
+        return result
+
+    return observed
