@@ -185,14 +185,21 @@ async def serve_network(
         snapshot_home = home if lock is not None else None
         async with open_world(settings, service_home=snapshot_home) as world, anyio.create_task_group() as tg:
             tg.start_soon(world.background)
+            # GET /metrics on the listeners, fed by the pool, the dispatchers, the apply route, the HTTP pool
+            from app_server.metrics.wiring import instrument, page
+
+            table = routes()
+            metrics = instrument(world, table)
             await serve_listeners(
                 list(listens),
-                routes(),
+                table,
                 world,
                 broadcaster=world.broadcaster,
                 token=token,
                 limits=limits,
                 on_ready=ready,
+                metrics=page(metrics),
+                observer=metrics.observe_request,
             )
             tg.cancel_scope.cancel()
     finally:

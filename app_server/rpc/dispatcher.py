@@ -62,6 +62,8 @@ Handler = Callable[[RequestContext[S], Any], Awaitable[BaseModel]]
 """A method's handler: the request's context and its validated params (the route's params model)."""
 Precheck = Callable[[Any], None]
 InlineHandler = Callable[[RequestContext[S], Any], BaseModel]
+Observer = Callable[[str | None, int | None], None]
+"""Told of each request answered: its method (None when no route serves it) and error code (None on success)."""
 
 SHUTDOWN_MESSAGE: Final = "server shut down before this request finished; its outcome is unknown"
 
@@ -127,8 +129,11 @@ class Dispatcher(Generic[S]):
         shutdown_grace: float = 10.0,
         overflow: Callable[[], None] | None = None,
         broadcaster: Broadcaster | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.routes = routes
+        self._observer = observer
+        self._observe: Observer = observer or (lambda method, error: None)
         self.services = services
         self.outbox = outbox
         self.session = session or Session()
@@ -353,20 +358,27 @@ class Dispatcher(Generic[S]):
     def _request(self, request_id: Any, name: str, raw_params: Any) -> bytes | _Work[S]:
         route = self.routes.get(name)
         if route is None:
-            return failure(request_id, unknown_method(name))
+            error = unknown_method(name)
+            self._observe(None, error.code)
+            return failure(request_id, error)
         try:
             params = parse_params(route.method.params, raw_params, required=route.method.params_required)
             if route.needs_initialize and not self.session.initialized:
                 raise RpcError(jsonrpc.INVALID_REQUEST, "Not initialized")
             if route.inline is not None:
                 ctx = RequestContext(self.session, self.services, self._notify, request_id)
-                return success(request_id, route.inline(ctx, params))
+                answer = success(request_id, route.inline(ctx, params))
+                self._observe(name, None)
+                return answer
             if route.precheck is not None:
                 route.precheck(params)
         except Exception as exc:
-            return failure(request_id, wire_error(exc, request_id))
+            error = wire_error(exc, request_id)
+            self._observe(name, error.code)
+            return failure(request_id, error)
         assert route.handler is not None
-        return _Work(route.handler, RequestContext(self.session, self.services, self._notify, request_id), params)
+        handler = route.handler if self._observer is None else _observed(route.handler, name, self._observer)
+        return _Work(handler, RequestContext(self.session, self.services, self._notify, request_id), params)
 
     async def _start(self, work: _Work[S]) -> None:
         """Run `work` now if a slot is free and nothing waits before it, else queue it (FIFO). The
@@ -448,3 +460,24 @@ class Dispatcher(Generic[S]):
             await self.outbox.put(message)
         else:
             self._overflow()
+
+
+def _observed(handler: Handler[S], method: str, observe: Observer) -> Handler[S]:
+    """`handler`, telling `observe` how it answered (anything but an `RpcError` is the internal error)."""
+
+    async def observed(ctx: RequestContext[S], params: Any) -> BaseModel:
+        try:
+            result = await handler(ctx, params)
+        except RpcError as error:
+            observe(method, error.code)
+            raise
+        except CodexLimitsError as error:
+            observe(method, error.rpc_code)
+            raise
+        except Exception:
+            observe(method, INTERNAL_ERROR)
+            raise
+        observe(method, None)
+        return result
+
+    return observed

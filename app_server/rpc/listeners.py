@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 import anyio
 
 if TYPE_CHECKING:
-    from app_server.rpc.dispatcher import Route, S
+    from app_server.rpc.dispatcher import Observer, Route, S
     from app_server.rpc.sessions import Broadcaster
-    from app_server.rpc.websocket import Limits, TokenCheck
+    from app_server.rpc.websocket import Limits, MetricsPage, TokenCheck
 
 log = logging.getLogger(__name__)
 
@@ -314,14 +314,17 @@ async def serve_listeners(
     limits: Limits | None = None,
     on_ready: Callable[[list[Bound]], None] | None = None,
     stop: anyio.Event | None = None,
+    metrics: MetricsPage | None = None,
+    observer: Observer | None = None,
 ) -> None:
-    """Serve every listener until a signal (or `stop`), then drain and close every connection."""
+    """Serve every listener until a signal (or `stop`), then drain and close every connection. `metrics`, when
+    given, answers `GET /metrics` on every listener; `observer` is told of every request answered."""
     from websockets.asyncio.server import Server, serve
 
     from app_server.rpc.websocket import MAX_MESSAGE, ConnectionHandler, HttpEdge, Limits
 
     limits = limits or Limits()
-    handler = ConnectionHandler(routes, services, limits, broadcaster)
+    handler = ConnectionHandler(routes, services, limits, broadcaster, observer=observer)
     servers: list[Server] = []
     bound: list[Bound] = []
     common: dict[str, Any] = {
@@ -335,7 +338,7 @@ async def serve_listeners(
         try:
             for listen in listens:
                 if listen.scheme == "ws":
-                    edge = HttpEdge(token, advertise_max_message=False)
+                    edge = HttpEdge(token, advertise_max_message=False, metrics=metrics)
                     sock = _bound(listen, functools.partial(bind_tcp, listen.host, listen.port))
                     server = await serve(
                         handler,
@@ -352,7 +355,7 @@ async def serve_listeners(
                     assert path is not None
                     sock = _bound(listen, functools.partial(bind_unix, path))
                     made.append(path)
-                    edge = HttpEdge(None, advertise_max_message=True)
+                    edge = HttpEdge(None, advertise_max_message=True, metrics=metrics)
                     server = await serve(
                         handler,
                         sock=sock,

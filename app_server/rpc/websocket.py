@@ -10,7 +10,8 @@ its outbox full.
 The HTTP edge is upstream's (TRANSPORTS.md): any `Origin` is refused (403), `/healthz` and
 `/readyz` answer 200, a plain GET is a 400, and a capability token, when configured, must come as
 `Authorization: Bearer …` (401 with upstream's texts). A request with two `Authorization` headers is
-malformed: 400, whatever the token.
+malformed: 400, whatever the token. `GET /metrics`, when the server was given a metrics page, answers it
+(Prometheus' text format) under the same token rule: no upgrade needed, but a configured token is.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hashlib
 import hmac
 import http
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic
 
@@ -27,7 +29,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from app_server.rpc.dispatcher import Dispatcher, Route, S
+from app_server.rpc.dispatcher import Dispatcher, Observer, Route, S
 from app_server.rpc.outbox import MessageOutbox
 
 if TYPE_CHECKING:
@@ -42,6 +44,10 @@ INVALID_TOKEN: Final = "invalid websocket bearer token"
 DUPLICATE_AUTHORIZATION: Final = "more than one Authorization header"
 NOT_READING: Final = 1008  # policy violation: the client stopped reading its answers
 GOING_AWAY: Final = 1001
+METRICS_PATH: Final = "/metrics"
+
+MetricsPage = Callable[[], tuple[bytes, str]]
+"""What `GET /metrics` answers: the body and its content type (made by the composition root; rpc knows no account)."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +93,12 @@ def _plain(connection: ServerConnection, status: http.HTTPStatus, text: str) -> 
 class HttpEdge:
     """`process_request`/`process_response` for `websockets.serve`: what answers before the upgrade."""
 
-    def __init__(self, token: TokenCheck | None, *, advertise_max_message: bool) -> None:
+    def __init__(
+        self, token: TokenCheck | None, *, advertise_max_message: bool, metrics: MetricsPage | None = None
+    ) -> None:
         self._token = token
         self._advertise = advertise_max_message
+        self._metrics = metrics
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = request.headers
@@ -98,6 +107,8 @@ class HttpEdge:
         path = request.path.partition("?")[0]
         if path in ("/healthz", "/readyz"):
             return _plain(connection, http.HTTPStatus.OK, "")
+        if path == METRICS_PATH and self._metrics is not None:
+            return self._metrics_page(connection, headers.get_all("Authorization"))
         # get_all, never get: a header sent twice makes `get` raise, which websockets answers with a 500.
         if not any("websocket" in value.lower() for value in headers.get_all("Upgrade")):
             return _plain(connection, http.HTTPStatus.BAD_REQUEST, "Bad Request")
@@ -109,6 +120,22 @@ class HttpEdge:
             if refusal is not None:
                 return _plain(connection, http.HTTPStatus.UNAUTHORIZED, refusal)
         return None
+
+    def _metrics_page(self, connection: ServerConnection, authorization: list[str]) -> Response:
+        assert self._metrics is not None
+        if len(authorization) > 1:
+            return _plain(connection, http.HTTPStatus.BAD_REQUEST, DUPLICATE_AUTHORIZATION)
+        if self._token is not None:
+            refusal = self._token.refusal(authorization[0] if authorization else None)
+            if refusal is not None:
+                return _plain(connection, http.HTTPStatus.UNAUTHORIZED, refusal)
+        body, content_type = self._metrics()
+        response = connection.respond(http.HTTPStatus.OK, "")
+        del response.headers["Content-Type"], response.headers["Content-Length"]  # setting a header adds one
+        response.headers["Content-Type"] = content_type
+        response.headers["Content-Length"] = str(len(body))
+        response.body = body
+        return response
 
     def process_response(self, connection: ServerConnection, request: Request, response: Response) -> Response:
         if self._advertise and response.status_code == http.HTTPStatus.SWITCHING_PROTOCOLS:
@@ -170,8 +197,17 @@ def peer_name(ws: ServerConnection) -> str:
 class ConnectionHandler(Generic[S]):
     """The `websockets` handler: one `Dispatcher` (one session) per connection, all on the same services."""
 
-    def __init__(self, routes: dict[str, Route[S]], services: S, limits: Limits, broadcaster: Broadcaster) -> None:
+    def __init__(
+        self,
+        routes: dict[str, Route[S]],
+        services: S,
+        limits: Limits,
+        broadcaster: Broadcaster,
+        *,
+        observer: Observer | None = None,
+    ) -> None:
         self._routes = routes
+        self._observer = observer
         self._services = services
         self._broadcaster = broadcaster
         self._limits = limits
@@ -196,6 +232,7 @@ class ConnectionHandler(Generic[S]):
             shutdown_grace=limits.shutdown_grace,
             overflow=overflow,
             broadcaster=self._broadcaster,
+            observer=self._observer,
         )
         if self.stopping:
             dispatcher.stop_reading()

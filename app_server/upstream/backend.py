@@ -15,7 +15,7 @@ import http.cookiejar
 import json
 import logging
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -148,6 +148,8 @@ class HttpPool:
         self.max_connections = max(max_connections, self.RESERVED + 1)
         self.max_calls = self.max_connections - self.RESERVED
         self._calls: anyio.Semaphore | None = None
+        self.wrap_transport: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None
+        """Set before the first call (the service's metrics): wraps the transport every request goes through."""
 
     @property
     def calls(self) -> anyio.Semaphore:
@@ -160,13 +162,16 @@ class HttpPool:
         if self._client is None:
             import httpx
 
+            # Every connection may be kept alive: under load, closing and reopening them costs more than the call.
+            limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
+            transport = self._transport
+            if self.wrap_transport is not None:
+                # httpx's own default transport for these limits (what the client would make), wrapped.
+                transport = self.wrap_transport(transport or httpx.AsyncHTTPTransport(limits=limits, trust_env=False))
             self._client = httpx.AsyncClient(
-                transport=self._transport,
+                transport=transport,
                 timeout=httpx.Timeout(None, connect=self._connect_timeout),
-                # Every connection may be kept alive: under load, closing and reopening them costs more than the call.
-                limits=httpx.Limits(
-                    max_connections=self.max_connections, max_keepalive_connections=self.max_connections
-                ),
+                limits=limits,
                 follow_redirects=False,
                 trust_env=False,
                 # Upstream's HTTP client keeps no cookies: one the backend sets is never sent back.

@@ -47,6 +47,8 @@ HEAVY = (
     "app_server.dashboard",
     "app_server.cli",
     "protocol.schema",
+    "prometheus_client",
+    "app_server.metrics",
 )
 START_UP = frozenset(
     {
