@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ from app_server.rpc.stdio import FdSink, FdSource, claim_stdout
 from app_server.services import Services
 
 if TYPE_CHECKING:
+    from app_server.pool.delivery.deliverer import AlertDelivery
     from app_server.rpc.listeners import Bound, Listen
     from app_server.rpc.memory import Harness
     from app_server.rpc.websocket import Limits, TokenCheck
@@ -125,13 +126,16 @@ def run(settings: Settings, *, simulate: bool = False, options: ServeOptions | N
     """Serve until end of input (stdio) or a signal (listeners); with `simulate`, against a throwaway
     simulated upstream. Raises `ServeError` before serving anything when the options cannot work."""
     options = options or ServeOptions()
-    serve: Callable[[Settings], Awaitable[None]] = serve_stdio
+
+    async def serve(settings: Settings) -> None:
+        await serve_stdio(settings, deliver=simulate)  # a simulated server delivers to its test sink (#23)
+
     if not options.stdio():
         listens = parse_listens(options, settings.data_home)
         token = token_check(options, listens)
 
         async def serve(settings: Settings) -> None:
-            await serve_network(settings, listens, token=token, limits=options.limits)
+            await serve_network(settings, listens, token=token, limits=options.limits, deliver=simulate)
 
     if not simulate:
         anyio.run(serve, settings)
@@ -143,15 +147,22 @@ def run(settings: Settings, *, simulate: bool = False, options: ServeOptions | N
 
 
 async def serve_network(
-    settings: Settings, listens: Sequence[Listen], *, token: TokenCheck | None = None, limits: Limits | None = None
+    settings: Settings,
+    listens: Sequence[Listen],
+    *,
+    token: TokenCheck | None = None,
+    limits: Limits | None = None,
+    deliver: bool = False,
 ) -> None:
-    """Serve `listens` until SIGTERM/SIGINT/SIGHUP; as the service when the default socket is among them."""
+    """Serve `listens` until SIGTERM/SIGINT/SIGHUP; as the service when the default socket is among them.
+    The service (or with `deliver`) also sends alerts to the configured sinks."""
     from app_server.handlers import routes
     from app_server.rpc.listeners import serve_listeners
     from app_server.service.state import AlreadyRunning, ServiceLock, State, socket_path
 
     service_socket = socket_path(settings.data_home)
     lock = ServiceLock(settings.data_home) if any(listen.path == service_socket for listen in listens) else None
+    delivery = alert_delivery(settings) if lock is not None or deliver else None  # alert delivery (#23)
     if lock is not None:
         try:
             lock.acquire()
@@ -172,9 +183,12 @@ async def serve_network(
         from app_server.pool.snapshot import SnapshotWriter
 
         services.snapshot = SnapshotWriter(settings.data_home)
+    services.delivery = delivery  # alert delivery (#23)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(background_refresh, services)
+            if delivery is not None:  # alert delivery (#23)
+                tg.start_soon(delivery.run)
             await serve_listeners(
                 list(listens),
                 routes(),
@@ -198,9 +212,15 @@ read-ahead, what a client can have waiting is bounded, and so is an answer's wai
 about (512 + 1,024 + ~2,600 lines) / reads per second."""
 
 
-async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0) -> None:
+async def serve_stdio(
+    settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0, deliver: bool = False
+) -> None:
+    """Serve this process's stdin/stdout. With `deliver` (simulated servers: each CLI command spawns its own
+    stdio server, which must not re-send every alert to real sinks) alerts also go to the configured sinks."""
+    delivery = alert_delivery(settings) if deliver else None  # alert delivery (#23)
     protocol_fd = claim_stdout()
     services = Services(settings)
+    services.delivery = delivery  # alert delivery (#23)
     from app_server.handlers import routes
 
     dispatcher = Dispatcher(
@@ -220,6 +240,8 @@ async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, s
         async with anyio.create_task_group() as tg:
             tg.start_soon(_stop_on_signal, dispatcher, tg.cancel_scope)
             tg.start_soon(background_refresh, services)
+            if delivery is not None:  # alert delivery (#23)
+                tg.start_soon(delivery.run)
             await dispatcher.serve(source, ended=source.ended)
             tg.cancel_scope.cancel()
     finally:
@@ -239,6 +261,24 @@ async def background_refresh(services: Services) -> None:
 
     source = PoolSource(services.pool(), server_identity(), services.live.observe)
     await RefreshScheduler(source, interval=interval).run()
+
+
+def alert_delivery(settings: Settings) -> AlertDelivery | None:
+    """The configured alert sinks (alert delivery, #23), or None when there are none; ServeError when the
+    configuration cannot be used (a service that silently sends no alert would be worse)."""
+    from app_server.config import ConfigError
+    from app_server.pool.delivery.settings import read_alert_sinks
+
+    try:
+        sinks = read_alert_sinks(settings.data_home, settings.env)
+    except ConfigError as exc:
+        raise ServeError(f"alert delivery: {exc}") from None
+    if not sinks:
+        return None
+    from app_server.pool.delivery.deliverer import AlertDelivery
+
+    log.info("delivering alerts to %s", ", ".join(sink.label for sink in sinks))
+    return AlertDelivery(sinks)
 
 
 async def _stop_on_signal(dispatcher: Dispatcher, scope: anyio.CancelScope) -> None:

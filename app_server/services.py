@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from app_server.config import Settings, upstream_connections
 
 if TYPE_CHECKING:
+    from app_server.pool.delivery.deliverer import AlertDelivery
     from app_server.pool.monitor import LiveUpdates
     from app_server.pool.pool import Pool
     from app_server.pool.snapshot import SnapshotWriter
@@ -34,6 +35,8 @@ class Services:
         self._live: LiveUpdates | None = None
         self.snapshot: SnapshotWriter | None = None
         """Set by the service (only): the live updates keep `statusline.json` current through it."""
+        self.delivery: AlertDelivery | None = None
+        """Set by the service (and simulated servers): alert delivery to webhooks and ntfy (#23)."""
 
     @property
     def http(self) -> HttpPool:
@@ -101,6 +104,7 @@ class Services:
                 rules=AlertRules(cfg.alert_thresholds, cfg.credit_expiry_days),
                 recorder=UsageRecorder(self.store, retention_seconds=cfg.usage_retention_days * 86_400),
                 snapshot=self.snapshot,
+                on_alert=self.delivery.submit if self.delivery is not None else None,  # alert delivery (#23)
             )
         return self._live
 
