@@ -291,7 +291,7 @@ async def demo(ui: UI, interrupt: Interrupt) -> Exit:
         entries = [ext.ApplyRecord.model_validate(e) for e in await server.history(None, None)]
         ui.show(render.history_table(entries, now=time.time(), width=ui.width()))
 
-        delivered = await _delivered_alerts(server.sandbox)  # alert delivery (#23)
+        delivered = server.scrub(await _delivered_alerts(server.sandbox))  # alert delivery (#23)
         say(
             "Alerts also reach the tools you watch, without a script: signed webhooks and ntfy topics configured "
             f"in config.toml. The simulated world's test webhook received {_count(len(delivered), 'alert')}, "

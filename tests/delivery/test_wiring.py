@@ -135,3 +135,14 @@ async def test_the_pool_keeps_serving_while_a_sink_hangs() -> None:
     assert alerts  # the sessions got their alerts all the same
     stats = delivery.stats[sink.label]
     assert stats.delivered == 0 and stats.queued >= 2 and delivery.pending() == stats.queued - 1
+
+
+def test_a_service_with_an_alert_config_it_cannot_use_does_not_start(tmp_path: Path) -> None:
+    from app_server.config import Settings
+    from app_server.server import ServeError
+
+    (tmp_path / "config.toml").write_text('[[alerts.webhook]]\nurl = "https://hooks.example.com/x"\n')
+    settings = Settings(codex_home=tmp_path / "home", data_home=tmp_path)
+    with pytest.raises(ServeError, match=r"alert delivery: .*a webhook needs secret_file"):
+        alert_delivery(settings)
+    assert alert_delivery(Settings(codex_home=tmp_path / "home", data_home=tmp_path / "none")) is None
