@@ -336,3 +336,30 @@ async def test_the_sim_sink_records_what_it_accepted(tmp_path: Path) -> None:
         await run_until(delivery, received(receiver, 1))
     (line,) = record.read_text().splitlines()
     assert json.loads(line)["id"] == alert_id(alert())
+
+
+async def test_httpx_request_logs_name_the_receiver_by_its_host_only(caplog: pytest.LogCaptureFixture) -> None:
+    url = "https://user:hunter2@hooks.example.com/services/T0/B0/pathtoken"
+    settings = webhook(url)
+    delivery = AlertDelivery([settings], transport=httpx.MockTransport(lambda _: httpx.Response(200)))
+    delivery.submit(alert())
+    with caplog.at_level(logging.INFO, logger="httpx"):
+        await run_until(delivery, lambda: delivery.wait_until(lambda: delivery.stats[settings.label].delivered == 1))
+    requests = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert requests and all("hooks.example.com" in m for m in requests)
+    assert not any(secret in m for m in requests for secret in ("hunter2", "pathtoken"))
+
+
+async def test_a_429_waits_at_least_its_retry_after() -> None:
+    answers = iter([httpx.Response(429, headers={"Retry-After": "42"}), httpx.Response(200)])
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+    settings = webhook("https://hooks.example.com/x")
+    delivery = AlertDelivery([settings], transport=httpx.MockTransport(lambda _: next(answers)), sleep=sleep)
+    delivery.submit(alert())
+    await run_until(delivery, lambda: delivery.wait_until(lambda: delivery.stats[settings.label].delivered == 1))
+    assert delays == [42.0]
