@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 BASE_DELAY: Final = 2.0
 MAX_DELAY: Final = 300.0
+_DROP_LOG_EVERY: Final = 100
 _RETRY_STATUS: Final = frozenset({408, 425, 429})
 
 
@@ -129,7 +130,13 @@ class AlertDelivery:
                 if len(sink.queue) >= sink.settings.queue:
                     sink.queue.popleft()
                     sink.stats.dropped += 1
-                    log.warning("alert sink %s: queue full, dropped its oldest alert", sink.settings.label)
+                    if sink.stats.dropped % _DROP_LOG_EVERY == 1:  # a receiver down for hours: not a line per alert
+                        log.warning(
+                            "alert sink %s: queue full (%d alerts), dropped its oldest alert (%d dropped so far)",
+                            sink.settings.label,
+                            sink.settings.queue,
+                            sink.stats.dropped,
+                        )
                 sink.queue.append(outgoing)
                 sink.stats.queued += 1
                 if sink.wake is not None:
