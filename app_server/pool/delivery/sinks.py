@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -47,13 +46,18 @@ class Outgoing:
 
 def alert_id(alert: ext.AccountPoolAlert) -> str:
     """Stable for one alert: the same on every attempt and every sink, so a receiver can de-duplicate."""
-    return hashlib.sha256(alert.to_wire()).hexdigest()[:32]
+    return _id(alert.to_wire())
+
+
+def _id(wire: bytes) -> str:
+    return hashlib.sha256(wire).hexdigest()[:32]
 
 
 def webhook_body(alert: ext.AccountPoolAlert) -> Outgoing:
-    ident = alert_id(alert)
-    alert_json = json.loads(alert.to_wire())
-    body = json.dumps({"id": ident, "event": EVENT, "alert": alert_json}, separators=(",", ":")).encode("utf-8")
+    """`{"id": …, "event": "accountPool/alert", "alert": <the notification's alert, as on the wire>}`."""
+    wire = alert.to_wire()
+    ident = _id(wire)  # hex digits: safe to splice into JSON as they are
+    body = b'{"id":"' + ident.encode("ascii") + b'","event":"' + EVENT.encode("ascii") + b'","alert":' + wire + b"}"
     return Outgoing(ident, body, {ALERT_ID_HEADER: ident})
 
 
