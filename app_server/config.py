@@ -306,9 +306,9 @@ def read_database_url(data_home: Path, env: Mapping[str, str]) -> str | None:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot use {path}: {exc}") from None
-    unknown = sorted(set(data) - {"database_url"})
+    unknown = sorted(set(data) - {"database_url", "alerts"})  # [alerts]: app_server.pool.delivery.settings (#23)
     if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: database_url)")
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: database_url, alerts)")
     url = data.get("database_url")
     if url is None:
         return None

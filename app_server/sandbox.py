@@ -6,12 +6,14 @@ operator's real `~/.codex` or `~/.codex-limits`, and no request leaves 127.0.0.1
 The accounts: alice (windows used up, two saved resets: applying helps), bob (no saved reset),
 carol (her saved sign-in expired on purpose), dave (a saved reset but nothing used up: applying
 would spend it early). The ledger starts with a short history, so `history --simulate` has
-something to show.
+something to show. A test webhook (`sim.alert_sink`) is the world's one alert sink: what it accepted
+is in `<root>/alert-sink.jsonl` (`ALERT_SINK_FILE`), which `demo` shows.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +24,11 @@ import tomli_w
 
 from app_server.config import LiveSettings, Settings, Timeouts, environ
 from app_server.pool.accounts import FILE_NAME
+from app_server.sim.alert_sink import SimAlertSink
 from app_server.sim.upstream import SimulatedUpstream
 
 FIRST_ACCOUNT = "alice"
+ALERT_SINK_FILE: Final = "alert-sink.jsonl"
 _HOUR: Final = 3_600
 _DAY: Final = 86_400
 
@@ -50,8 +54,13 @@ def simulated_world(
     auth_log = logging.getLogger("app_server.upstream.auth")
     auth_log.addFilter(quiet)
     try:
-        with tempfile.TemporaryDirectory(prefix="codex-limits-sim-") as tmp, SimulatedUpstream() as upstream:
+        with (
+            tempfile.TemporaryDirectory(prefix="codex-limits-sim-") as tmp,
+            SimulatedUpstream() as upstream,
+            SimAlertSink(secrets.token_hex(16).encode(), record_to=Path(tmp) / ALERT_SINK_FILE) as sink,
+        ):
             root = Path(tmp)
+            sink.start()
             upstream.add_account(
                 "dave", "Dave (Pro)", "pro", primary=(30, 4 * _HOUR), secondary=(10, 6 * _DAY), credit_days=[12]
             )
@@ -64,6 +73,7 @@ def simulated_world(
             ]
             with (data_home / FILE_NAME).open("wb") as f:
                 tomli_w.dump({"include_default": False, "accounts": accounts}, f)
+            _configure_alert_sink(data_home, sink)
             if seed_history:
                 _seed_ledger(data_home, homes)
             yield (
@@ -78,6 +88,18 @@ def simulated_world(
             )
     finally:
         auth_log.removeFilter(quiet)
+
+
+def _configure_alert_sink(data_home: Path, sink: SimAlertSink) -> None:
+    """The world's config.toml names the test webhook; its secret is in a private file, as advised."""
+    from app_server.config import DATA_CONFIG_NAME
+
+    secret_file = data_home / "alert-webhook.secret"
+    secret_file.touch(mode=0o600)
+    secret_file.write_bytes(sink.secret)
+    webhook = {"name": "simulated test sink", "url": sink.url, "secret_file": str(secret_file)}
+    with (data_home / DATA_CONFIG_NAME).open("wb") as f:
+        tomli_w.dump({"alerts": {"webhook": [webhook]}}, f)
 
 
 def _seed_ledger(data_home: Path, homes: dict[str, Path]) -> None:

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +31,7 @@ from app_server.rpc.stdio import FdSink, FdSource, claim_stdout
 from app_server.world import World, open_world
 
 if TYPE_CHECKING:
+    from app_server.pool.delivery.deliverer import AlertDelivery
     from app_server.rpc.listeners import Bound, Listen
     from app_server.rpc.memory import Harness
     from app_server.rpc.websocket import Limits, TokenCheck
@@ -126,15 +127,22 @@ def run(settings: Settings, *, simulate: bool = False, options: ServeOptions | N
     """Serve until end of input (stdio) or a signal (listeners); with `simulate`, against a throwaway
     simulated upstream. Raises `ServeError` before serving anything when the options cannot work."""
     options = options or ServeOptions()
-    serve: Callable[[Settings], Awaitable[None]] = serve_stdio
-    if not options.stdio():
+
+    # A simulated server delivers its alerts (to the simulated world's test webhook); a stdio server that a
+    # CLI command spawns for itself does not (it would re-send every alert on each command).
+    if options.stdio():
+
+        async def serve(world: Settings) -> None:
+            await serve_stdio(world, deliver=simulate)
+
+    else:
         listens = parse_listens(options, settings.data_home)
         token = token_check(options, listens)
 
         async def serve(world: Settings) -> None:
             # Simulated, the service still holds (and answers on) this data directory: only its world is made up.
             home = settings.data_home if simulate else None
-            await serve_network(world, listens, token=token, limits=options.limits, service_home=home)
+            await serve_network(world, listens, token=token, limits=options.limits, service_home=home, deliver=simulate)
 
     if not simulate:
         anyio.run(serve, settings)
@@ -152,8 +160,10 @@ async def serve_network(
     token: TokenCheck | None = None,
     limits: Limits | None = None,
     service_home: Path | None = None,
+    deliver: bool = False,
 ) -> None:
     """Serve `listens` until SIGTERM/SIGINT/SIGHUP; as the service when the default socket is among them.
+    The service (or with `deliver`) also sends alerts to the configured sinks.
 
     `service_home`: the data directory the service holds when it is not `settings.data_home` (a simulated world's)."""
     simulated = service_home is not None
@@ -164,6 +174,7 @@ async def serve_network(
 
     service_socket = socket_path(home)
     lock = ServiceLock(home) if any(listen.path == service_socket for listen in listens) else None
+    delivery = alert_delivery(settings) if lock is not None or deliver else None
     if lock is not None:
         try:
             lock.acquire()
@@ -183,7 +194,10 @@ async def serve_network(
     try:
         # The service keeps the status line's snapshot current, in the data directory it holds.
         snapshot_home = home if lock is not None else None
-        async with open_world(settings, service_home=snapshot_home) as world, anyio.create_task_group() as tg:
+        async with (
+            open_world(settings, service_home=snapshot_home, delivery=delivery) as world,
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(world.background)
             # GET /metrics on the listeners, fed by the pool, the dispatchers, the apply route, the HTTP pool
             from app_server.metrics.wiring import instrument, page
@@ -213,12 +227,17 @@ read-ahead, what a client can have waiting is bounded, and so is an answer's wai
 about (512 + 1,024 + ~2,600 lines) / reads per second."""
 
 
-async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0) -> None:
-    """Serve this process's stdin/stdout until end of input or a signal; requests in flight finish first."""
+async def serve_stdio(
+    settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, shutdown_grace: float = 10.0, deliver: bool = False
+) -> None:
+    """Serve this process's stdin/stdout until end of input or a signal; requests in flight finish first.
+    With `deliver` (simulated servers only: each CLI command spawns its own stdio server, which must not re-send
+    every alert to real sinks) alerts also go to the configured sinks."""
+    delivery = alert_delivery(settings) if deliver else None
     protocol_fd = claim_stdout()
     from app_server.handlers import routes
 
-    async with open_world(settings) as world:
+    async with open_world(settings, delivery=delivery) as world:
         dispatcher = Dispatcher(
             routes(),
             world,
@@ -240,6 +259,24 @@ async def serve_stdio(settings: Settings, *, max_line: int = DEFAULT_MAX_LINE, s
                 tg.cancel_scope.cancel()
         finally:
             source.close()  # input the client is still writing is refused now, not at loop shutdown
+
+
+def alert_delivery(settings: Settings) -> AlertDelivery | None:
+    """The configured alert sinks (alert delivery, #23), or None when there are none; ServeError when the
+    configuration cannot be used (a service that silently sends no alert would be worse)."""
+    from app_server.config import ConfigError
+    from app_server.pool.delivery.settings import read_alert_sinks
+
+    try:
+        sinks = read_alert_sinks(settings.data_home, settings.env)
+    except ConfigError as exc:
+        raise ServeError(f"alert delivery: {exc}") from None
+    if not sinks:
+        return None
+    from app_server.pool.delivery.deliverer import AlertDelivery
+
+    log.info("delivering alerts to %s", ", ".join(sink.label for sink in sinks))
+    return AlertDelivery(sinks)
 
 
 async def _stop_on_signal(dispatcher: Dispatcher[World], scope: anyio.CancelScope) -> None:

@@ -23,6 +23,7 @@ import anyio
 from app_server.config import Settings, upstream_connections
 
 if TYPE_CHECKING:  # each is imported where it is first built: none of them is on the start-up path
+    from app_server.pool.delivery.deliverer import AlertDelivery
     from app_server.pool.monitor import LiveUpdates
     from app_server.pool.pool import Pool
     from app_server.pool.snapshot import SnapshotWriter
@@ -50,9 +51,11 @@ class World:
         http: HttpPool | None = None,
         store: Store | None = None,
         snapshot: SnapshotWriter | None = None,
+        delivery: AlertDelivery | None = None,
     ) -> None:
         self.settings = settings
         self.snapshot = snapshot
+        self.delivery = delivery
         self._http = http
         self._registry: AccountRegistry | None = None
         self._store = store
@@ -135,6 +138,7 @@ class World:
                 rules=AlertRules(cfg.alert_thresholds, cfg.credit_expiry_days),
                 recorder=UsageRecorder(self.store, retention_seconds=cfg.usage_retention_days * 86_400),
                 snapshot=self.snapshot,
+                on_alert=self.delivery.submit if self.delivery is not None else None,
             )
         return self._live
 
@@ -144,6 +148,8 @@ class World:
         """What the world does on its own while a transport serves, until cancelled. Never spends anything."""
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._refresh_on_schedule)
+            if self.delivery is not None:
+                tg.start_soon(self.delivery.run)
 
     async def _refresh_on_schedule(self) -> None:
         """With a refresh interval configured (`CODEX_LIMITS_REFRESH_INTERVAL`, `--refresh-interval`), read
@@ -166,16 +172,19 @@ class World:
 
 
 @asynccontextmanager
-async def open_world(settings: Settings, *, service_home: Path | None = None) -> AsyncIterator[World]:
+async def open_world(
+    settings: Settings, *, service_home: Path | None = None, delivery: AlertDelivery | None = None
+) -> AsyncIterator[World]:
     """The world of one server process, closed when the transport is done (even when cancelled); the
     transport runs its `background` beside its connections. `service_home`: this process is the service
-    of that data directory, and keeps its status-line snapshot current."""
+    of that data directory, and keeps its status-line snapshot current. `delivery`: the alert sinks every
+    alert also goes to (the service, and simulated servers)."""
     snapshot: SnapshotWriter | None = None
     if service_home is not None:
         from app_server.pool.snapshot import SnapshotWriter
 
         snapshot = SnapshotWriter(service_home)
-    world = World(settings, snapshot=snapshot)
+    world = World(settings, snapshot=snapshot, delivery=delivery)
     try:
         yield world
     finally:

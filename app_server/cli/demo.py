@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -85,12 +86,45 @@ async def demo(ui: UI, interrupt: Interrupt) -> Exit:
         )
         entries = [ext.ApplyRecord.model_validate(e) for e in await server.history(None, None)]
         ui.show(render.history_table(entries, now=time.time(), width=ui.width()))
+
+        delivered = server.scrub(await _delivered_alerts(server.sandbox))
+        say(
+            "Alerts also reach the tools you watch, without a script: signed webhooks and ntfy topics configured "
+            f"in config.toml. The simulated world's test webhook received {_count(len(delivered), 'alert')}, "
+            "each with a valid signature:",
+            step=7,
+        )
+        for alert in delivered[:4]:
+            severity, message = alert.get("severity", "?"), alert.get("message", "")
+            ui.show(Text.assemble(("  ✓ ", "green"), (f"{severity}: ", "bold"), message))
     say(
         "That was all simulated. With your own accounts: `codex-limits accounts add work ~/.codex-work`, "
         "then `codex-limits status` and `codex-limits apply work`.",
         step=None,
     )
     return Exit.OK
+
+
+async def _delivered_alerts(sandbox: str | None, wait: float = 10.0) -> list[dict[str, Any]]:
+    """The alerts the simulated world's test webhook accepted: delivery runs in the background, so wait a
+    little for the first one."""
+    import json
+
+    import anyio
+
+    from app_server.sandbox import ALERT_SINK_FILE
+
+    if sandbox is None:
+        return []
+    path = Path(sandbox) / ALERT_SINK_FILE
+
+    def complete_lines() -> list[str]:  # a line still being written has no newline yet
+        return path.read_text(encoding="utf-8").split("\n")[:-1] if path.exists() else []
+
+    with anyio.move_on_after(wait):
+        while not complete_lines():  # noqa: ASYNC110 - the server process writes it: nothing here to wait on
+            await anyio.sleep(0.05)
+    return [json.loads(line)["alert"] for line in complete_lines() if line.strip()]
 
 
 def _narrator(ui: UI) -> Callable[..., None]:

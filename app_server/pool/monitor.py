@@ -79,6 +79,7 @@ class LiveUpdates:
         recorder: where usage samples go; None records nothing.
         clock: the time alerts are stamped with and expiries measured from.
         snapshot: keeps `statusline.json` current (the service only); None writes nothing.
+        on_alert: also given each alert raised (alert delivery's `submit`); must not wait. None: nobody.
     """
 
     def __init__(
@@ -90,8 +91,10 @@ class LiveUpdates:
         recorder: UsageRecorder | None = None,
         clock: Clock | None = None,
         snapshot: SnapshotWriter | None = None,
+        on_alert: Callable[[ext.AccountPoolAlert], None] | None = None,  # alert delivery (#23)
     ) -> None:
         self._notify_all = notify_all
+        self._on_alert = on_alert  # alert delivery (#23)
         self.snapshot = snapshot
         self._codex_home = codex_home
         self.rules = rules or AlertRules()
@@ -134,6 +137,11 @@ class LiveUpdates:
         sends.extend((POOL_ALERT, ext.AccountPoolAlertNotification(alert=alert)) for alert in alerts)
         for alert in alerts:
             log.info("alert: %s", alert.message)
+            if self._on_alert is not None:  # alert delivery (#23): queues only, never waits
+                try:
+                    self._on_alert(alert)
+                except Exception:
+                    log.exception("handing alert to delivery failed")
         if self._recorder is not None:
             await self._recorder.record(summary)
         for kind, params in sends:

@@ -8,6 +8,7 @@ standing in for ChatGPT, and look only at what a user sees: stdout, one stderr l
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -260,7 +261,7 @@ def test_demo_runs_end_to_end_without_an_account(homes: dict[str, str], width: i
     assert result.stderr == ""
     assert_fits(result.stdout, width)
     out = flat(result.stdout)
-    steps = [out.index(f"Step {n} ·") for n in range(1, 7)]
+    steps = [out.index(f"Step {n} ·") for n in range(1, 8)]
     assert steps == sorted(steps)
     apply_part = out[steps[1] : steps[2]]
     assert "Reset applied on alice" in apply_part
@@ -273,8 +274,11 @@ def test_demo_runs_end_to_end_without_an_account(homes: dict[str, str], width: i
     assert "refused (exit status 3)" in bob and "no saved reset" in bob and "nothing was spent" in bob
     carol = out[steps[4] : steps[5]]
     assert "needs sign-in" in carol and "codex login" in carol
-    ledger = out[steps[5] :]
+    ledger = out[steps[5] : steps[6]]
     assert "alice reset applied 2 → 1" in ledger and "bob" not in ledger  # a refusal spends nothing, records nothing
+    alerts = out[steps[6] :]  # alert delivery (#23): the simulated world's test webhook got the alerts
+    assert re.search(r"test webhook received [1-9]\d* alerts?, each with a valid signature", alerts), alerts
+    assert "✓ critical: alice:" in alerts
     assert not (Path(homes["CODEX_LIMITS_HOME"])).exists()  # the demo never touched the operator's data dir
 
 
