@@ -98,7 +98,7 @@ class Services:
             self._live = LiveUpdates(
                 self.broadcaster.notify_all,
                 codex_home=self.settings.codex_home,
-                rules=AlertRules(cfg.alert_thresholds, cfg.credit_expiry_days),
+                rules=AlertRules(cfg.alert_thresholds, cfg.credit_expiry_days, cfg.runout_lead_minutes),
                 recorder=UsageRecorder(self.store, retention_seconds=cfg.usage_retention_days * 86_400),
                 snapshot=self.snapshot,
             )

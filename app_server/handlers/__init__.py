@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app_server.handlers import account, pool, usage
+from app_server.handlers import account, inventory, pool, usage
 from app_server.handlers.errors import wire_errors
 from app_server.rpc.dispatcher import Route
 from protocol import methods
@@ -22,5 +22,6 @@ def routes() -> dict[str, Route]:
         Route(methods.POOL_APPLY, handler=wire_errors(pool.apply_reset_credit), precheck=pool.check_apply),
         Route(methods.POOL_HISTORY, handler=wire_errors(pool.history)),
         Route(methods.POOL_USAGE_HISTORY, handler=wire_errors(usage.usage_history)),
+        *inventory.ROUTES,
     ]
     return {route.method.name: route for route in table}
