@@ -284,7 +284,8 @@ class AccountPoolAlert(WireModel):
     credit_id: str | None = Field(default=None, description="With `creditExpiring`: the saved reset that expires.")
     expires_at: Int64 | None = Field(default=None, description="With `creditExpiring`: Unix seconds of its expiry.")
     runs_out_at: Int64 | None = Field(
-        default=None, description="With `runsOutBeforeReset`: Unix seconds when `window` reaches 100 % at its burn rate."
+        default=None,
+        description="With `runsOutBeforeReset`: Unix seconds when `window` reaches 100 % at its burn rate.",
     )
     burn_rate_per_hour: float | None = Field(
         default=None, description="With `runsOutBeforeReset`: percentage points used per hour (see `WindowForecast`)."

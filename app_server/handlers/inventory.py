@@ -28,14 +28,14 @@ def check_forecast(params: ext.AccountPoolForecastParams) -> None:
 
 
 async def forecast(ctx: Context, params: ext.AccountPoolForecastParams) -> ext.AccountPoolForecastResponse:
-    from app_server.pool.forecast import ForecastRules, forecast_account
+    from app_server.pool.forecast import DEFAULT_RULES, ForecastRules, forecast_account
 
     pool = ctx.services.pool()
     if params.account_id is not None:
         account_ids = [pool.member(params.account_id).entry.id]  # an unknown id is refused naming the pool
     else:
         account_ids = [member.entry.id for member in pool.members()]
-    rules = ForecastRules(lookback=params.lookback_seconds or ForecastRules().lookback)
+    rules = ForecastRules(lookback=params.lookback_seconds or DEFAULT_RULES.lookback)
     now = time.time()
     accounts = []
     for account_id in account_ids:

@@ -21,12 +21,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from app_server.pool.forecast import ForecastRules, duration, forecast_window, window_name
+from app_server.pool.forecast import DEFAULT_RULES, ForecastRules, duration, forecast_window, window_name
 from app_server.pool.usage import is_reset, windows_of
 from app_server.store.base import UsageSample
 from protocol import ext, v2
 
-__all__ = ["DEFAULT_EXPIRY_DAYS", "DEFAULT_RUNOUT_LEAD_MINUTES", "DEFAULT_THRESHOLDS", "AlertRules", "duration", "window_name"]
+__all__ = [
+    "DEFAULT_EXPIRY_DAYS",
+    "DEFAULT_RUNOUT_LEAD_MINUTES",
+    "DEFAULT_THRESHOLDS",
+    "AlertRules",
+    "duration",
+    "window_name",
+]
 
 DEFAULT_THRESHOLDS: Final = (80, 90, 100)
 DEFAULT_EXPIRY_DAYS: Final = 3.0
@@ -60,7 +67,7 @@ class AlertRules:
         thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
         credit_expiry_days: float = DEFAULT_EXPIRY_DAYS,
         runout_lead_minutes: float = DEFAULT_RUNOUT_LEAD_MINUTES,
-        forecast_rules: ForecastRules = ForecastRules(),
+        forecast_rules: ForecastRules = DEFAULT_RULES,
     ) -> None:
         self.thresholds = tuple(sorted(set(thresholds)))
         self.credit_expiry_seconds = credit_expiry_days * 86_400

@@ -42,8 +42,11 @@ class ForecastRules:
     min_span: int = MIN_SPAN
 
 
+DEFAULT_RULES: Final = ForecastRules()
+
+
 def forecast_window(
-    samples: Sequence[UsageSample], now: float, rules: ForecastRules = ForecastRules()
+    samples: Sequence[UsageSample], now: float, rules: ForecastRules = DEFAULT_RULES
 ) -> ext.WindowForecast:
     """The forecast of one window from its samples (one limit id and slot, oldest first, not empty)."""
     if not samples:
@@ -122,7 +125,7 @@ def forecast_window(
 
 
 def forecast_account(
-    account_id: str, samples: Iterable[UsageSample], now: float, rules: ForecastRules = ForecastRules()
+    account_id: str, samples: Iterable[UsageSample], now: float, rules: ForecastRules = DEFAULT_RULES
 ) -> ext.AccountForecast:
     """Every window of one account's samples, the main limit first, primary before secondary."""
 
