@@ -16,7 +16,9 @@ from app_server.rpc.dispatcher import Route
 from protocol import ext, methods
 from protocol.jsonrpc import INVALID_REQUEST, RpcError
 
-MAX_SAMPLES_PER_ACCOUNT: Final = 20_000
+MAX_SAMPLES: Final = 20_000
+"""Per account and forecast: a read every 15 s (the refresh floor) for 3 hours is 720 per window."""
+LATEST_SAMPLES: Final = 16
 
 
 def check_forecast(params: ext.AccountPoolForecastParams) -> None:
@@ -39,10 +41,11 @@ async def forecast(ctx: Context, params: ext.AccountPoolForecastParams) -> ext.A
     now = time.time()
     accounts = []
     for account_id in account_ids:
-        # Only the lookback is read: a reset before it cannot matter, one inside it is found among these samples.
-        samples = await pool.store.usage_history(
-            account_id, since=int(now) - rules.lookback, limit=MAX_SAMPLES_PER_ACCOUNT
-        )
+        # The lookback's samples, plus the newest few: a window not read within the lookback is still listed, as
+        # too little history, rather than left out.
+        recent = await pool.store.usage_history(account_id, since=int(now) - rules.lookback, limit=MAX_SAMPLES)
+        latest = await pool.store.usage_history(account_id, since=None, limit=LATEST_SAMPLES)
+        samples = list({(s.limit_id, s.window, s.taken_at): s for s in latest + recent}.values())
         accounts.append(forecast_account(account_id, samples, now, rules))
     return ext.AccountPoolForecastResponse(
         accounts=accounts,

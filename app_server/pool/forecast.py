@@ -100,11 +100,11 @@ def forecast_window(
         left = f", resets in {duration(resets - now)}" if resets is not None else ""
         return answer(ext.ForecastStatus.EXHAUSTED, f"used up{left}", ran_out, True if resets is not None else None)
     if rate is None:
+        seen = f"{_samples(len(recent))} over {duration(span)}" if recent else "no read"
         return answer(
             ext.ForecastStatus.TOO_LITTLE_HISTORY,
-            f"too little history to forecast: {_samples(len(recent))} over {duration(span)} in this window "
-            f"within the last {duration(rules.lookback)}; a forecast needs at least "
-            f"{_samples(rules.min_samples)} over {duration(rules.min_span)}",
+            f"too little history to forecast: {seen} in this window within the last {duration(rules.lookback)}; "
+            f"a forecast needs at least {_samples(rules.min_samples)} over {duration(rules.min_span)}",
         )
     over = f"over the last {duration(span)}"
     if rate <= 0:
