@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from app_server.config import LiveSettings
 from app_server.pool.alerts import AlertRules
+from app_server.pool.monitor import LiveUpdates
+from app_server.sandbox import simulated_world
+from app_server.services import Services
 from protocol import ext
-from tests.support.live import summary, window
+from tests.support.live import FakeClock, Sent, summary, window
 
 T0 = 1_800_000_000
 HOUR = 3600
@@ -68,3 +75,25 @@ def test_the_lead_time_is_a_live_setting() -> None:
     assert LiveSettings.from_env({"CODEX_LIMITS_RUNOUT_LEAD_MINUTES": "90"}).runout_lead_minutes == 90.0
     assert LiveSettings.from_env({"CODEX_LIMITS_RUNOUT_LEAD_MINUTES": "0"}).runout_lead_minutes == 0.0
     assert LiveSettings.from_env({"CODEX_LIMITS_RUNOUT_LEAD_MINUTES": "soon"}).runout_lead_minutes == 60.0
+
+
+@pytest.mark.anyio
+async def test_the_alert_reaches_every_session_as_an_account_pool_alert() -> None:
+    sent = Sent()
+    clock = FakeClock(T0)
+    updates = LiveUpdates(
+        sent, codex_home=Path("/homes/default"), rules=AlertRules(runout_lead_minutes=60), clock=clock
+    )
+    for at, used, resets in CLIMB:
+        clock.time = T0 + at
+        await updates.observe(summary(primary=window(used, resets), refreshed_at=T0 + at))
+
+    runs_out = [a for a in sent.alerts() if a["kind"] == "runsOutBeforeReset"]
+    assert len(runs_out) == 1
+    assert runs_out[0]["runsOutAt"] == T0 + 3 * HOUR and runs_out[0]["burnRatePerHour"] == 30.0
+    assert runs_out[0]["emittedAt"] == T0 + 2 * HOUR and runs_out[0]["accountId"] == "alice"
+
+
+def test_the_service_uses_the_configured_lead_time() -> None:
+    with simulated_world(seed_history=False, live=LiveSettings(runout_lead_minutes=15)) as (_, settings):
+        assert Services(settings).live.rules.runout_lead_seconds == 900
