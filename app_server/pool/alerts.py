@@ -80,8 +80,9 @@ class AlertRules:
 
     def attention(self, account_id: str, now: float) -> ext.AlertSeverity | None:
         """The alert condition still in force for the account, after `evaluate` saw its latest read:
-        critical while it must sign in or a window is used up, warning while a window is above a threshold
-        or an unused saved reset is about to expire (what the status line marks)."""
+        critical while it must sign in or a window is used up, warning while a window is above a threshold or
+        runs out before it resets within the lead time, or an unused saved reset is about to expire (what the
+        status line marks)."""
         state = self._accounts.get(account_id)
         if state is None:
             return None
