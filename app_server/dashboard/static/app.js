@@ -195,7 +195,9 @@
       state.forecasts = new Map(data.accounts.map((a) => [a.accountId, a.windows]));
       for (const summary of state.accounts.values()) renderRow(summary);
     } catch (err) {
-      if (!(err instanceof SignedOut)) showAlert(`Could not load the forecasts: ${err.message}`);
+      // While the service is away the link says so, and every row's forecast is re-read when it is back.
+      if (err instanceof SignedOut || ["serviceUnavailable", "network"].includes(err.code)) return;
+      showAlert(`Could not load the forecasts: ${err.message}`);
     }
   }
 
