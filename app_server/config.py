@@ -93,6 +93,7 @@ class LiveSettings:
     alert_thresholds: tuple[int, ...] = (80, 90, 100)
     credit_expiry_days: float = 3.0
     usage_retention_days: float = 30.0
+    runout_lead_minutes: float = 60.0  # alert when a window runs out before it resets within this; 0: off
 
     def with_refresh_interval(self, seconds: float | None) -> LiveSettings:
         """`seconds` raised to the floor (with a warning); None or 0 turns background refresh off."""
@@ -115,6 +116,8 @@ class LiveSettings:
         retention = _number(env, "CODEX_LIMITS_USAGE_RETENTION_DAYS")
         if retention is not None and retention > 0:
             live = replace(live, usage_retention_days=retention)
+        if (lead := _number(env, "CODEX_LIMITS_RUNOUT_LEAD_MINUTES")) is not None and lead >= 0:
+            live = replace(live, runout_lead_minutes=lead)
         raw = env.get("CODEX_LIMITS_ALERT_THRESHOLDS")
         if raw:
             try:

@@ -135,7 +135,7 @@ class World:
             self._live = LiveUpdates(
                 self.broadcaster.notify_all,
                 codex_home=self.settings.codex_home,
-                rules=AlertRules(cfg.alert_thresholds, cfg.credit_expiry_days),
+                rules=AlertRules(cfg.alert_thresholds, cfg.credit_expiry_days, cfg.runout_lead_minutes),
                 recorder=UsageRecorder(self.store, retention_seconds=cfg.usage_retention_days * 86_400),
                 snapshot=self.snapshot,
                 on_alert=self.delivery.submit if self.delivery is not None else None,

@@ -16,6 +16,7 @@ from .v2 import (
     ConsumeAccountRateLimitResetCreditOutcome,
     PlanType,
     RateLimitResetCredit,
+    RateLimitResetType,
     RateLimitSnapshot,
 )
 
@@ -23,15 +24,20 @@ __all__ = [
     "APPLY_WARNING",
     "KEY_MAX_LENGTH",
     "AccountError",
+    "AccountForecast",
     "AccountPoolAlert",
     "AccountPoolAlertNotification",
     "AccountPoolApplyParams",
     "AccountPoolApplyResponse",
+    "AccountPoolForecastParams",
+    "AccountPoolForecastResponse",
     "AccountPoolHistoryParams",
     "AccountPoolHistoryResponse",
     "AccountPoolListParams",
     "AccountPoolListResponse",
     "AccountPoolRefreshParams",
+    "AccountPoolResetCreditsListParams",
+    "AccountPoolResetCreditsListResponse",
     "AccountPoolUsageHistoryParams",
     "AccountPoolUsageHistoryResponse",
     "AccountStatus",
@@ -42,14 +48,18 @@ __all__ = [
     "ApplyRecord",
     "ApplyRefusedData",
     "ApplyStatus",
+    "ForecastStatus",
     "PendingApply",
+    "PoolResetCredit",
     "ResetAction",
     "ResetCreditsOverview",
     "ResetDisabledReason",
     "ResetReadiness",
+    "UnlistedResetCredits",
     "UsagePoint",
     "UsageWindow",
     "UsageWindowHistory",
+    "WindowForecast",
 ]
 
 APPLY_WARNING = "Applying consumes one saved rate-limit reset on this account and cannot be undone."
@@ -246,6 +256,7 @@ class AlertKind(StrEnum):
     USAGE_THRESHOLD = "usageThreshold"
     CREDIT_EXPIRING = "creditExpiring"
     REAUTH_REQUIRED = "reauthRequired"
+    RUNS_OUT_BEFORE_RESET = "runsOutBeforeReset"
 
 
 class AlertSeverity(StrEnum):
@@ -272,6 +283,13 @@ class AccountPoolAlert(WireModel):
     resets_at: Int64 | None = Field(default=None, description="Unix seconds when `window` resets next.")
     credit_id: str | None = Field(default=None, description="With `creditExpiring`: the saved reset that expires.")
     expires_at: Int64 | None = Field(default=None, description="With `creditExpiring`: Unix seconds of its expiry.")
+    runs_out_at: Int64 | None = Field(
+        default=None,
+        description="With `runsOutBeforeReset`: Unix seconds when `window` reaches 100 % at its burn rate.",
+    )
+    burn_rate_per_hour: float | None = Field(
+        default=None, description="With `runsOutBeforeReset`: percentage points used per hour (see `WindowForecast`)."
+    )
     emitted_at: Int64 = Field(description="Unix seconds when the alert was raised.")
 
 
@@ -315,3 +333,106 @@ class UsageWindowHistory(WireModel):
 class AccountPoolUsageHistoryResponse(WireModel):
     account_id: str
     windows: list[UsageWindowHistory]
+
+
+# -- forecasts and the pool-wide inventory of saved resets (issue #23) ---------------------------
+
+
+class ForecastStatus(StrEnum):
+    """What a window's forecast could say: `projected`, usage grows and `runsOutAt` is when it reaches
+    100 % at the burn rate; `notGrowing`, no usage in the lookback (it does not run out at this rate);
+    `exhausted`, it is used up already; `tooLittleHistory`, too few samples or too short a span in the
+    current window to measure a rate (see `minSamples`, `minSpanSeconds`)."""
+
+    PROJECTED = "projected"
+    NOT_GROWING = "notGrowing"
+    EXHAUSTED = "exhausted"
+    TOO_LITTLE_HISTORY = "tooLittleHistory"
+
+
+class WindowForecast(WireModel):
+    limit_id: str
+    window: UsageWindow
+    window_minutes: Int64 | None = None
+    status: ForecastStatus
+    used_percent: Int32 | None = Field(default=None, description="At the latest sample; null with no sample.")
+    resets_at: Int64 | None = Field(default=None, description="Unix seconds when the window resets next.")
+    burn_rate_per_hour: float | None = Field(
+        default=None,
+        description="Percentage points used per hour over the lookback, within the current window only (a reset "
+        "starts a new window); null with too little history.",
+    )
+    runs_out_at: Int64 | None = Field(
+        default=None,
+        description="Unix seconds when the window reaches 100 % at that rate (when it reached it, if exhausted); "
+        "null when it does not run out at this rate or the history is too short.",
+    )
+    runs_out_before_reset: bool | None = Field(
+        default=None, description="Whether `runsOutAt` comes before `resetsAt`; null when either is unknown."
+    )
+    sample_count: Int64 = Field(description="Samples of the current window within the lookback.")
+    span_seconds: Int64 = Field(description="Seconds between the first and the last of those samples.")
+    measured_at: Int64 | None = Field(default=None, description="Unix seconds of the latest sample used.")
+    message: str = Field(description="One line for a person, saying plainly when there is too little history.")
+
+
+class AccountForecast(WireModel):
+    account_id: str
+    windows: list[WindowForecast] = Field(description="Main limit first, primary before secondary.")
+
+
+class AccountPoolForecastParams(WireModel):
+    account_id: str | None = Field(default=None, description="One account; omitted or null: every pool account.")
+    lookback_seconds: Int64 | None = Field(
+        default=None, description="Measure the burn rate over this many seconds (default 3 hours)."
+    )
+
+
+class AccountPoolForecastResponse(WireModel):
+    accounts: list[AccountForecast]
+    lookback_seconds: Int64
+    min_samples: Int64 = Field(description="Fewer samples than this in a window's lookback: `tooLittleHistory`.")
+    min_span_seconds: Int64 = Field(description="A shorter span between those samples: `tooLittleHistory`.")
+    generated_at: Int64 = Field(description="Unix seconds the forecasts were computed at.")
+
+
+class PoolResetCredit(WireModel):
+    """One available saved reset of one pool account."""
+
+    account_id: str
+    label: str
+    credit_id: str
+    reset_type: RateLimitResetType
+    title: str | None = None
+    granted_at: Int64
+    expires_at: Int64 | None = Field(default=None, description="Unix seconds of its expiry; null: never expires.")
+
+
+class UnlistedResetCredits(WireModel):
+    """An account whose saved resets are not all listed: only a count is known, or the read failed."""
+
+    account_id: str
+    label: str
+    available_count: Int64 | None = Field(default=None, description="Null when the account could not be read.")
+    listed_count: Int64 = Field(description="How many of its credits `credits` lists.")
+    status: AccountStatus
+
+
+class AccountPoolResetCreditsListParams(WireModel):
+    max_age_seconds: Int64 | None = Field(
+        default=None,
+        description="Serve a cached summary younger than this; omitted or null reads every account now "
+        "(as `accountPool/list`). Never spends anything.",
+    )
+
+
+class AccountPoolResetCreditsListResponse(WireModel):
+    credits: list[PoolResetCredit] = Field(
+        description="Every listed available saved reset of every account, earliest expiry first (those that never "
+        "expire last), then by account id and credit id."
+    )
+    total_available: Int64 = Field(description="Sum of `availableCount` over the accounts that could be read.")
+    unlisted: list[UnlistedResetCredits] = Field(
+        description="Accounts whose credits are not all in `credits` (count only, capped list, or unreadable)."
+    )
+    generated_at: Int64 = Field(description="Unix seconds of the answer.")

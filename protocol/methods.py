@@ -19,9 +19,11 @@ __all__ = [
     "POOL_ACCOUNT_UPDATED",
     "POOL_ALERT",
     "POOL_APPLY",
+    "POOL_FORECAST",
     "POOL_HISTORY",
     "POOL_LIST",
     "POOL_REFRESH",
+    "POOL_RESET_CREDITS_LIST",
     "POOL_USAGE_HISTORY",
     "RATE_LIMITS_READ",
     "RATE_LIMITS_UPDATED",
@@ -85,6 +87,20 @@ POOL_USAGE_HISTORY: Final = Method(
     params_required=True,
     extension=True,
 )
+POOL_FORECAST: Final = Method(
+    "accountPool/forecast",
+    ext.AccountPoolForecastParams,
+    ext.AccountPoolForecastResponse,
+    params_required=False,
+    extension=True,
+)
+POOL_RESET_CREDITS_LIST: Final = Method(
+    "accountPool/resetCredits/list",
+    ext.AccountPoolResetCreditsListParams,
+    ext.AccountPoolResetCreditsListResponse,
+    params_required=False,
+    extension=True,
+)
 
 METHODS: Final[dict[str, Method]] = {
     m.name: m
@@ -97,6 +113,8 @@ METHODS: Final[dict[str, Method]] = {
         POOL_APPLY,
         POOL_HISTORY,
         POOL_USAGE_HISTORY,
+        POOL_FORECAST,
+        POOL_RESET_CREDITS_LIST,
     )
 }
 

@@ -37,7 +37,14 @@ from app_server.dashboard.security import (
 )
 from protocol import ext
 from protocol.jsonrpc import RpcError
-from protocol.methods import POOL_APPLY, POOL_HISTORY, POOL_LIST, POOL_REFRESH
+from protocol.methods import (
+    POOL_APPLY,
+    POOL_FORECAST,
+    POOL_HISTORY,
+    POOL_LIST,
+    POOL_REFRESH,
+    POOL_RESET_CREDITS_LIST,
+)
 from protocol.validation import check_key_length
 
 STATIC_DIR: Final = Path(__file__).parent / "static"
@@ -289,6 +296,24 @@ async def history(request: Request) -> Response:
     return _json(_dump(ext.AccountPoolHistoryResponse, raw))
 
 
+async def reset_credits(request: Request) -> Response:
+    """The pool-wide inventory of saved resets, earliest expiry first. Reads only; never applies anything."""
+    authorize(request, changes_state=False)
+    max_age = _int_param(request, "maxAgeSeconds", minimum=0, maximum=86_400)
+    params = {"maxAgeSeconds": max_age} if max_age is not None else {}
+    raw = await dashboard_of(request).call(POOL_RESET_CREDITS_LIST.name, params)
+    return _json(_dump(ext.AccountPoolResetCreditsListResponse, raw))
+
+
+async def forecasts(request: Request) -> Response:
+    """Each window's burn rate and when it runs out at that rate, from the recorded usage history."""
+    authorize(request, changes_state=False)
+    lookback = _int_param(request, "lookbackSeconds", minimum=1, maximum=31 * 86_400)
+    params = {"accountId": request.query_params.get("accountId") or None, "lookbackSeconds": lookback}
+    raw = await dashboard_of(request).call(POOL_FORECAST.name, params)
+    return _json(_dump(ext.AccountPoolForecastResponse, raw))
+
+
 async def events(request: Request) -> Response:
     principal = authorize(request, changes_state=False)
     dashboard = dashboard_of(request)
@@ -350,6 +375,8 @@ def routes() -> list[BaseRoute]:
         Route("/api/accounts/{account_id}/refresh", refresh_account, methods=["POST"]),
         Route("/api/accounts/{account_id}/usage-reset/apply", apply_reset, methods=["POST"]),
         Route("/api/history", history, methods=["GET"]),
+        Route("/api/reset-credits", reset_credits, methods=["GET"]),
+        Route("/api/forecasts", forecasts, methods=["GET"]),
         Route("/api/events", events, methods=["GET"]),
         Route("/api/openapi.json", openapi_document, methods=["GET"]),
     ]

@@ -22,6 +22,8 @@ _MODELS: Final[tuple[type[BaseModel], ...]] = (
     ext.AccountPoolListResponse,
     ext.AccountPoolApplyResponse,
     ext.AccountPoolHistoryResponse,
+    ext.AccountPoolResetCreditsListResponse,
+    ext.AccountPoolForecastResponse,
 )
 
 
@@ -202,6 +204,39 @@ def document() -> dict[str, Any]:
                 ],
                 "responses": {
                     **_ok("Ledger entries", _ref("AccountPoolHistoryResponse")),
+                    **_errors("invalidRequest", "accountNotFound"),
+                },
+            }
+        },
+        "/api/reset-credits": {
+            "get": {
+                "operationId": "listResetCredits",
+                "summary": "Every available saved reset of every account, earliest expiry first "
+                "(accountPool/resetCredits/list); reads only, never applies anything",
+                "parameters": [_MAX_AGE],
+                "responses": {
+                    **_ok("The inventory", _ref("AccountPoolResetCreditsListResponse")),
+                    **_errors("invalidRequest"),
+                },
+            }
+        },
+        "/api/forecasts": {
+            "get": {
+                "operationId": "forecasts",
+                "summary": "Each window's burn rate and when it runs out at that rate, from the recorded usage "
+                "history (accountPool/forecast)",
+                "parameters": [
+                    {"name": "accountId", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {
+                        "name": "lookbackSeconds",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 31 * 86_400},
+                        "description": "Measure the burn rate over this many seconds (default 3 hours).",
+                    },
+                ],
+                "responses": {
+                    **_ok("The forecasts", _ref("AccountPoolForecastResponse")),
                     **_errors("invalidRequest", "accountNotFound"),
                 },
             }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app_server.handlers import account, pool, usage
+from app_server.handlers import account, inventory, pool, usage
 from app_server.rpc.dispatcher import Route
 from protocol import methods
 
@@ -26,5 +26,6 @@ def routes() -> dict[str, Route[World]]:
         Route(methods.POOL_APPLY, handler=pool.apply_reset_credit, precheck=pool.check_apply),
         Route(methods.POOL_HISTORY, handler=pool.history),
         Route(methods.POOL_USAGE_HISTORY, handler=usage.usage_history),
+        *inventory.ROUTES,
     ]
     return {route.method.name: route for route in table}

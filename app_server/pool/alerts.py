@@ -7,7 +7,10 @@
   fires once per crossing: it re-arms only when usage falls below it again (after a reset). When a
   read jumps past several, only the highest is reported;
 * `creditExpiring`: an unused saved reset expires within N days (default 3); once per credit;
-* `reauthRequired`: the account must sign in again; once, until a read succeeds again.
+* `reauthRequired`: the account must sign in again; once, until a read succeeds again;
+* `runsOutBeforeReset`: at its burn rate (see `pool.forecast`, over the reads this process saw) a window
+  reaches 100 % before it resets, within the lead time (default 60 minutes; 0 turns the rule off);
+  once per window period: a reset re-arms it.
 
 State is in memory: a restarted service reports what is true at its first read again.
 """
@@ -18,11 +21,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from app_server.pool.usage import MAIN_LIMIT, is_reset, windows_of
+from app_server.pool.forecast import DEFAULT_RULES, ForecastRules, duration, forecast_window, window_name
+from app_server.pool.usage import is_reset, windows_of
+from app_server.store.base import UsageSample
 from protocol import ext, v2
+
+__all__ = [
+    "DEFAULT_EXPIRY_DAYS",
+    "DEFAULT_RUNOUT_LEAD_MINUTES",
+    "DEFAULT_THRESHOLDS",
+    "AlertRules",
+    "duration",
+    "window_name",
+]
 
 DEFAULT_THRESHOLDS: Final = (80, 90, 100)
 DEFAULT_EXPIRY_DAYS: Final = 3.0
+DEFAULT_RUNOUT_LEAD_MINUTES: Final = 60.0
 
 _RECOVERED: Final = frozenset({ext.AccountStatus.ACTIVE, ext.AccountStatus.RATE_LIMITED, ext.AccountStatus.UNSUPPORTED})
 
@@ -32,6 +47,9 @@ class _Window:
     used: int
     resets_at: int | None
     above: set[int]  # thresholds already reported for the current crossing
+    samples: list[UsageSample] = field(default_factory=list)  # this period's reads, within the lookback
+    runs_out: bool = False  # the latest forecast: runs out before it resets, within the lead time
+    runout_reported: bool = False  # once per period
 
 
 @dataclass
@@ -45,10 +63,16 @@ class AlertRules:
     """The alert state of every account seen, and the rules that turn a new summary into alerts."""
 
     def __init__(
-        self, thresholds: Sequence[int] = DEFAULT_THRESHOLDS, credit_expiry_days: float = DEFAULT_EXPIRY_DAYS
+        self,
+        thresholds: Sequence[int] = DEFAULT_THRESHOLDS,
+        credit_expiry_days: float = DEFAULT_EXPIRY_DAYS,
+        runout_lead_minutes: float = DEFAULT_RUNOUT_LEAD_MINUTES,
+        forecast_rules: ForecastRules = DEFAULT_RULES,
     ) -> None:
         self.thresholds = tuple(sorted(set(thresholds)))
         self.credit_expiry_seconds = credit_expiry_days * 86_400
+        self.runout_lead_seconds = runout_lead_minutes * 60
+        self.forecast_rules = forecast_rules
         self._accounts: dict[str, _Account] = {}
 
     def forget(self, account_id: str) -> None:
@@ -56,14 +80,17 @@ class AlertRules:
 
     def attention(self, account_id: str, now: float) -> ext.AlertSeverity | None:
         """The alert condition still in force for the account, after `evaluate` saw its latest read:
-        critical while it must sign in or a window is used up, warning while a window is above a threshold
-        or an unused saved reset is about to expire (what the status line marks)."""
+        critical while it must sign in or a window is used up, warning while a window is above a threshold or
+        runs out before it resets within the lead time, or an unused saved reset is about to expire (what the
+        status line marks)."""
         state = self._accounts.get(account_id)
         if state is None:
             return None
         if state.reauth or any(w.used >= 100 for w in state.windows.values()):
             return ext.AlertSeverity.CRITICAL
-        if any(w.above for w in state.windows.values()) or any(at >= now for at in state.expiring.values()):
+        if any(w.above or w.runs_out for w in state.windows.values()) or any(
+            at >= now for at in state.expiring.values()
+        ):
             return ext.AlertSeverity.WARNING
         return None
 
@@ -127,12 +154,15 @@ class AlertRules:
                 )
             )
 
-        if before.used > 0 and is_reset(before.used, before.resets_at, used, resets_at):
+        was_reset = is_reset(before.used, before.resets_at, used, resets_at)
+        if before.used > 0 and was_reset:
             alert(
                 ext.AlertKind.WINDOW_RESET,
                 ext.AlertSeverity.INFO,
                 f"the {name} window was reset ({before.used}% used before, {used}% now)",
             )
+        if was_reset:
+            before.samples, before.runout_reported = [], False
         before.used, before.resets_at = used, resets_at
         before.above = {t for t in before.above if used >= t}  # falling below a threshold re-arms it
         crossed = [t for t in self.thresholds if used >= t and t not in before.above]
@@ -146,7 +176,64 @@ class AlertRules:
                 f"the {name} window is at {used}% (crossed {top}%){when}",
                 threshold=top,
             )
+        forecast = self._forecast(before, summary, now, limit_id, slot, window)
+        if forecast is not None and forecast.runs_out_at is not None:
+            before.runout_reported = True
+            alerts.append(
+                ext.AccountPoolAlert(
+                    kind=ext.AlertKind.RUNS_OUT_BEFORE_RESET,
+                    account_id=summary.account_id,
+                    message=f"{summary.account_id}: the {name} window runs out in "
+                    f"{duration(max(0.0, forecast.runs_out_at - now))} at {forecast.burn_rate_per_hour:g}%/h, "
+                    f"before it resets"
+                    + (f" in {duration(resets_at - now)}" if resets_at is not None and resets_at > now else ""),
+                    severity=ext.AlertSeverity.WARNING,
+                    limit_id=limit_id,
+                    window=slot,
+                    window_minutes=window.window_duration_mins,
+                    used_percent=used,
+                    resets_at=resets_at,
+                    runs_out_at=forecast.runs_out_at,
+                    burn_rate_per_hour=forecast.burn_rate_per_hour,
+                    emitted_at=int(now),
+                )
+            )
         return alerts
+
+    def _forecast(
+        self,
+        state: _Window,
+        summary: ext.AccountSummary,
+        now: float,
+        limit_id: str,
+        slot: ext.UsageWindow,
+        window: v2.RateLimitWindow,
+    ) -> ext.WindowForecast | None:
+        """The window's forecast when it is news: it runs out before it resets, within the lead time, and that
+        was not reported in this period yet."""
+        taken_at = summary.refreshed_at if summary.refreshed_at is not None else int(now)
+        sample = UsageSample(
+            summary.account_id,
+            limit_id,
+            slot.value,
+            taken_at,
+            window.used_percent,
+            window.window_duration_mins,
+            window.resets_at,
+        )
+        horizon = now - self.forecast_rules.lookback
+        state.samples = [s for s in state.samples if s.taken_at >= horizon and s.taken_at < taken_at] + [sample]
+        state.runs_out = False
+        if self.runout_lead_seconds <= 0:
+            return None
+        forecast = forecast_window(state.samples, now, self.forecast_rules)
+        state.runs_out = (
+            forecast.status is ext.ForecastStatus.PROJECTED
+            and forecast.runs_out_before_reset is True
+            and forecast.runs_out_at is not None
+            and forecast.runs_out_at - now <= self.runout_lead_seconds
+        )
+        return forecast if state.runs_out and not state.runout_reported else None
 
     def _credits(self, state: _Account, summary: ext.AccountSummary, now: float) -> list[ext.AccountPoolAlert]:
         state.expiring = {cid: at for cid, at in state.expiring.items() if at >= now}
@@ -177,31 +264,3 @@ class AlertRules:
                 )
             )
         return alerts
-
-
-def window_name(limit_id: str, slot: ext.UsageWindow, minutes: int | None) -> str:
-    """`5h`, `weekly`, `codex_other 5h`: what a person calls the window."""
-    if minutes is None:
-        name = slot.value
-    elif minutes == 10_080:
-        name = "weekly"
-    elif minutes == 1_440:
-        name = "daily"
-    elif minutes % 60 == 0:
-        name = f"{minutes // 60}h"
-    else:
-        name = f"{minutes} min"
-    return name if limit_id == MAIN_LIMIT else f"{limit_id} {name}"
-
-
-def duration(seconds: float) -> str:
-    """`2d 3h`, `4h 5m`, `12m`, `under a minute`."""
-    total = int(seconds)
-    days, rest = divmod(total, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes = rest // 60
-    if days:
-        return f"{days}d {hours}h" if hours else f"{days}d"
-    if hours:
-        return f"{hours}h {minutes}m" if minutes else f"{hours}h"
-    return f"{minutes}m" if minutes else "under a minute"

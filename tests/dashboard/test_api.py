@@ -287,6 +287,8 @@ async def test_openapi_document() -> None:
                 "/api/accounts/{account_id}/refresh",
                 "/api/accounts/{account_id}/usage-reset/apply",
                 "/api/history",
+                "/api/reset-credits",
+                "/api/forecasts",
                 "/api/events",
                 "/api/openapi.json",
             }

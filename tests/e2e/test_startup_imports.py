@@ -60,6 +60,7 @@ START_UP = frozenset(
         "app_server.handlers",
         "app_server.handlers.account",
         "app_server.handlers.context",
+        "app_server.handlers.inventory",
         "app_server.handlers.pool",
         "app_server.handlers.usage",
         "app_server.logs",

@@ -35,6 +35,8 @@ OUR_METHODS: Final = (
     "accountPool/resetCredit/apply",
     "accountPool/history",
     "accountPool/usageHistory",
+    "accountPool/forecast",
+    "accountPool/resetCredits/list",
 )
 MAX_LINE: Final = 16 * 1024 * 1024
 

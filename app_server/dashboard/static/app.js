@@ -13,6 +13,7 @@
     order: [],
     busy: new Set(), // accountIds with a refresh running
     source: null,
+    forecasts: new Map(), // accountId -> WindowForecast[] (accountPool/forecast)
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -115,16 +116,16 @@
     const main = summary.rateLimits;
     const byId = summary.rateLimitsByLimitId || {};
     const snapshots = [];
-    if (main) snapshots.push([main, null]);
+    if (main) snapshots.push([main, null, main.limitId || "codex"]);
     for (const [limitId, snap] of Object.entries(byId)) {
       if (main && limitId === main.limitId) continue;
-      snapshots.push([snap, snap.limitName || limitId]);
+      snapshots.push([snap, snap.limitName || limitId, limitId]);
     }
-    for (const [snap, prefix] of snapshots) {
-      for (const w of [snap.primary, snap.secondary]) {
+    for (const [snap, prefix, limitId] of snapshots) {
+      for (const [slot, w] of [["primary", snap.primary], ["secondary", snap.secondary]]) {
         if (!w) continue;
         const name = windowName(w.windowDurationMins);
-        rows.push({ name: prefix ? `${prefix} · ${name}` : name, used: w.usedPercent, resetsAt: w.resetsAt });
+        rows.push({ name: prefix ? `${prefix} · ${name}` : name, used: w.usedPercent, resetsAt: w.resetsAt, limitId, slot });
       }
     }
     return rows;
@@ -155,9 +156,49 @@
           el("span", { class: "window-name", text: row.name }),
           el("span", { class: `percent ${level}`, text: `${row.used}% used` })),
         bar,
-        countdown));
+        countdown,
+        forecastNode(summary.accountId, row)));
     }
     updateCountdowns(list);
+  }
+
+  // -- forecasts (accountPool/forecast, from the recorded usage history) ---------------------
+
+  function forecastNode(accountId, row) {
+    const forecasts = state.forecasts.get(accountId);
+    if (!forecasts) return null;
+    const f = forecasts.find((x) => x.limitId === row.limitId && x.window === row.slot);
+    if (!f || f.status === "tooLittleHistory") {
+      return el("p", { class: "forecast muted", text: "Too little history to forecast yet." });
+    }
+    if (f.status === "exhausted") return null; // the bar and the percentage say it
+    const rate = `${Number(f.burnRatePerHour.toFixed(2))} %/h`;
+    if (f.status === "notGrowing") return el("p", { class: "forecast", text: `${rate}: not running out at this rate.` });
+    const node = el("p", { class: f.runsOutBeforeReset ? "forecast runs-out" : "forecast" }, `${rate}: `,
+      el("span", { "data-runs-out-at": f.runsOutAt, title: absolute(f.runsOutAt) }));
+    node.append(f.runsOutBeforeReset ? " — before it resets" : " — after it resets (fine)");
+    return node;
+  }
+
+  let forecastTimer = null;
+  function scheduleForecasts() {
+    if (forecastTimer !== null) clearTimeout(forecastTimer);
+    forecastTimer = setTimeout(() => {
+      forecastTimer = null;
+      loadForecasts();
+    }, 1000);
+  }
+
+  async function loadForecasts() {
+    try {
+      const data = await api("GET", "/api/forecasts");
+      state.forecasts = new Map(data.accounts.map((a) => [a.accountId, a.windows]));
+      for (const summary of state.accounts.values()) renderRow(summary);
+    } catch (err) {
+      // While the service is away the link says so, and every row's forecast is re-read when it is back.
+      if (err instanceof SignedOut || ["serviceUnavailable", "network"].includes(err.code)) return;
+      showAlert(`Could not load the forecasts: ${err.message}`);
+    }
   }
 
   function updateCountdowns(root = document) {
@@ -169,6 +210,51 @@
       const at = Number(node.dataset.expiresAt);
       node.textContent = at > now() ? `expires in ${duration(at - now())}` : "expired";
     }
+    for (const node of root.querySelectorAll("[data-runs-out-at]")) {
+      const at = Number(node.dataset.runsOutAt);
+      node.textContent = at > now() ? `runs out in ${duration(at - now())}` : "runs out about now";
+    }
+  }
+
+  // -- the pool-wide inventory of saved resets (header) -------------------------------------
+  // Every available saved reset of every account, earliest expiry first (never-expiring last), as
+  // accountPool/resetCredits/list orders it; built from the summaries on the page, so it stays live.
+
+  function renderInventory() {
+    const credits = [];
+    const unlisted = [];
+    for (const id of state.order) {
+      const summary = state.accounts.get(id);
+      if (!summary) continue;
+      const rc = summary.resetCredits;
+      const listed = ((rc && rc.credits) || []).filter((c) => c.status === "available");
+      for (const c of listed) credits.push({ accountId: summary.accountId, label: summary.label || summary.accountId, ...c });
+      if (!rc || rc.availableCount > listed.length) unlisted.push(summary.label || summary.accountId);
+    }
+    const order = (a, b) =>
+      (a.expiresAt === null) - (b.expiresAt === null) || (a.expiresAt || 0) - (b.expiresAt || 0)
+      || (a.accountId < b.accountId ? -1 : a.accountId > b.accountId ? 1 : 0)
+      || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+    credits.sort(order);
+    const list = $("#inventory-list");
+    list.replaceChildren();
+    for (const c of credits) {
+      const expiry = c.expiresAt === null
+        ? el("span", { class: "muted", text: "never expires" })
+        : el("span", { "data-expires-at": c.expiresAt });
+      const when = c.expiresAt === null ? "" : absolute(c.expiresAt);
+      list.append(el("li", { class: "inventory-credit", "data-account-id": c.accountId, "data-credit-id": c.id },
+        el("span", { class: "inventory-account", text: c.label }), " · ",
+        el("span", { class: "inventory-title", text: c.title || "Saved reset" }), " · ",
+        expiry, when ? " " : null, when ? el("time", { datetime: new Date(c.expiresAt * 1000).toISOString(), text: `(${when})` }) : null));
+    }
+    $("#inventory-total").textContent = credits.length === 1 ? "1 saved reset" : `${credits.length} saved resets`;
+    $("#inventory-empty").hidden = credits.length > 0;
+    const note = $("#inventory-unlisted");
+    note.textContent = unlisted.length ? `Not all listed (count only or not readable): ${unlisted.join(", ")}.` : "";
+    note.hidden = unlisted.length === 0;
+    $("#inventory").hidden = false;
+    updateCountdowns($("#inventory"));
   }
 
   // -- account rows -----------------------------------------------------------------------
@@ -259,6 +345,7 @@
     if (!state.order.includes(summary.accountId)) state.order.push(summary.accountId);
     const node = renderRow(summary);
     if (!node.isConnected) $("#accounts").append(node);
+    renderInventory();
     return known;
   }
 
@@ -271,6 +358,7 @@
     for (const summary of list) upsert(summary);
     for (const id of state.order) $("#accounts").append(document.getElementById(rowId(id)));
     $("#accounts-loading").hidden = true;
+    renderInventory();
   }
 
   // -- history ----------------------------------------------------------------------------
@@ -371,6 +459,7 @@
     $("#signed-out").hidden = false;
     $("#accounts-section").hidden = true;
     $("#history-section").hidden = true;
+    $("#inventory").hidden = true;
     $("#refresh-all").disabled = true;
     $("#connection").textContent = "Not signed in";
     if (state.source) state.source.close();
@@ -539,6 +628,7 @@
       await loadAccounts(60); // on every (re)connection: catch up on what was missed
       $("#refresh-all").disabled = false;
       await loadHistory();
+      await loadForecasts();
     } catch (err) {
       if (err instanceof SignedOut) return;
       if (err.code === "serviceUnavailable") {
@@ -574,6 +664,7 @@
     source.addEventListener("account", (event) => {
       const summary = JSON.parse(event.data);
       upsert(summary);
+      scheduleForecasts(); // a read adds a usage sample: the burn rate may have moved
       // Any read may follow an apply (even one that changed nothing, such as nothingToReset, made by
       // another client): re-read the history once the burst of updates has passed.
       scheduleHistory();
