@@ -174,7 +174,6 @@ async def serve_network(
 
     service_socket = socket_path(home)
     lock = ServiceLock(home) if any(listen.path == service_socket for listen in listens) else None
-    delivery = alert_delivery(settings) if lock is not None or deliver else None
     if lock is not None:
         try:
             lock.acquire()
@@ -182,6 +181,14 @@ async def serve_network(
             raise ServeError(f"{exc}; see `codex-limits service status`") from None
         except OSError as exc:  # a data directory this user cannot write (or create)
             raise ServeError(f"cannot use the data directory {home}: {exc.strerror or exc}") from None
+    # After the lock: an unusable data directory is said as such, not as its config.toml; a configuration
+    # that cannot be used stops the service before it serves anything.
+    try:
+        delivery = alert_delivery(settings) if lock is not None or deliver else None
+    except ServeError:
+        if lock is not None:
+            lock.release()
+        raise
     started = time.time()
 
     def ready(bound: list[Bound]) -> None:
