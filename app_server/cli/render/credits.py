@@ -49,7 +49,8 @@ def unlisted_words(entry: UnlistedResetCredits) -> str:
         status = STATUS_TEXT.get(entry.status, (str(entry.status), ""))[0]
         return f"{entry.account_id}: could not be read ({status}); its saved resets are unknown"
     missing = entry.available_count - entry.listed_count
-    return f"{entry.account_id}: {plural(missing, 'more saved reset')} upstream counted but did not list"
+    more = "more saved reset" if entry.listed_count else "saved reset"
+    return f"{entry.account_id}: {plural(missing, more)} upstream counted but did not list"
 
 
 def inventory_lines(inventory: AccountPoolResetCreditsListResponse, *, now: float) -> list[Text]:
