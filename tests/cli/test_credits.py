@@ -19,7 +19,7 @@ from app_server.store.base import UsageSample
 from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
 from app_server.store.sqlite import SqliteStore
 from protocol import ext
-from tests.support.cli import DETAILS, USAGE, cli, details_body, flat, rendered_text, usage_body
+from tests.support.cli import DETAILS, USAGE, assert_fits, cli, details_body, flat, rendered_text, usage_body
 from tests.support.mock_backend import MockBackend
 
 DAY = 86_400
@@ -51,6 +51,16 @@ def test_credits_lists_every_saved_reset_by_expiry_across_accounts(homes: dict[s
     assert "carol: could not be read (needs sign-in); its saved resets are unknown" in text
     assert "3 saved resets across 2 accounts" in text
     assert "bob" not in text  # no saved reset: nothing to list, nothing unknown
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("width", [50, 80])
+def test_credits_fits_the_terminal(homes: dict[str, str], width: int) -> None:
+    result = cli(homes, "credits", "--simulate", columns=width)
+    assert result.returncode == 0, result.stderr
+    assert_fits(result.stdout, width)
+    text = flat(result.stdout)
+    assert text.index("credit-alice-1") < text.index("credit-dave-1") < text.index("credit-alice-2")
 
 
 @pytest.mark.subprocess
