@@ -43,19 +43,20 @@ def rate(forecast: WindowForecast) -> str:
     return f"{value:.3g} %/h"
 
 
-def forecast_line(forecast: WindowForecast | None, *, now: float) -> Text | None:
+def forecast_line(forecast: WindowForecast | None, *, now: float, folded: bool = False) -> Text | None:
     """`12 %/h · runs out in 1h 10m` (before it resets), `12 %/h` (resets first), `not growing`,
-    `too little history`; nothing for a window already used up (its bar says so) or without a forecast."""
+    `too little history`; nothing for a window already used up (its bar says so) or without a forecast.
+    `folded`: on two lines where one would be wider than the window's reset line (tables below `WIDE`)."""
     if forecast is None or forecast.status is ForecastStatus.EXHAUSTED:
         return None
     if forecast.status is ForecastStatus.TOO_LITTLE_HISTORY:
-        return Text(TOO_LITTLE, style="dim")
+        return Text(TOO_LITTLE.replace(" history", "\nhistory") if folded else TOO_LITTLE, style="dim")
     if forecast.status is ForecastStatus.NOT_GROWING:
         return Text("not growing", style="dim")
     if forecast.runs_out_before_reset and forecast.runs_out_at is not None:
         left = forecast.runs_out_at - now
         when = f"runs out in {duration(left)}" if left >= 1 else "runs out now"
-        return Text(f"{rate(forecast)} · {when}", style="red" if left < 3600 else "yellow")
+        return Text(f"{rate(forecast)}{chr(10) if folded else ' · '}{when}", style="red" if left < 3600 else "yellow")
     return Text(rate(forecast), style="dim")
 
 

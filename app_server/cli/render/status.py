@@ -115,12 +115,11 @@ def status_table(
             continue
         summary = row
         limits = summary.rate_limits
-        ahead = of_snapshot(windowed, summary.account_id, limits)
+        ahead = [forecast_line(f, now=now, folded=not wide) for f in of_snapshot(windowed, summary.account_id, limits)]
+        slots = (limits.primary, limits.secondary) if limits is not None else (None, None)
         windows = [
-            window_cell(w, now=now, bar_width=bar_width, absolute=wide, terse=terse, forecast=forecast_line(f, now=now))
-            for w, f in zip(
-                (limits.primary, limits.secondary) if limits is not None else (None, None), ahead, strict=True
-            )
+            window_cell(w, now=now, bar_width=bar_width, absolute=wide, terse=terse, forecast=line)
+            for w, line in zip(slots, ahead, strict=True)
         ]
         account = Text(summary.label, style="bold")
         if wide:
