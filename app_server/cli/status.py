@@ -350,11 +350,17 @@ async def _watch(
                 line = compact_line(summaries(reading.result())) if reading else f"error: {problem}"
                 console.print(Text(f"{stamp} {line}"), soft_wrap=True)
             else:
-                body: RenderableType = (
-                    render.status_table(reading.rows(), now=time.time(), width=console.width, simulated=simulated)
-                    if reading
-                    else Text(problem, style="yellow")
-                )
+                body: RenderableType = Text(problem, style="yellow")
+                if reading:
+                    ahead = await forecasts(server) if reading.timed_out is None else None
+                    body = render.status_table(
+                        reading.rows(),
+                        now=time.time(),
+                        width=console.width,
+                        simulated=simulated,
+                        forecasts=None if ahead is None else ext.AccountPoolForecastResponse.model_validate(ahead),
+                        inventory=pool_inventory([r for r in reading.rows() if isinstance(r, ext.AccountSummary)]),
+                    )
                 note = f"every {interval:g} s · Ctrl-C to stop"
                 if wait > interval:
                     note = f"an error: next read in {wait:g} s · Ctrl-C to stop"

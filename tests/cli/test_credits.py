@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import re
+import select
+import signal
+import subprocess
 import time
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +24,7 @@ from app_server.store.base import UsageSample
 from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
 from app_server.store.sqlite import SqliteStore
 from protocol import ext
-from tests.support.cli import DETAILS, USAGE, assert_fits, cli, details_body, flat, rendered_text, usage_body
+from tests.support.cli import CLI, DETAILS, USAGE, WAIT, assert_fits, cli, details_body, flat, rendered_text, usage_body
 from tests.support.mock_backend import MockBackend
 
 DAY = 86_400
@@ -249,3 +254,33 @@ def test_a_forecast_line_with_a_known_history() -> None:
     short = forecast.model_copy(update={"status": ext.ForecastStatus.TOO_LITTLE_HISTORY, "burn_rate_per_hour": None})
     line = forecast_line(short, now=now)
     assert line is not None and line.plain == "too little history"
+
+
+@pytest.mark.subprocess
+def test_watch_on_a_terminal_redraws_the_footer_and_forecasts(homes: dict[str, str]) -> None:
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [*CLI, "status", "--simulate", "--watch", "5"],
+        env={**homes, "TERM": "xterm", "COLUMNS": "160"},
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+    )
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + WAIT
+        while b"saved resets across" not in seen or b"too little history" not in seen:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"no footer within {WAIT} s: {seen!r}"
+            ready, _, _ = select.select([master], [], [], remaining)
+            if ready:
+                seen += os.read(master, 65536)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT) == 0
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=WAIT)
+    assert b"3 saved resets across 2 accounts" in seen
