@@ -96,6 +96,12 @@ def _status(args: argparse.Namespace) -> int:
     return _run_async(args, make)
 
 
+def _credits(args: argparse.Namespace) -> int:
+    from app_server.cli.credits import credits
+
+    return _run_async(args, lambda ui, _: credits(ui, simulate=args.simulate))
+
+
 def _apply(args: argparse.Namespace) -> int:
     from app_server.cli import apply
 

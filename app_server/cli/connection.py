@@ -123,6 +123,17 @@ class Server:
         response: dict[str, Any] = await self.request("accountPool/resetCredit/apply", params)
         return response
 
+    async def reset_credits(self, max_age: int | None = None) -> dict[str, Any]:
+        """The pool-wide inventory of saved resets (`accountPool/resetCredits/list`); it never applies."""
+        params = {"maxAgeSeconds": max_age} if max_age is not None else None
+        result: dict[str, Any] = await self.request("accountPool/resetCredits/list", params)
+        return result
+
+    async def forecast(self) -> dict[str, Any]:
+        """Every account's forecast per window (`accountPool/forecast`), from the usage history the server keeps."""
+        result: dict[str, Any] = await self.request("accountPool/forecast")
+        return result
+
     async def history(self, account_id: str | None, limit: int | None) -> list[dict[str, Any]]:
         result = await self.request("accountPool/history", {"accountId": account_id, "limit": limit})
         entries: list[dict[str, Any]] = result["entries"]

@@ -15,6 +15,7 @@ from app_server.cli.actions import (
     _accounts,
     _apply,
     _completion,
+    _credits,
     _demo,
     _history,
     _refresh,
@@ -205,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate_flag(status)
     status.set_defaults(run=_status)
+
+    credits = command(
+        "credits",
+        "every saved reset of every account, earliest expiry first (lists only, never applies)",
+        description="Every available saved reset (reset credit) of every account in the pool, the one expiring "
+        "first at the top: its exact expiry and a countdown, the account it belongs to, and its id (for "
+        "`apply ACCOUNT --credit ID`). Accounts whose saved resets could not all be listed are named below. "
+        "Nothing is spent.",
+    )
+    json_flag(credits, "the `accountPool/resetCredits/list` result")
+    simulate_flag(credits)
+    credits.set_defaults(run=_credits)
 
     apply = command(
         "apply",

@@ -181,16 +181,26 @@ async def status(
             reading = await _read_live(server, ui, max_age=max_age, timeout=timeout, ids=ids, simulated=simulate)
         else:
             reading = await read_pool(server, max_age=max_age, timeout=timeout, ids=ids)
+        ahead = None if compact or reading.timed_out is not None else await forecasts(server)
     raw = reading.result()
     rows = reading.rows()
     if ui.as_json:
-        ui.emit_json(raw)
+        ui.emit_json(with_forecasts(raw, ahead))
     elif compact:
         ui.out.print(Text(compact_line(summaries(raw))), soft_wrap=True)
     else:
-        unsigned = never_signed_in([r for r in rows if isinstance(r, ext.AccountSummary)], simulated=simulate)
+        read = [r for r in rows if isinstance(r, ext.AccountSummary)]
+        unsigned = never_signed_in(read, simulated=simulate)
         ui.show(
-            render.status_table(rows, now=time.time(), width=ui.width(), simulated=simulate, never_signed_in=unsigned)
+            render.status_table(
+                rows,
+                now=time.time(),
+                width=ui.width(),
+                simulated=simulate,
+                never_signed_in=unsigned,
+                forecasts=None if ahead is None else ext.AccountPoolForecastResponse.model_validate(ahead),
+                inventory=pool_inventory(read),
+            )
         )
     if fail_above is not None:
         over = above(summaries(raw), fail_above)
@@ -219,6 +229,35 @@ async def _read_live(
         return await read_pool(
             server, max_age=max_age, timeout=timeout, ids=ids, changed=lambda r: live.update(view(r), refresh=True)
         )
+
+
+async def forecasts(server: Server) -> dict[str, Any] | None:
+    """Every account's forecasts, read after the pool so they include its newest read; None when the server
+    cannot say (an older service without `accountPool/forecast`): the table is shown without them."""
+    import logging
+
+    try:
+        return await server.forecast()
+    except (RpcError, CommandFailed) as exc:
+        logging.getLogger(__name__).info("no forecasts: %s", getattr(exc, "message", exc))
+        return None
+
+
+def with_forecasts(raw: list[dict[str, Any]], ahead: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """`status --json`: each summary as before, plus `forecast` (its windows' forecasts, as
+    `accountPool/forecast` gives them) when the server could forecast."""
+    if ahead is None:
+        return raw
+    windows = {a.get("accountId"): a.get("windows") for a in ahead.get("accounts") or [] if isinstance(a, dict)}
+    return [{**r, "forecast": windows[r["accountId"]]} if r.get("accountId") in windows else r for r in raw]
+
+
+def pool_inventory(rows: Sequence[ext.AccountSummary]) -> ext.AccountPoolResetCreditsListResponse:
+    """The footer's inventory, from the summaries just read (what `accountPool/resetCredits/list` would answer
+    from them), so the footer never costs a second read of every account."""
+    from app_server.pool.inventory import inventory
+
+    return inventory(rows, time.time())
 
 
 def above(rows: Sequence[ext.AccountSummary], limit: float) -> list[str]:
@@ -311,11 +350,17 @@ async def _watch(
                 line = compact_line(summaries(reading.result())) if reading else f"error: {problem}"
                 console.print(Text(f"{stamp} {line}"), soft_wrap=True)
             else:
-                body: RenderableType = (
-                    render.status_table(reading.rows(), now=time.time(), width=console.width, simulated=simulated)
-                    if reading
-                    else Text(problem, style="yellow")
-                )
+                body: RenderableType = Text(problem, style="yellow")
+                if reading:
+                    ahead = await forecasts(server) if reading.timed_out is None else None
+                    body = render.status_table(
+                        reading.rows(),
+                        now=time.time(),
+                        width=console.width,
+                        simulated=simulated,
+                        forecasts=None if ahead is None else ext.AccountPoolForecastResponse.model_validate(ahead),
+                        inventory=pool_inventory([r for r in reading.rows() if isinstance(r, ext.AccountSummary)]),
+                    )
                 note = f"every {interval:g} s · Ctrl-C to stop"
                 if wait > interval:
                     note = f"an error: next read in {wait:g} s · Ctrl-C to stop"

@@ -64,6 +64,10 @@ def test_service_start_simulate_serves_the_made_up_accounts_to_status_and_stops(
         status = cli(homes, "status", "--json")
         assert status.returncode == 0, status.stderr
         assert sorted(a["accountId"] for a in json.loads(status.stdout)) == sorted(SIMULATED_IDS)
+        listed = cli(homes, "credits", "--json")  # the inventory, from the service too
+        assert listed.returncode == 0, listed.stderr
+        credits = json.loads(listed.stdout)["credits"]
+        assert [c["creditId"] for c in credits] == ["credit-alice-1", "credit-dave-1", "credit-alice-2"]
     finally:
         stopped = cli(homes, "service", "stop")
     assert stopped.returncode == 0, stopped.stderr

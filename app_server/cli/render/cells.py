@@ -29,9 +29,16 @@ def bar(percent: float, width: int) -> Text:
 
 
 def window_cell(
-    window: RateLimitWindow | None, *, now: float, bar_width: int, absolute: bool, terse: bool = False
+    window: RateLimitWindow | None,
+    *,
+    now: float,
+    bar_width: int,
+    absolute: bool,
+    terse: bool = False,
+    forecast: Text | None = None,
 ) -> Text:
-    """The bar, then `resets in 2h 17m` (+ ` · 14:32` when `absolute`; just `in 2h 17m` when `terse`)."""
+    """The bar, then `resets in 2h 17m` (+ ` · 14:32` when `absolute`; just `in 2h 17m` when `terse`), then the
+    window's `forecast` line when there is one."""
     if window is None:
         return Text(NONE, style="dim")
     cell = bar(window.used_percent, bar_width)
@@ -40,6 +47,9 @@ def window_cell(
         if absolute:
             line += f" · {local_time(window.resets_at, now)}"
         cell.append("\n" + line, style="dim")
+    if forecast is not None:
+        cell.append("\n")
+        cell.append_text(forecast)
     return cell
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from rich import box
@@ -12,6 +12,8 @@ from rich.table import Table
 from rich.text import Text
 
 from app_server.cli.render.cells import apply_cell, bar, saved_cell, saved_count, status_text, window_cell
+from app_server.cli.render.credits import inventory_lines
+from app_server.cli.render.forecast import by_window, forecast_line, history_note, of_snapshot
 from app_server.cli.render.times import ago, until
 from app_server.cli.render.words import (
     AVAILABLE,
@@ -24,7 +26,10 @@ from app_server.cli.render.words import (
     window_name,
 )
 from protocol.ext import (
+    AccountPoolForecastResponse,
+    AccountPoolResetCreditsListResponse,
     AccountSummary,
+    WindowForecast,
 )
 
 
@@ -47,19 +52,32 @@ def status_table(
     simulated: bool = False,
     spinner: RenderableType | None = None,
     never_signed_in: Collection[str] = (),
+    forecasts: AccountPoolForecastResponse | None = None,
+    inventory: AccountPoolResetCreditsListResponse | None = None,
 ) -> RenderableType:
     """The pool at a glance: one row per account (one stacked block each below `NARROW` columns).
+
+    `forecasts` add a line under each window's bar (burn rate, when it runs out before it resets, or that the
+    history is too short); `inventory` adds the footer on the pool's saved resets.
 
     From `WIDE` columns: plan, status and e-mail get their own room and reset times add the local
     time. Below it the account cell stacks label, id · plan and status; below `CRAMPED` the bars
     shrink and reset times lose the word "resets". A `Waiting` row shows `spinner` (or why it is empty).
     """
     summaries = [r for r in rows if isinstance(r, AccountSummary)]
+    windowed = by_window(forecasts)
+    shown: list[WindowForecast | None] = [
+        f for s in summaries for f in of_snapshot(windowed, s.account_id, s.rate_limits)
+    ]
+    footer: list[RenderableType] = [*inventory_lines(inventory, now=now)] if inventory is not None else []
+    note = history_note(forecasts, shown)
+    if note is not None:
+        footer.append(note)
     if width < NARROW:
-        body: RenderableType = _status_blocks(rows, now=now, width=width, spinner=spinner)
+        body: RenderableType = _status_blocks(rows, now=now, width=width, spinner=spinner, forecasts=windowed)
         caption: list[RenderableType] = [Text(_caption(rows, now), style="dim")]
         notes = _notes(summaries, simulated=simulated, never_signed_in=never_signed_in)
-        return Group(body, *caption, *notes)
+        return Group(body, *caption, *footer, *notes)
     wide = is_wide(width)
     terse = width < CRAMPED
     names = _window_headers(summaries)
@@ -97,9 +115,11 @@ def status_table(
             continue
         summary = row
         limits = summary.rate_limits
+        ahead = [forecast_line(f, now=now, folded=not wide) for f in of_snapshot(windowed, summary.account_id, limits)]
+        slots = (limits.primary, limits.secondary) if limits is not None else (None, None)
         windows = [
-            window_cell(w, now=now, bar_width=bar_width, absolute=wide, terse=terse)
-            for w in ((limits.primary, limits.secondary) if limits is not None else (None, None))
+            window_cell(w, now=now, bar_width=bar_width, absolute=wide, terse=terse, forecast=line)
+            for w, line in zip(slots, ahead, strict=True)
         ]
         account = Text(summary.label, style="bold")
         if wide:
@@ -119,8 +139,8 @@ def status_table(
             *lead, *windows, saved_cell(summary, now=now, absolute=wide), apply_cell(summary, never_signed_in=unsigned)
         )
         table.add_section()
-    notes = _notes(summaries, simulated=simulated, never_signed_in=never_signed_in)
-    return Group(table, *notes) if notes else table
+    below = [*footer, *_notes(summaries, simulated=simulated, never_signed_in=never_signed_in)]
+    return Group(table, *below) if below else table
 
 
 def _waiting_cell(row: Waiting, spinner: RenderableType | None) -> RenderableType:
@@ -131,7 +151,14 @@ def _waiting_cell(row: Waiting, spinner: RenderableType | None) -> RenderableTyp
     return Text("reading…", style="dim")
 
 
-def _status_blocks(rows: Sequence[Row], *, now: float, width: int, spinner: RenderableType | None) -> RenderableType:
+def _status_blocks(
+    rows: Sequence[Row],
+    *,
+    now: float,
+    width: int,
+    spinner: RenderableType | None,
+    forecasts: Mapping[str, Mapping[tuple[str, str], WindowForecast]],
+) -> RenderableType:
     """Narrow terminals: per account a heading (label and id) and one short line per fact."""
     bar_width = 4 if width < 40 else 8
     parts: list[RenderableType] = []
@@ -153,13 +180,18 @@ def _status_blocks(rows: Sequence[Row], *, now: float, width: int, spinner: Rend
             status.append(f" · {summary.plan_type.value}", style="dim")
         grid.add_row("status", status)
         limits = summary.rate_limits
-        for window, fallback in ((limits.primary, "primary"), (limits.secondary, "secondary")) if limits else ():
+        ahead = of_snapshot(forecasts, summary.account_id, limits)
+        slots = ((limits.primary, "primary", ahead[0]), (limits.secondary, "secondary", ahead[1])) if limits else ()
+        for window, fallback, forecast in slots:
             if window is None:
                 continue
             cell = bar(window.used_percent, bar_width)
             if window.resets_at is not None:
                 cell.append(" " + until(window.resets_at, now), style="dim")
             grid.add_row(window_name(window, fallback), cell)
+            line = forecast_line(forecast, now=now)
+            if line is not None:
+                grid.add_row("", line)
         count = saved_count(summary)
         saved = Text(NONE if count is None else str(count), style="bold" if count else "dim")
         nearest = summary.reset_credits.nearest_expires_at if summary.reset_credits is not None else None
