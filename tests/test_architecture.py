@@ -3,6 +3,7 @@ arrows, every module of ours is on the map, and every contract catches a wrong i
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from collections.abc import Iterator
@@ -143,3 +144,35 @@ def test_each_contract_holds_and_catches_a_wrong_import(
     graph.add_import(importer=importer, imported=imported)
     added.append((importer, imported))
     assert not checked.check(graph, verbose=False).kept, f"{options['name']} let {importer} -> {imported} in"
+
+
+def missing_docstrings(package: Path) -> list[str]:
+    """Every module, every public top-level class and every handler (a public function of handlers/)
+    of a package tree that says nothing about itself."""
+    missing: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(package.parent)
+        if ast.get_docstring(tree) is None:
+            missing.append(f"{where}: module")
+        for node in tree.body:
+            if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) or node.name.startswith("_"):
+                continue
+            if (isinstance(node, ast.ClassDef) or "handlers" in where.parts) and ast.get_docstring(node) is None:
+                missing.append(f"{where}: {node.name}")
+    return missing
+
+
+def test_every_module_class_and_handler_says_what_it_is() -> None:
+    assert missing_docstrings(ROOT / "app_server") == []
+
+
+def test_the_docstring_walk_sees_what_is_missing(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    (package / "handlers").mkdir(parents=True)
+    (package / "a.py").write_text('"""A."""\n\nclass Told:\n    """Told."""\n\nclass Bare:\n    x = 1\n')
+    (package / "handlers" / "h.py").write_text(
+        '"""H."""\n\nasync def read(ctx):\n    return 1\n\ndef _own():\n    pass\n'
+    )
+    (package / "b.py").write_text("x = 1\n")
+    assert missing_docstrings(package) == ["pkg/a.py: Bare", "pkg/b.py: module", "pkg/handlers/h.py: read"]

@@ -63,6 +63,8 @@ def _unknown(table: dict[str, Any], known: frozenset[str]) -> str | None:
 
 @dataclass(frozen=True)
 class AccountEntry:
+    """One pool member: its id, its label and its Codex home."""
+
     id: str
     label: str
     codex_home: Path
@@ -70,6 +72,9 @@ class AccountEntry:
 
 @dataclass(frozen=True)
 class AccountsFile:
+    """accounts.toml in the data directory: read, added to and removed from under its lock, written
+    atomically; `default_home` is the $CODEX_HOME behind the implicit `default` entry."""
+
     path: Path
     default_home: Path
 
