@@ -176,3 +176,13 @@ def test_the_docstring_walk_sees_what_is_missing(tmp_path: Path) -> None:
     )
     (package / "b.py").write_text("x = 1\n")
     assert missing_docstrings(package) == ["pkg/a.py: Bare", "pkg/b.py: module", "pkg/handlers/h.py: read"]
+
+
+def test_no_package_is_left_out_of_the_cycle_check() -> None:
+    packages = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for root in CONFIG["root_packages"]
+        for p in (ROOT / root).glob("**/__init__.py")
+    }
+    (cycles,) = (c for c in CONTRACTS if c["type"] == "acyclic_siblings")
+    assert set(cycles["ancestors"]) == packages | set(CONFIG["root_packages"])
