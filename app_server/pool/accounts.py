@@ -1,4 +1,5 @@
-"""The pool's membership: `accounts.toml` in the data directory, read and edited atomically.
+"""The pool's membership: `accounts.toml` in the data directory, read and edited atomically, and the
+upstream account each member's Codex home signs in to (`home_identity`, from its auth.json alone).
 
     include_default = true          # the $CODEX_HOME account is in the pool as `default`
     [[accounts]]
