@@ -337,6 +337,9 @@ def _with_driver(url: str, where: str) -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything a World is built from, read once: the Codex home, the data directory, the refresh URL,
+    the timeouts, the live-update settings and the environment it was read from."""
+
     codex_home: Path
     data_home: Path
     refresh_url: str = DEFAULT_REFRESH_URL

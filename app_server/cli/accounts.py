@@ -44,7 +44,7 @@ def accounts_list(ui: UI, *, simulate: bool = False) -> Exit:
 
 def _list_accounts(ui: UI, pool: Any, shown: Callable[[str], str]) -> Exit:
     """The pool's accounts; `shown` is what a path becomes on screen (the simulated world's is gone at exit)."""
-    from app_server.pool.errors import AccountsFileError
+    from app_server.pool.accounts import AccountsFileError
 
     try:
         entries = pool.entries()
@@ -70,7 +70,7 @@ def _list_accounts(ui: UI, pool: Any, shown: Callable[[str], str]) -> Exit:
 
 
 def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) -> Exit:
-    from app_server.pool.errors import AccountsFileError
+    from app_server.pool.accounts import AccountsFileError
 
     pool = _accounts_file()
     home = Path(codex_home).expanduser().absolute()
@@ -109,7 +109,7 @@ def accounts_add(ui: UI, *, account: str, codex_home: str, label: str | None) ->
 
 def _signed_in_elsewhere(entries: list[AccountEntry], entry: AccountEntry) -> AccountEntry | None:
     """Another pool entry whose Codex home is signed in to the same ChatGPT account as `entry`'s."""
-    from app_server.pool.pool import home_identity
+    from app_server.pool.accounts import home_identity
 
     identity = home_identity(entry.codex_home)
     if not identity.startswith("chatgpt:"):
@@ -125,7 +125,7 @@ def _same_dir(a: Path, b: Path) -> bool:
 
 
 def accounts_remove(ui: UI, *, account: str) -> Exit:
-    from app_server.pool.errors import AccountsFileError
+    from app_server.pool.accounts import AccountsFileError
 
     pool = _accounts_file()
     try:

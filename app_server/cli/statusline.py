@@ -82,11 +82,11 @@ examples:
 
 
 class UsageError(Exception):
-    pass
+    """A template or flag the status line cannot use; the text says what is wrong."""
 
 
 class TimedOut(Exception):
-    pass
+    """The service did not answer within the status line's deadline."""
 
 
 # -- the template ------------------------------------------------------------------------------

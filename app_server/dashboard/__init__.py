@@ -21,4 +21,14 @@ from app_server.dashboard.app import create_app
 from app_server.dashboard.link import ServiceLink
 from app_server.dashboard.run import DashboardError, DashboardServer, serve_dashboard
 
-__all__ = ["DashboardError", "DashboardServer", "RpcClient", "ServiceLink", "create_app", "serve_dashboard"]
+__all__ = [
+    "DashboardError",
+    "DashboardServer",
+    "RpcClient",
+    "ServiceLink",
+    "create_app",
+    "events",
+    "run",
+    "security",
+    "serve_dashboard",
+]

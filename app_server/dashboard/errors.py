@@ -58,6 +58,8 @@ _REFUSED_FIELDS: Final = tuple(str(field.alias) for field in ext.ApplyRefusedDat
 
 
 class ApiError(Exception):
+    """An admin API failure: its error name (`code`), HTTP status, text and extra envelope fields."""
+
     def __init__(self, code: str, message: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code

@@ -48,6 +48,8 @@ STATE_TEXT: Final = {
 
 @dataclass(frozen=True)
 class Event:
+    """One server-sent event: its id, its name and its JSON data."""
+
     id: int
     event: str
     data: dict[str, Any]
@@ -79,7 +81,7 @@ def translate(message: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
 
 
 class TooManySubscribers(Exception):
-    pass
+    """The hub already serves as many event streams as it allows."""
 
 
 class EventHub:

@@ -83,6 +83,8 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class Session:
+    """A page session: its CSRF token and when it expires (Unix seconds)."""
+
     csrf_token: str
     expires: float
 

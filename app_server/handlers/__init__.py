@@ -29,3 +29,6 @@ def routes() -> dict[str, Route[World]]:
         *inventory.ROUTES,
     ]
     return {route.method.name: route for route in table}
+
+
+__all__ = ["routes"]

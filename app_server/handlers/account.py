@@ -41,6 +41,8 @@ def initialize(ctx: Context, params: v1.InitializeParams) -> v1.InitializeRespon
 
 
 def originator(ctx: Context) -> str:
+    """The calling client's name (from `initialize`), else ours: the backend calls' originator."""
+
     info = ctx.session.client_info
     return info.name if info is not None else PRODUCT
 
@@ -68,6 +70,8 @@ def check_keys(idempotency_key: str, credit_id: str | None) -> None:
 
 
 def check_consume(params: v2.ConsumeAccountRateLimitResetCreditParams) -> None:
+    """Before the consume is queued: refuses an empty idempotency key or credit id, in upstream's words."""
+
     check_keys(params.idempotency_key, params.credit_id)
 
 

@@ -21,6 +21,8 @@ LATEST_SAMPLES: Final = 16
 
 
 def check_forecast(params: ext.AccountPoolForecastParams) -> None:
+    """Before a forecast is routed: refuses a look-back outside 1..MAX_LOOKBACK seconds."""
+
     from app_server.pool.forecast import MAX_LOOKBACK
 
     lookback = params.lookback_seconds
@@ -29,6 +31,8 @@ def check_forecast(params: ext.AccountPoolForecastParams) -> None:
 
 
 async def forecast(ctx: Context, params: ext.AccountPoolForecastParams) -> ext.AccountPoolForecastResponse:
+    """`accountPool/forecast`: burn rate and run-out time per window, for one account or the pool."""
+
     from app_server.pool.forecast import DEFAULT_RULES, ForecastRules, forecast_account
 
     pool = ctx.services.pool
@@ -59,6 +63,8 @@ async def forecast(ctx: Context, params: ext.AccountPoolForecastParams) -> ext.A
 async def reset_credits(
     ctx: Context, params: ext.AccountPoolResetCreditsListParams
 ) -> ext.AccountPoolResetCreditsListResponse:
+    """`accountPool/resetCredits/list`: every saved reset in the pool, earliest expiry first."""
+
     from app_server.pool.inventory import inventory
 
     listed = await pool_methods.list_accounts(ctx, ext.AccountPoolListParams(max_age_seconds=params.max_age_seconds))

@@ -7,4 +7,4 @@ Imported only by the composition root of a listening service (`prometheus_client
 
 from app_server.metrics.service import ServiceMetrics
 
-__all__ = ["ServiceMetrics"]
+__all__ = ["ServiceMetrics", "wiring"]

@@ -1,4 +1,5 @@
-"""The pool's membership: `accounts.toml` in the data directory, read and edited atomically.
+"""The pool's membership: `accounts.toml` in the data directory, read and edited atomically, and the
+upstream account each member's Codex home signs in to (`home_identity`, from its auth.json alone).
 
     include_default = true          # the $CODEX_HOME account is in the pool as `default`
     [[accounts]]
@@ -20,13 +21,28 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import filelock
 import tomli_w
 
 from app_server.files import FileRefused, lock_file, read_regular, remove_stale_temp_files, write_atomic
 from app_server.pool.errors import AccountsFileError
+
+if TYPE_CHECKING:
+    from app_server.store.base import AccountKey
+    from app_server.upstream.auth import AuthState
+
+__all__ = [
+    "DEFAULT_ID",
+    "DEFAULT_LABEL",
+    "FILE_NAME",
+    "AccountEntry",
+    "AccountsFile",
+    "AccountsFileError",
+    "home_identity",
+    "home_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +64,8 @@ def _unknown(table: dict[str, Any], known: frozenset[str]) -> str | None:
 
 @dataclass(frozen=True)
 class AccountEntry:
+    """One pool member: its id, its label and its Codex home."""
+
     id: str
     label: str
     codex_home: Path
@@ -55,6 +73,9 @@ class AccountEntry:
 
 @dataclass(frozen=True)
 class AccountsFile:
+    """accounts.toml in the data directory: read, added to and removed from under its lock, written
+    atomically; `default_home` is the $CODEX_HOME behind the implicit `default` entry."""
+
     path: Path
     default_home: Path
 
@@ -187,3 +208,24 @@ def _render(data: dict[str, Any]) -> str:
     for account in accounts:
         text += ("\n" if text else "") + "[[accounts]]\n" + tomli_w.dumps(account)
     return text
+
+
+def home_identity(home: Path) -> str:
+    """`home_key(...).identity` of a Codex home, from its auth.json alone (no backend, no refresh)."""
+    from app_server.upstream.auth import AuthStore
+
+    def no_client() -> Any:
+        raise RuntimeError("reading an identity makes no HTTP call")
+
+    return home_key(home, AuthStore(home, refresh_url="", client=no_client).state()).identity
+
+
+def home_key(home: Path, state: AuthState) -> AccountKey:
+    """The upstream account a Codex home signs in to: the ChatGPT account and user named in its
+    auth.json, else the home's real path."""
+    from app_server.store.base import AccountKey
+
+    creds = state.credentials
+    if creds is not None and (creds.account_id or creds.user_id):
+        return AccountKey(f"chatgpt:{creds.account_id or ''}:{creds.user_id or ''}", home)
+    return AccountKey(f"home:{home.resolve()}", home)

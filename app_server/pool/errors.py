@@ -49,6 +49,8 @@ class AccountsFileError(PoolError, RequestError):
 
 
 class UnknownAccount(PoolError, RequestError):
+    """The id is not in the pool; the text names the pool's ids."""
+
     http_status: ClassVar[int] = 404
     http_error: ClassVar[str] = "accountNotFound"
 
@@ -103,6 +105,8 @@ class ApplyRefused(PoolError, RequestError):
 
 
 class KeyTaken(PoolError, RequestError):
+    """The idempotency key belongs to an apply on another account."""
+
     http_status: ClassVar[int] = 409
     http_error: ClassVar[str] = "idempotencyKeyConflict"
 
@@ -121,6 +125,8 @@ class KeyTaken(PoolError, RequestError):
 
 
 class ApplyBusy(PoolError, RequestError):
+    """Another apply on the same upstream account held the apply lock longer than the wait allows."""
+
     http_status: ClassVar[int] = 409
     http_error: ClassVar[str] = "applyInProgress"
 
@@ -143,6 +149,9 @@ class SignInRequired(PoolError, RequestError):
 
 
 class GuardUnavailable(PoolError):
+    """The claim cannot be taken (the marker beside the Codex home, the ledger or the lock): nothing
+    was sent upstream."""
+
     def __init__(self, account_id: str, why: str) -> None:
         super().__init__(f"cannot record a pending apply for {account_id!r}: {why}")
         self.account_id = account_id
@@ -182,6 +191,8 @@ class OutcomeUnknown(PoolError):
 
 
 class ApplyFailed(PoolError):
+    """Upstream refused the consume (a 4xx): nothing was spent."""
+
     def __init__(self, account_id: str, detail: str) -> None:
         super().__init__(detail)
         self.account_id = account_id

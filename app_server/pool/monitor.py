@@ -59,6 +59,8 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The monitor's clock: wall time and sleeping until a deadline (tests give their own)."""
+
     def now(self) -> float:
         return time.time()
 

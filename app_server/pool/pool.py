@@ -15,12 +15,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import anyio
 
 from app_server.pool import summary as summaries
-from app_server.pool.accounts import AccountEntry, AccountsFile
+from app_server.pool.accounts import AccountEntry, AccountsFile, home_key
 from app_server.pool.errors import (
     ApplyBusy,
     ApplyFailed,
@@ -34,7 +34,6 @@ from app_server.pool.errors import (
 from app_server.store.base import AccountKey, ClaimHeld, KeyInUse, LockTimeout, Store, StoreError
 from app_server.store.local_guard import GuardError
 from app_server.upstream.account import AccountRegistry, CodexAccount, SignIn
-from app_server.upstream.auth import AuthState
 from app_server.upstream.backend import BackendError, Caller
 from protocol import ext, v2
 
@@ -98,24 +97,7 @@ class _Ready:
 def account_key(account: CodexAccount) -> AccountKey:
     """The upstream account a consume on this Codex home charges: the ChatGPT account and user named in
     auth.json, else the home's real path. Pending attempts and the apply lock are keyed by it."""
-    return _key(account.home, account.auth.state())
-
-
-def home_identity(home: Path) -> str:
-    """`account_key(...).identity` of a Codex home, from its auth.json alone (no backend, no refresh)."""
-    from app_server.upstream.auth import AuthStore
-
-    def no_client() -> Any:
-        raise RuntimeError("reading an identity makes no HTTP call")
-
-    return _key(home, AuthStore(home, refresh_url="", client=no_client).state()).identity
-
-
-def _key(home: Path, state: AuthState) -> AccountKey:
-    creds = state.credentials
-    if creds is not None and (creds.account_id or creds.user_id):
-        return AccountKey(f"chatgpt:{creds.account_id or ''}:{creds.user_id or ''}", home)
-    return AccountKey(f"home:{home.resolve()}", home)
+    return home_key(account.home, account.auth.state())
 
 
 class Pool:

@@ -59,6 +59,9 @@ class ServerClosed(Exception):
 
 
 class Client:
+    """An async JSON-RPC client over one byte stream: requests matched to answers by id,
+    notifications handed to the caller."""
+
     def __init__(self, sink: ByteSink, source: ByteSource) -> None:
         self._sink = sink
         self._source = source

@@ -16,24 +16,32 @@ OVERLONG_PREFIX = 64 * 1024
 
 
 class ByteSource(Protocol):
+    """Where a connection's bytes come from (stdin, a socket)."""
+
     async def receive(self) -> bytes:
         """The next chunk; raises `anyio.EndOfStream` at end of input."""
         ...
 
 
 class ByteSink(Protocol):
+    """Where a connection's bytes go (stdout, a socket)."""
+
     async def send(self, data: bytes) -> None:
         """Write all of `data`; raises `anyio.BrokenResourceError` when the reader is gone."""
         ...
 
 
 class MessageSource(Protocol):
+    """Where whole messages come from (WebSocket text frames)."""
+
     async def receive(self) -> bytes:
         """The next whole message (one WebSocket text frame); raises `anyio.EndOfStream` when the peer is gone."""
         ...
 
 
 class MessageSink(Protocol):
+    """Where whole messages go, one frame each (WebSocket text frames)."""
+
     async def send_messages(self, messages: list[bytes]) -> None:
         """Send each message as its own frame; raises `anyio.BrokenResourceError` when the peer is gone."""
         ...

@@ -53,6 +53,8 @@ class ListenError(ValueError):
 
 @dataclass(frozen=True)
 class Listen:
+    """One parsed `--listen` address: `ws://host:port` or `unix://path`."""
+
     scheme: Scheme
     host: str = ""
     port: int = 0

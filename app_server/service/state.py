@@ -56,6 +56,8 @@ class AlreadyRunning(Exception):
 
 @dataclass(frozen=True)
 class State:
+    """The running service's state file: its pid, socket, listeners, start time and Codex home."""
+
     pid: int
     socket: str
     listen: list[str]

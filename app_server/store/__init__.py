@@ -25,3 +25,6 @@ def open_store(data_home: Path, database_url: str | None) -> Store:
         return await PostgresDriver.open(database_url)
 
     return Ledger(LazyDriver(connect), POSTGRES)
+
+
+__all__ = ["Store", "StoreError", "base", "local_guard", "open_store", "sqlite"]

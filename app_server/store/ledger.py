@@ -48,6 +48,8 @@ Params = Mapping[str, object]
 
 @dataclass(frozen=True)
 class Result:
+    """What a driver's statement returned: its rows and its row count."""
+
     rows: list[Row]
     rowcount: int
 

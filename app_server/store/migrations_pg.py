@@ -14,6 +14,8 @@ from typing import Final
 
 @dataclass(frozen=True)
 class Migration:
+    """One versioned PostgreSQL schema step: its version, its name and its SQL."""
+
     version: int
     name: str
     sql: str

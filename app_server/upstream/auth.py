@@ -64,12 +64,16 @@ _RFC3339 = re.compile(
 
 
 class AuthKind(StrEnum):
+    """How a Codex home is signed in: not at all, with an API key, or with ChatGPT."""
+
     NONE = "none"
     API_KEY = "apiKey"
     CHATGPT = "chatgpt"
 
 
 class RefreshFailure(StrEnum):
+    """Why the last token refresh failed: for good (sign in again) or for now (retry later)."""
+
     PERMANENT = "permanent"
     TRANSIENT = "transient"
 
@@ -88,6 +92,8 @@ class ChatgptCredentials:
 
 @dataclass(frozen=True)
 class AuthState:
+    """What auth.json says now: its kind, its ChatGPT credentials and the last refresh failure."""
+
     kind: AuthKind
     credentials: ChatgptCredentials | None
     refresh_failure: RefreshFailure | None

@@ -88,6 +88,8 @@ class Caller:
 
 @dataclass(frozen=True)
 class Endpoints:
+    """The backend's usage, details and consume URLs for one base URL."""
+
     usage: str
     details: str
     consume: str

@@ -34,6 +34,8 @@ class _Payload(BaseModel):
 
 
 class Window(_Payload):
+    """A rate-limit window in the usage body."""
+
     used_percent: I32
     limit_window_seconds: I32
     reset_after_seconds: I32
@@ -41,6 +43,8 @@ class Window(_Payload):
 
 
 class RateLimit(_Payload):
+    """A rate limit in the usage body: whether it is reached, and its primary and secondary windows."""
+
     allowed: StrictBool
     limit_reached: StrictBool
     primary_window: Window | None = None
@@ -48,12 +52,16 @@ class RateLimit(_Payload):
 
 
 class Credits(_Payload):
+    """The usage body's credits: whether there are any, unlimited, and the balance."""
+
     has_credits: StrictBool
     unlimited: StrictBool
     balance: StrictStr | None = None
 
 
 class IndividualLimit(_Payload):
+    """A spend control's individual limit in the usage body."""
+
     limit: StrictStr
     used: StrictStr
     remaining: StrictStr
@@ -65,15 +73,21 @@ class IndividualLimit(_Payload):
 
 
 class SpendControl(_Payload):
+    """The usage body's spend control: whether it is reached, and the individual limit."""
+
     reached: StrictBool
     individual_limit: IndividualLimit | None = None
 
 
 class ReachedType(_Payload):
+    """The usage body's `rate_limit_reached_type`."""
+
     type: StrictStr
 
 
 class AdditionalLimit(_Payload):
+    """A metered feature's own rate limit in the usage body."""
+
     limit_name: StrictStr
     metered_feature: StrictStr
     rate_limit: RateLimit | None = None
@@ -81,6 +95,8 @@ class AdditionalLimit(_Payload):
 
 
 class ResetCreditsCount(_Payload):
+    """The usage body's count of saved reset credits."""
+
     available_count: I64
 
 
@@ -114,6 +130,8 @@ class Usage(_Payload):
 
 
 class DetailRow(_Payload):
+    """One saved reset credit in the details body."""
+
     id: StrictStr
     reset_type: StrictStr
     status: StrictStr
@@ -138,6 +156,8 @@ class ResetCreditDetails(_Payload):
 
 
 class ConsumeAnswer(_Payload):
+    """The consume call's answer: its code and how many windows it reset."""
+
     code: StrictStr  # an enum upstream: anything but a string is "expected value", at the value's first byte
     windows_reset: I64 | None = None
 

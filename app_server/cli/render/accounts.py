@@ -14,6 +14,8 @@ from rich.text import Text
 
 @dataclass(frozen=True)
 class AccountRow:
+    """One line of `accounts list`: a pool entry and whether its Codex home is signed in."""
+
     id: str
     label: str
     codex_home: Path
