@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 
+from app_server.cli import render
 from app_server.cli.connection import connect
 from app_server.cli.exits import Exit
 from app_server.cli.failures import CommandFailed, rpc_failure
-from app_server.cli.render.credits import credits_view
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import RpcError
@@ -34,5 +34,5 @@ async def credits(ui: UI, *, simulate: bool) -> Exit:
         ui.emit_json(raw)
         return Exit.OK
     inventory = ext.AccountPoolResetCreditsListResponse.model_validate(raw)
-    ui.show(credits_view(inventory, now=time.time(), width=ui.width()))
+    ui.show(render.credits_view(inventory, now=time.time(), width=ui.width()))
     return Exit.OK

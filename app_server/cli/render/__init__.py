@@ -5,8 +5,9 @@ Nothing here does I/O or reads the clock: every function takes `now` (Unix secon
 Below `WIDE` columns the tables fold (label, id, plan and status share one cell; reset times
 are relative only); from `WIDE` on they add the plan, e-mail and absolute local times.
 
-`words`, `times` and `cells` are the pieces the views share; `status`, `account`, `apply`, `history` and
-`accounts` are the views. The names below are the package's public face.
+`words`, `times` and `cells` are the pieces the views share; `status`, `account`, `apply`, `history`,
+`accounts` and `credits` are the views (`forecast`: the forecast lines of `status`). The names below
+are the package's public face.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from app_server.cli.render.cells import (
     status_text,
     window_cell,
 )
+from app_server.cli.render.credits import credits_view
 from app_server.cli.render.history import history_table
 from app_server.cli.render.status import Row, Waiting, status_table
 from app_server.cli.render.times import ago, duration, local_date, local_time, stamp, until
@@ -83,6 +85,7 @@ __all__ = [
     "bar",
     "credit_to_spend",
     "credit_words",
+    "credits_view",
     "duration",
     "exhausted_windows",
     "history_table",
