@@ -227,11 +227,15 @@ async def login_link(request: Request) -> Response:
 # -- the admin API -----------------------------------------------------------------------------
 
 
+def _max_age(request: Request) -> dict[str, Any]:
+    """The `maxAgeSeconds` query parameter as the pool's list params (none: the pool's own default)."""
+    max_age = _int_param(request, "maxAgeSeconds", minimum=0, maximum=86_400)
+    return {"maxAgeSeconds": max_age} if max_age is not None else {}
+
+
 async def list_accounts(request: Request) -> Response:
     authorize(request, changes_state=False)
-    max_age = _int_param(request, "maxAgeSeconds", minimum=0, maximum=86_400)
-    params = {"maxAgeSeconds": max_age} if max_age is not None else {}
-    raw = await dashboard_of(request).call(POOL_LIST.name, params)
+    raw = await dashboard_of(request).call(POOL_LIST.name, _max_age(request))
     return _json(_dump(ext.AccountPoolListResponse, raw))
 
 
@@ -299,9 +303,7 @@ async def history(request: Request) -> Response:
 async def reset_credits(request: Request) -> Response:
     """The pool-wide inventory of saved resets, earliest expiry first. Reads only; never applies anything."""
     authorize(request, changes_state=False)
-    max_age = _int_param(request, "maxAgeSeconds", minimum=0, maximum=86_400)
-    params = {"maxAgeSeconds": max_age} if max_age is not None else {}
-    raw = await dashboard_of(request).call(POOL_RESET_CREDITS_LIST.name, params)
+    raw = await dashboard_of(request).call(POOL_RESET_CREDITS_LIST.name, _max_age(request))
     return _json(_dump(ext.AccountPoolResetCreditsListResponse, raw))
 
 

@@ -112,7 +112,10 @@ class HttpEdge:
         # get_all, never get: a header sent twice makes `get` raise, which websockets answers with a 500.
         if not any("websocket" in value.lower() for value in headers.get_all("Upgrade")):
             return _plain(connection, http.HTTPStatus.BAD_REQUEST, "Bad Request")
-        authorization = headers.get_all("Authorization")
+        return self._unauthorized(connection, headers.get_all("Authorization"))
+
+    def _unauthorized(self, connection: ServerConnection, authorization: list[str]) -> Response | None:
+        """The answer refusing these `Authorization` headers (sent twice, or not the token), or None."""
         if len(authorization) > 1:
             return _plain(connection, http.HTTPStatus.BAD_REQUEST, DUPLICATE_AUTHORIZATION)
         if self._token is not None:
@@ -123,12 +126,9 @@ class HttpEdge:
 
     def _metrics_page(self, connection: ServerConnection, authorization: list[str]) -> Response:
         assert self._metrics is not None
-        if len(authorization) > 1:
-            return _plain(connection, http.HTTPStatus.BAD_REQUEST, DUPLICATE_AUTHORIZATION)
-        if self._token is not None:
-            refusal = self._token.refusal(authorization[0] if authorization else None)
-            if refusal is not None:
-                return _plain(connection, http.HTTPStatus.UNAUTHORIZED, refusal)
+        refused = self._unauthorized(connection, authorization)
+        if refused is not None:
+            return refused
         body, content_type = self._metrics()
         response = connection.respond(http.HTTPStatus.OK, "")
         del response.headers["Content-Type"], response.headers["Content-Length"]  # setting a header adds one
