@@ -18,7 +18,6 @@ from app_server.metrics.accounts import AccountsCollector
 from app_server.metrics.upstream import BUCKETS, ObservedTransport
 from app_server.pool.errors import ApplyRefused, OutcomeUnknown
 from protocol import ext
-from protocol.jsonrpc import RpcError
 from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as ConsumeOutcome
 
 if TYPE_CHECKING:
@@ -51,11 +50,6 @@ def apply_outcome(result: object) -> str:
         return "refused"
     if isinstance(result, OutcomeUnknown):
         return "unknown"
-    if isinstance(result, RpcError):
-        if isinstance(result.data, ext.ApplyRefusedData):
-            return "refused"
-        if isinstance(result.data, dict) and result.data.get("outcome") == "unknown":
-            return "unknown"
     return "error"
 
 
