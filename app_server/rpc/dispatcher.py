@@ -84,6 +84,7 @@ class Route(Generic[S]):
 class _Work(Generic[S]):
     """A request that passed every inline check and now needs its own task."""
 
+    method: str
     handler: Handler[S]
     ctx: RequestContext[S]
     params: Any
@@ -132,7 +133,6 @@ class Dispatcher(Generic[S]):
         observer: Observer | None = None,
     ) -> None:
         self.routes = routes
-        self._observer = observer
         self._observe: Observer = observer or (lambda method, error: None)
         self.services = services
         self.outbox = outbox
@@ -377,8 +377,7 @@ class Dispatcher(Generic[S]):
             self._observe(name, error.code)
             return failure(request_id, error)
         assert route.handler is not None
-        handler = route.handler if self._observer is None else _observed(route.handler, name, self._observer)
-        return _Work(handler, RequestContext(self.session, self.services, self._notify, request_id), params)
+        return _Work(name, route.handler, RequestContext(self.session, self.services, self._notify, request_id), params)
 
     async def _start(self, work: _Work[S]) -> None:
         """Run `work` now if a slot is free and nothing waits before it, else queue it (FIFO). The
@@ -407,15 +406,16 @@ class Dispatcher(Generic[S]):
         self._in_flight += 1
         if self._idle.is_set():
             self._idle = anyio.Event()
-        self._tasks.start_soon(self._run, work.handler, work.ctx, work.params)
+        self._tasks.start_soon(self._run, work)
 
-    async def _run(self, handler: Handler[S], ctx: RequestContext[S], params: Any) -> None:
+    async def _run(self, work: _Work[S]) -> None:
+        ctx = work.ctx
         answer: bytes | None = None
         scope = anyio.CancelScope()
         self._scopes.add(scope)
         try:
             with scope:
-                answer = await self._outcome(handler, ctx, params)
+                answer = await self._outcome(work)
             if answer is None:  # cancelled: the grace is over
                 answer = failure(ctx.request_id, RpcError(INTERNAL_ERROR, SHUTDOWN_MESSAGE))
         except anyio.get_cancelled_exc_class():
@@ -429,11 +429,16 @@ class Dispatcher(Generic[S]):
             self._in_flight -= 1
             self._next()
 
-    async def _outcome(self, handler: Handler[S], ctx: RequestContext[S], params: Any) -> bytes:
+    async def _outcome(self, work: _Work[S]) -> bytes:
+        request_id = work.ctx.request_id
         try:
-            return success(ctx.request_id, await handler(ctx, params))
+            answer = success(request_id, await work.handler(work.ctx, work.params))
         except Exception as exc:
-            return failure(ctx.request_id, wire_error(exc, ctx.request_id))
+            error = wire_error(exc, request_id)
+            self._observe(work.method, error.code)
+            return failure(request_id, error)
+        self._observe(work.method, None)
+        return answer
 
     def _next(self) -> None:
         """A slot came free: the oldest queued request takes it."""
@@ -460,24 +465,3 @@ class Dispatcher(Generic[S]):
             await self.outbox.put(message)
         else:
             self._overflow()
-
-
-def _observed(handler: Handler[S], method: str, observe: Observer) -> Handler[S]:
-    """`handler`, telling `observe` how it answered (anything but an `RpcError` is the internal error)."""
-
-    async def observed(ctx: RequestContext[S], params: Any) -> BaseModel:
-        try:
-            result = await handler(ctx, params)
-        except RpcError as error:
-            observe(method, error.code)
-            raise
-        except CodexLimitsError as error:
-            observe(method, error.rpc_code)
-            raise
-        except Exception:
-            observe(method, INTERNAL_ERROR)
-            raise
-        observe(method, None)
-        return result
-
-    return observed
