@@ -105,7 +105,8 @@ class LiveSettings:
         return replace(self, refresh_interval=seconds)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> LiveSettings:
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LiveSettings:
+        env = environment.current() if env is None else env
         live = cls()
         interval = _number(env, REFRESH_INTERVAL_ENV)
         if interval is not None:
@@ -141,18 +142,6 @@ def _number(env: Mapping[str, str], name: str) -> float | None:
     except ValueError:
         log.warning("ignoring %s=%r: not a number", name, raw)
         return None
-
-
-def environ() -> Mapping[str, str]:
-    """The process environment, for what is read from it later (`Settings.env` keeps the one read at start)."""
-    return environment.current()
-
-
-def child_environment(
-    base: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The environment for a child process: `base` (default: ours) with `overrides` set."""
-    return environment.child(overrides, base)
 
 
 def codex_home(env: Mapping[str, str] | None = None) -> Path:

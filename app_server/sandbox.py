@@ -22,7 +22,7 @@ from typing import Final
 
 import tomli_w
 
-from app_server.config import LiveSettings, Settings, Timeouts, environ
+from app_server.config import LiveSettings, Settings, Timeouts
 from app_server.pool.accounts import FILE_NAME
 from app_server.sim.alert_sink import SimAlertSink
 from app_server.sim.upstream import SimulatedUpstream
@@ -83,7 +83,7 @@ def simulated_world(
                     data_home=data_home,
                     refresh_url=upstream.refresh_url,
                     timeouts=timeouts or Timeouts(),
-                    live=LiveSettings.from_env(environ()) if live is None else live,
+                    live=LiveSettings.from_env() if live is None else live,
                 ),
             )
     finally:

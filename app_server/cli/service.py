@@ -215,10 +215,11 @@ def _service_command(args: argparse.Namespace) -> Exit:
             print(f"codex-limits service: {exc}", file=sys.stderr)
             return Exit.USAGE
         try:
-            from app_server.config import REFRESH_INTERVAL_ENV, child_environment
+            from app_server import env as environment
+            from app_server.config import REFRESH_INTERVAL_ENV
 
             overrides = {} if args.refresh_interval is None else {REFRESH_INTERVAL_ENV: f"{args.refresh_interval:g}"}
-            env = child_environment(overrides=overrides)
+            env = environment.child(overrides)
             state, started = control.start(
                 home, listen=args.listen or (), log_level=args.log_level, ws=ws, env=env, simulate=args.simulate
             )

@@ -28,11 +28,12 @@ import anyio.abc
 import pydantic
 from rich.text import Text
 
+from app_server import env as environment
 from app_server.cli.connection import connect
 from app_server.cli.exits import Exit
 from app_server.cli.failures import CommandFailed
 from app_server.cli.terminal import UI
-from app_server.config import REFRESH_INTERVAL_ENV, child_environment, environ
+from app_server.config import REFRESH_INTERVAL_ENV
 from protocol import ext
 from protocol.methods import POOL_ALERT
 
@@ -142,9 +143,11 @@ async def watch(
 ) -> Exit:
     # The spawned server refreshes in the background only when asked (unless our environment already says how often).
     overrides = (
-        {} if environ().get(REFRESH_INTERVAL_ENV) is not None else {REFRESH_INTERVAL_ENV: f"{refresh_interval:g}"}
+        {}
+        if environment.current().get(REFRESH_INTERVAL_ENV) is not None
+        else {REFRESH_INTERVAL_ENV: f"{refresh_interval:g}"}
     )
-    async with connect(simulate, log_level=ui.log_level, env=child_environment(overrides=overrides)) as server:
+    async with connect(simulate, log_level=ui.log_level, env=environment.child(overrides)) as server:
         ui.info.print(Text("watching for alerts · Ctrl-C to stop", style="dim"))
         async with anyio.create_task_group() as tg:
             runners = [AlertCommand(argv, exec_timeout, tg) for argv in commands]

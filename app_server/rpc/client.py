@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import BaseModel
 
 from app_server import __version__
-from app_server.config import child_environment
+from app_server import env as environment
 from app_server.rpc import lost
 from app_server.rpc.framing import ByteSink, ByteSource, LineSplitter, Overlong
 from protocol.jsonrpc import RpcError
@@ -212,7 +212,7 @@ async def spawn(
     """
     process = await anyio.open_process(
         list(command) if command is not None else server_command(*args),
-        env=child_environment(env),
+        env=environment.child(base=env),
         stderr=stderr,
     )
     assert process.stdin is not None

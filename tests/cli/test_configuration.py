@@ -7,7 +7,7 @@ from pathlib import Path
 
 import app_server
 from app_server import env
-from app_server.config import Settings, child_environment, data_home
+from app_server.config import Settings, data_home
 
 PACKAGE = Path(app_server.__file__).parent
 READS = re.compile(r"os\.environ|getenv|putenv|unsetenv")
@@ -30,5 +30,5 @@ def test_the_data_home_has_one_rule_for_every_reader() -> None:
 
 def test_a_child_gets_our_environment_with_its_overrides_and_ours_is_untouched() -> None:
     base = {"A": "1", "B": "2"}
-    child = child_environment(base, {"B": "3"})
+    child = env.child({"B": "3"}, base)
     assert child == {"A": "1", "B": "3"} and base == {"A": "1", "B": "2"}
