@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from app_server import env as environment
 from app_server.env import LOG_ENV
@@ -279,6 +279,23 @@ def log_level(env: Mapping[str, str] | None = None, given: str | None = None) ->
     return (given or env.get(LOG_ENV) or "WARNING").upper()
 
 
+def read_data_config(path: Path) -> dict[str, Any]:
+    """The data directory's `config.toml` parsed (empty when there is none); `ConfigError` naming the file when
+    it cannot be read or parsed."""
+    try:
+        raw = read_regular(path)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot use {path}: {exc.strerror or exc}") from None
+    import tomllib
+
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot use {path}: {exc}") from None
+
+
 def read_database_url(data_home: Path, env: Mapping[str, str]) -> str | None:
     """The shared store's URL: `CODEX_LIMITS_DATABASE_URL`, else `database_url` in `<data home>/config.toml`,
     else None (the embedded SQLite store). Read when the store is first needed, not at start-up."""
@@ -286,18 +303,7 @@ def read_database_url(data_home: Path, env: Mapping[str, str]) -> str | None:
     if value:
         return _with_driver(value, DATABASE_URL_ENV)
     path = data_home / DATA_CONFIG_NAME
-    try:
-        raw = read_regular(path)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise ConfigError(f"cannot use {path}: {exc.strerror or exc}") from None
-    import tomllib
-
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot use {path}: {exc}") from None
+    data = read_data_config(path)
     unknown = sorted(set(data) - {"database_url", "alerts"})  # [alerts]: app_server.pool.delivery.settings (#23)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} (known: database_url, alerts)")

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
-from app_server.config import DATA_CONFIG_NAME, ConfigError
-from app_server.files import FileRefused, read_private, read_regular
+from app_server.config import DATA_CONFIG_NAME, ConfigError, read_data_config
+from app_server.files import FileRefused, read_private
 from protocol import ext
 
 WEBHOOK_URL_ENV: Final = "CODEX_LIMITS_ALERT_WEBHOOK_URL"
@@ -96,16 +96,7 @@ def _from_env(env: Mapping[str, str]) -> list[SinkSettings]:
 
 
 def _from_file(path: Path) -> list[SinkSettings]:
-    import tomllib
-
-    try:
-        data = tomllib.loads(read_regular(path).decode("utf-8"))
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ConfigError(f"cannot use {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot use {path}: {exc}") from None
+    data = read_data_config(path)
     alerts = data.get("alerts")
     if alerts is None:
         return []
