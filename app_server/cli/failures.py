@@ -122,26 +122,25 @@ def _output_closed() -> CommandFailed:
     return CommandFailed(Exit.OUTPUT_CLOSED, "")
 
 
+def leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The exceptions inside `group` and the groups nested in it, in order."""
+    found: list[BaseException] = []
+    for inner in group.exceptions:
+        found.extend(leaves(inner) if isinstance(inner, BaseExceptionGroup) else [inner])
+    return found
+
+
 def _expected(group: BaseExceptionGroup[BaseException]) -> CommandFailed | None:
     """The expected failure inside a task-group error, or None when it holds a real bug."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    for leaf in leaves:
+    found = leaves(group)
+    for leaf in found:
         if isinstance(leaf, CommandFailed):
             return leaf
         if isinstance(leaf, BrokenPipeError):
             return _output_closed()
         if isinstance(leaf, KeyboardInterrupt):
             return CommandFailed(Exit.INTERRUPTED, "interrupted")
-    for leaf in leaves:
+    for leaf in found:
         if isinstance(leaf, ServerClosed):
             return CommandFailed(Exit.SERVER, f"the server stopped: {leaf}")
         if isinstance(leaf, ProtocolError | json.JSONDecodeError | UnicodeDecodeError | pydantic.ValidationError):

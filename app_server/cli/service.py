@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from app_server.cli.exits import Exit
+from app_server.cli.failures import leaves
 
 NOT_RUNNING = Exit.REFUSED
 """`service status` when no service runs (3, as `systemctl status` says for a stopped unit)."""
@@ -69,16 +70,9 @@ def _refusal(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     from app_server.rpc.listeners import ListenError
     from app_server.server import ServeError
 
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    if leaves and all(isinstance(leaf, ServeError | ListenError) for leaf in leaves):
-        return leaves[0]
+    found = leaves(group)
+    if found and all(isinstance(leaf, ServeError | ListenError) for leaf in found):
+        return found[-1]  # the one this command has always reported when several listeners refused
     return None
 
 
