@@ -46,7 +46,7 @@ GONE: Final = 5
 CLI's "the server stopped" status); every request still owed was answered with an error first."""
 
 
-def _fail(message: str, code: int = 5) -> int:
+def _fail(message: str, code: int = GONE) -> int:
     sys.stderr.write(f"codex-limits proxy: {message}\n")
     return code
 
@@ -318,7 +318,6 @@ def _simulated() -> int:
         os.execv(sys.executable, command)
     except OSError as exc:
         return _fail(f"could not start the simulated server: {exc}")
-    return 0  # not reached: execv does not return
 
 
 def main(argv: list[str]) -> int:

@@ -46,9 +46,11 @@ async def forecast(ctx: Context, params: ext.AccountPoolForecastParams) -> ext.A
     accounts = []
     for account_id in account_ids:
         # The lookback's samples, plus the newest few: a window not read within the lookback is still listed, as
-        # too little history, rather than left out.
+        # too little history, rather than left out. When the lookback holds that many, they are its newest.
         recent = await store.usage_history(account_id, since=int(now) - rules.lookback, limit=MAX_SAMPLES)
-        latest = await store.usage_history(account_id, since=None, limit=LATEST_SAMPLES)
+        latest = []
+        if len(recent) < LATEST_SAMPLES:
+            latest = await store.usage_history(account_id, since=None, limit=LATEST_SAMPLES)
         samples = list({(s.limit_id, s.window, s.taken_at): s for s in latest + recent}.values())
         accounts.append(forecast_account(account_id, samples, now, rules))
     return ext.AccountPoolForecastResponse(
