@@ -91,3 +91,15 @@ def ascii_locale(env: Mapping[str, str] | None = None) -> bool:
 def completing(env: Mapping[str, str] | None = None) -> bool:
     """The shell asks argcomplete for completions (`_ARGCOMPLETE` is set)."""
     return "_ARGCOMPLETE" in (current() if env is None else env)
+
+
+def terminal_forced(env: Mapping[str, str] | None = None) -> bool | None:
+    """Whether output counts as a terminal whatever `isatty` says, as rich decides it: `TTY_COMPATIBLE=1` or a
+    non-empty `FORCE_COLOR` (https://force-color.org) say yes, `TTY_COMPATIBLE=0` or an empty `FORCE_COLOR` no;
+    None: ask the stream."""
+    env = current() if env is None else env
+    compatible = env.get("TTY_COMPATIBLE", "")
+    if compatible in ("0", "1"):
+        return compatible == "1"
+    force = env.get("FORCE_COLOR")
+    return None if force is None else force != ""

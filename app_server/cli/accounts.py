@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rich.text import Text
 
 from app_server.cli import render
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed
+from app_server.cli.exits import CommandFailed, Exit
 from app_server.cli.terminal import UI
 
 if TYPE_CHECKING:

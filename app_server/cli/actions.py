@@ -79,6 +79,11 @@ def _run_async(args: argparse.Namespace, make: Callable[[UI, Interrupt], Awaitab
 
 
 def _status(args: argparse.Namespace) -> int:
+    from app_server.cli import quick
+
+    answered = quick.status(args)
+    if answered is not None:
+        return answered
     from app_server.cli import status
 
     def make(ui: UI, interrupt: Interrupt) -> Awaitable[Exit]:
@@ -130,7 +135,8 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _usage_history(args: argparse.Namespace) -> int:
-    from app_server.cli.failures import CommandFailed, fail
+    from app_server.cli.exits import CommandFailed
+    from app_server.cli.failures import fail
     from app_server.cli.usage import usage_history
 
     if args.account is None:

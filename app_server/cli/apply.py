@@ -16,10 +16,10 @@ from rich.text import Text
 
 from app_server.cli import render
 from app_server.cli.connection import Server, connect
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed, Interrupt, rpc_failure
+from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.failures import Interrupt, rpc_failure
+from app_server.cli.plain.words import never_signed_in
 from app_server.cli.prompt import confirm, stdin_is_terminal
-from app_server.cli.signin import never_signed_in
 from app_server.cli.terminal import UI
 from app_server.rpc import lost
 from protocol import ext
@@ -69,7 +69,7 @@ async def apply_on(
     except RpcError as exc:
         raise rpc_failure(exc) from None
     now = time.time()
-    unsigned = bool(never_signed_in([summary], simulated=simulated))
+    unsigned = bool(never_signed_in([render.wire(summary)], simulated=simulated))
     ui.show(render.account_detail(summary, now=now, width=ui.width(), simulated=simulated, never_signed_in=unsigned))
     pending = summary.pending_apply
     if pending is not None:

@@ -6,10 +6,10 @@ import time
 
 from app_server.cli import render
 from app_server.cli.connection import connect
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed, rpc_failure
-from app_server.cli.signin import never_signed_in
-from app_server.cli.status import with_readiness
+from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.failures import rpc_failure
+from app_server.cli.plain.status import with_readiness
+from app_server.cli.plain.words import never_signed_in
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import RpcError
@@ -27,7 +27,7 @@ async def refresh(ui: UI, *, account: str, simulate: bool) -> Exit:
     summary = render.Summary.model_validate(raw)
     if ui.as_json:
         ui.emit_json(with_readiness(raw))
-    unsigned = bool(never_signed_in([summary], simulated=simulate))
+    unsigned = bool(never_signed_in([raw], simulated=simulate))
     if not ui.as_json:
         ui.show(
             render.account_detail(

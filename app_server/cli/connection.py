@@ -16,8 +16,7 @@ from typing import IO, Any, Final
 import anyio
 import anyio.abc
 
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed
+from app_server.cli.exits import CommandFailed, Exit
 from app_server.config import log_level as configured_level
 from app_server.env import log_level_asked
 from app_server.rpc.client import Client, ServerClosed, spawn

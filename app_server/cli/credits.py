@@ -10,8 +10,8 @@ import time
 
 from app_server.cli import render
 from app_server.cli.connection import connect
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed, rpc_failure
+from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.failures import rpc_failure
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import RpcError

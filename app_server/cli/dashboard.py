@@ -15,7 +15,6 @@ Parsing only at import: starlette, uvicorn and anyio load when the command runs.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Final
@@ -109,6 +108,8 @@ class _Failed(Exception):
 
 
 def _logging(level: str | None) -> None:
+    import logging
+
     logging.basicConfig(
         stream=sys.stderr,
         level=getattr(logging, (level or "WARNING").upper(), logging.WARNING),

@@ -12,8 +12,8 @@ from rich.text import Text
 from app_server.cli import render
 from app_server.cli.apply import apply_on
 from app_server.cli.connection import Server, connect
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed, Interrupt, rpc_failure
+from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.failures import Interrupt, rpc_failure
 from app_server.cli.status import summaries
 from app_server.cli.terminal import UI
 from protocol import ext

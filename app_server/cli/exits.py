@@ -1,8 +1,18 @@
-"""Exit statuses of `codex-limits`, and what each one means (shown in `--help` and README.md)."""
+"""Exit statuses of `codex-limits`, what each one means (shown in `--help` and README.md), and the expected
+failure that carries one (`CommandFailed`). Standard library only: the quick paths raise these too."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+
+TYPE_CHECKING = False  # `typing` costs the quick paths milliseconds at start-up
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+INVALID_REQUEST: Final = -32600
+"""JSON-RPC's invalid-request code (`protocol.jsonrpc.INVALID_REQUEST`; a test keeps the two equal)."""
+INTERNAL_ERROR: Final = -32603
+"""JSON-RPC's internal-error code (`protocol.jsonrpc.INTERNAL_ERROR`)."""
 
 
 class Exit(IntEnum):
@@ -34,3 +44,29 @@ EXIT_MEANING: dict[Exit, str] = {
     "and exits 0)",
     Exit.OUTPUT_CLOSED: "stdout was closed early (piped into `head`, say); nothing more is printed",
 }
+
+
+class CommandFailed(Exception):
+    """An expected failure: `message` is the one line shown on stderr, `code` the exit status.
+
+    `payload`, when set, is the JSON object `--json` prints on stdout for this failure."""
+
+    def __init__(self, code: Exit, message: str, payload: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"CommandFailed(code={self.code!r}, message={self.message!r})"
+
+
+def failure_of(code: int, message: str, data: Any, *, invalid: Exit = Exit.USAGE) -> CommandFailed:
+    """An error answer as an exit status: refusals 3, invalid requests `invalid`, upstream failures 4."""
+    payload = {"error": {"code": code, "message": message, "data": data}}
+    if code == INVALID_REQUEST:
+        refused = isinstance(data, dict) and "disabledReason" in data
+        return CommandFailed(Exit.REFUSED if refused else invalid, message, payload)
+    if code == INTERNAL_ERROR:
+        return CommandFailed(Exit.UPSTREAM, message, payload)
+    return CommandFailed(Exit.SERVER, f"the server answered error {code}: {message}", payload)

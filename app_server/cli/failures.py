@@ -13,31 +13,16 @@ import os
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import pydantic
 
-from app_server.cli.exits import Exit
-from app_server.cli.terminal import UI, safe_stream
+from app_server.cli.exits import CommandFailed, Exit, failure_of
+from app_server.cli.streams import fail_line
+from app_server.cli.terminal import UI
 from app_server.rpc.client import ServerClosed
 from app_server.rpc.wsframe import ProtocolError
-from protocol.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, RpcError
-
-
-class CommandFailed(Exception):
-    """An expected failure: `message` is the one line shown on stderr, `code` the exit status.
-
-    `payload`, when set, is the JSON object `--json` prints on stdout for this failure."""
-
-    def __init__(self, code: Exit, message: str, payload: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.payload = payload
-
-    def __repr__(self) -> str:
-        return f"CommandFailed(code={self.code!r}, message={self.message!r})"
+from protocol.jsonrpc import RpcError
 
 
 @dataclass
@@ -105,14 +90,6 @@ def fail(failure: CommandFailed, ui: UI | None = None) -> int:
     return int(failure.code)
 
 
-def fail_line(message: str) -> None:
-    line = " ".join(message.split())
-    err = safe_stream(sys.stderr)
-    with contextlib.suppress(OSError):
-        err.write(f"codex-limits: {line}\n")
-        err.flush()
-
-
 def _output_closed() -> CommandFailed:
     """Whoever read stdout stopped (`... | head`): say nothing more, and keep the final flush from failing."""
     with contextlib.suppress(OSError):
@@ -150,10 +127,4 @@ def _expected(group: BaseExceptionGroup[BaseException]) -> CommandFailed | None:
 
 def rpc_failure(exc: RpcError, *, invalid: Exit = Exit.USAGE) -> CommandFailed:
     """An error answer as an exit status: refusals 3, invalid requests `invalid`, upstream failures 4."""
-    payload = {"error": {"code": exc.code, "message": exc.message, "data": exc.data}}
-    if exc.code == INVALID_REQUEST:
-        refused = isinstance(exc.data, dict) and "disabledReason" in exc.data
-        return CommandFailed(Exit.REFUSED if refused else invalid, exc.message, payload)
-    if exc.code == INTERNAL_ERROR:
-        return CommandFailed(Exit.UPSTREAM, exc.message, payload)
-    return CommandFailed(Exit.SERVER, f"the server answered error {exc.code}: {exc.message}", payload)
+    return failure_of(exc.code, exc.message, exc.data, invalid=invalid)

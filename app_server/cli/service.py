@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from app_server.cli.exits import Exit
-from app_server.cli.failures import leaves
 
 NOT_RUNNING = Exit.REFUSED
 """`service status` when no service runs (3, as `systemctl status` says for a stopped unit)."""
@@ -67,6 +66,7 @@ def serve(args: argparse.Namespace, level: str | None) -> int:
 
 def _refusal(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The start-up refusal a task group wrapped (a listener that cannot bind, say), if that is all it holds."""
+    from app_server.cli.failures import leaves
     from app_server.rpc.listeners import ListenError
     from app_server.server import ServeError
 

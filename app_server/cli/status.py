@@ -23,9 +23,10 @@ from rich.text import Text
 
 from app_server.cli import render
 from app_server.cli.connection import Server, connect
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed, rpc_failure
-from app_server.cli.signin import never_signed_in
+from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.failures import rpc_failure
+from app_server.cli.plain.status import above, compact_line, status_text, with_forecasts, with_readiness
+from app_server.cli.plain.words import never_signed_in
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
@@ -39,15 +40,6 @@ COMPACT_MAX_AGE: Final = 60
 
 def summaries(raw: Sequence[dict[str, Any]]) -> list[ext.AccountSummary]:
     return [render.Summary.model_validate(item) for item in raw]
-
-
-def with_readiness(raw: dict[str, Any]) -> dict[str, Any]:
-    """The summary as the server sent it, with `resetAction.readiness` filled in when an older server left it out."""
-    action = raw.get("resetAction")
-    if not isinstance(action, dict) or "readiness" in action:
-        return raw
-    value = render.readiness(render.Summary.model_validate(raw))
-    return {**raw, "resetAction": {**action, "readiness": value}}
 
 
 def _timed_out(account_id: str, seconds: float) -> dict[str, Any]:
@@ -187,10 +179,16 @@ async def status(
     if ui.as_json:
         ui.emit_json(with_forecasts(raw, ahead))
     elif compact:
-        ui.out.print(Text(compact_line(summaries(raw))), soft_wrap=True)
+        ui.out.print(Text(compact_line(raw)), soft_wrap=True)
+    elif not ui.out.is_terminal:  # a pipe or a file: the plain view (the same as on a running service, `quick`)
+        unsigned = never_signed_in(raw, simulated=simulate)
+        ui.out.file.write(
+            status_text(raw, now=time.time(), forecasts=ahead, simulated=simulate, never_signed_in=unsigned)
+        )
+        ui.out.file.flush()
     else:
         read = [r for r in rows if isinstance(r, ext.AccountSummary)]
-        unsigned = never_signed_in(read, simulated=simulate)
+        unsigned = never_signed_in(raw, simulated=simulate)
         ui.show(
             render.status_table(
                 rows,
@@ -203,7 +201,7 @@ async def status(
             )
         )
     if fail_above is not None:
-        over = above(summaries(raw), fail_above)
+        over = above(raw, fail_above)
         if over:
             raise CommandFailed(Exit.CHECK_FAILED, f"above {fail_above:g} %: " + ", ".join(over))
     return Exit.OK
@@ -243,60 +241,12 @@ async def forecasts(server: Server) -> dict[str, Any] | None:
         return None
 
 
-def with_forecasts(raw: list[dict[str, Any]], ahead: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """`status --json`: each summary as before, plus `forecast` (its windows' forecasts, as
-    `accountPool/forecast` gives them) when the server could forecast."""
-    if ahead is None:
-        return raw
-    windows = {a.get("accountId"): a.get("windows") for a in ahead.get("accounts") or [] if isinstance(a, dict)}
-    return [{**r, "forecast": windows[r["accountId"]]} if r.get("accountId") in windows else r for r in raw]
-
-
 def pool_inventory(rows: Sequence[ext.AccountSummary]) -> ext.AccountPoolResetCreditsListResponse:
     """The footer's inventory, from the summaries just read (what `accountPool/resetCredits/list` would answer
     from them), so the footer never costs a second read of every account."""
     from app_server.pool.inventory import inventory
 
     return inventory(rows, time.time())
-
-
-def above(rows: Sequence[ext.AccountSummary], limit: float) -> list[str]:
-    """`alice 5h 100 %` for every window above `limit` percent (unreadable accounts are not counted)."""
-    over: list[str] = []
-    for s in rows:
-        limits = s.rate_limits
-        if limits is None:
-            continue
-        for window, fallback in ((limits.primary, "primary"), (limits.secondary, "secondary")):
-            if window is not None and window.used_percent > limit:
-                over.append(f"{s.account_id} {render.window_name(window, fallback)} {round(window.used_percent)} %")
-    return over
-
-
-def compact_line(rows: Sequence[ext.AccountSummary]) -> str:
-    """One short line for a status bar: `alice 100/92 ready:2 | bob 35/12 | carol sign-in`."""
-    parts: list[str] = []
-    for s in rows:
-        limits = s.rate_limits
-        if limits is None:
-            state = {
-                ext.AccountStatus.REAUTH_REQUIRED: "sign-in",
-                ext.AccountStatus.UNSUPPORTED: "unsupported",
-            }.get(s.status, "?")
-            parts.append(f"{s.account_id} {state}")
-            continue
-        used = "/".join(str(round(w.used_percent)) for w in (limits.primary, limits.secondary) if w is not None)
-        part = f"{s.account_id} {used}%"
-        count = render.saved_count(s)
-        ready = render.readiness(s)
-        if ready == render.EXHAUSTED:
-            part += f" ready:{count}"
-        elif ready == render.AVAILABLE:
-            part += f" avail:{count}"
-        if s.pending_apply is not None:
-            part += " pending"
-        parts.append(part)
-    return " | ".join(parts)
 
 
 # -- --watch ---------------------------------------------------------------------------------
@@ -347,7 +297,7 @@ async def _watch(
             if ui.as_json:
                 ui.emit_json(reading.result() if reading else {"error": problem, "at": int(time.time())}, compact=True)
             elif not in_place:
-                line = compact_line(summaries(reading.result())) if reading else f"error: {problem}"
+                line = compact_line(reading.result()) if reading else f"error: {problem}"
                 console.print(Text(f"{stamp} {line}"), soft_wrap=True)
             else:
                 body: RenderableType = Text(problem, style="yellow")

@@ -3,70 +3,14 @@
 from __future__ import annotations
 
 import errno
-import json
 import sys
 from dataclasses import dataclass, field
-from typing import IO, Any, Final
+from typing import IO, Any
 
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-# -- the terminal ----------------------------------------------------------------------------
-
-_ASCII: Final = str.maketrans(
-    {
-        "█": "#",
-        "░": "-",
-        "—": "-",
-        "–": "-",
-        "·": "-",
-        "✓": "+",
-        "✗": "x",
-        "⚠": "!",
-        "→": "->",
-        "…": "...",
-        "’": "'",
-        "‘": "'",
-        "“": '"',
-        "”": '"',
-        "•": "*",
-    }
-)
-
-
-def can_encode(stream: IO[str], text: str = "█—✓") -> bool:
-    encoding = getattr(stream, "encoding", None) or "ascii"
-    try:
-        text.encode(encoding)
-    except (UnicodeEncodeError, LookupError):
-        return False
-    return True
-
-
-class _AsciiSafe:
-    """A text stream for a terminal that cannot show our glyphs: they become ASCII, the rest `?`."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-        self.encoding = "ascii"
-
-    def write(self, text: str) -> int:
-        safe = text.translate(_ASCII).encode("ascii", "replace").decode("ascii")
-        return self._stream.write(safe)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        return self._stream.isatty()
-
-    def fileno(self) -> int:
-        return self._stream.fileno()
-
-
-def safe_stream(stream: IO[str]) -> IO[str]:
-    """`stream`, or an ASCII-only view of it when its encoding cannot show our output."""
-    return stream if can_encode(stream) else _AsciiSafe(stream)  # type: ignore[return-value]
+from app_server.cli.streams import AsciiSafe, safe_stream, write_json
 
 
 class _Console(Console):
@@ -95,7 +39,7 @@ class UI:
 
     @property
     def ascii_only(self) -> bool:
-        return isinstance(self.out.file, _AsciiSafe)
+        return isinstance(self.out.file, AsciiSafe)
 
     def show(self, renderable: RenderableType | str) -> None:
         """Print for a person; a plain string is printed as is (no rich markup)."""
@@ -110,12 +54,4 @@ class UI:
 
     def emit_json(self, value: Any, *, compact: bool = False) -> None:
         """Machine output, written as is: never wrapped to the terminal's width."""
-        stream = self.out.file
-        plain = can_encode(stream, "é—")
-        text = (
-            json.dumps(value, ensure_ascii=not plain, separators=(",", ":"))
-            if compact
-            else json.dumps(value, indent=2, ensure_ascii=not plain)
-        )
-        stream.write(text + "\n")
-        stream.flush()
+        write_json(self.out.file, value, compact=compact)

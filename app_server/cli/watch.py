@@ -30,8 +30,7 @@ from rich.text import Text
 
 from app_server import env as environment
 from app_server.cli.connection import connect
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed
+from app_server.cli.exits import CommandFailed, Exit
 from app_server.cli.terminal import UI
 from app_server.config import REFRESH_INTERVAL_ENV
 from protocol import ext

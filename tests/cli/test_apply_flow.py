@@ -38,7 +38,7 @@ FAKE = Path(__file__).parents[1] / "support" / "fake_pool_server.py"
 
 @pytest.mark.subprocess
 def test_status_tells_ready_from_available(homes: dict[str, str]) -> None:
-    table = cli(homes, "status", "--simulate", columns=100)
+    table = cli(homes, "status", "--simulate", columns=100, terminal=True)
     assert table.returncode == 0, table.stderr
     rows = {line.split()[0]: line for line in table.stdout.splitlines() if line[:1].isupper() and "(" in line}
     assert "ready" in rows["Alice"] and "available" not in rows["Alice"]

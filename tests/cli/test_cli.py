@@ -85,7 +85,7 @@ def test_exit_codes_are_the_documented_ones() -> None:
 @pytest.mark.subprocess
 @pytest.mark.parametrize("width", [80, 160])
 def test_status_table_fits_the_terminal(homes: dict[str, str], width: int) -> None:
-    result = cli(homes, "status", "--simulate", columns=width)
+    result = cli(homes, "status", "--simulate", columns=width, terminal=True)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""  # the child's warnings (carol's failed token refresh) stay out of the way
     out = result.stdout

@@ -149,7 +149,7 @@ def with_history(signed_in: dict[str, str], backend: MockBackend) -> dict[str, s
 
 @pytest.mark.subprocess
 def test_a_window_that_runs_out_before_it_resets_says_when(with_history: dict[str, str]) -> None:
-    result = cli(with_history, "status", columns=160)
+    result = cli(with_history, "status", columns=160, terminal=True)
     assert result.returncode == 0, result.stderr
     table = result.stdout.split("1 account")[0]
     # 60 points in about two hours: about 30 %/h, so the last 20 % last about 40 minutes, before the reset in 3h.
@@ -158,19 +158,27 @@ def test_a_window_that_runs_out_before_it_resets_says_when(with_history: dict[st
     assert 25 < float(match.group(1)) <= 30
     assert 35 <= int(match.group(2)) <= 48
     assert "too little history" in table  # the weekly window: its first read
-    folded = cli(with_history, "status", columns=80)  # below 140 columns: the same on two lines
+    folded = cli(with_history, "status", columns=80, terminal=True)  # below 140 columns: the same on two lines
     assert folded.returncode == 0, folded.stderr
     lines = folded.stdout.splitlines()
     at = next(i for i, line in enumerate(lines) if "%/h" in line)
     assert re.search(r"runs out in \d+m", lines[at + 1]), folded.stdout
     assert "too little " in folded.stdout
     assert "No saved resets in the pool." in result.stdout
+    piped = cli(with_history, "status")  # a pipe: the plain view, a line per window
+    assert piped.returncode == 0, piped.stderr
+    assert re.search(r"^  5h +\d+% · resets in .* · \d+(\.\d+)? %/h · runs out in \d+m$", piped.stdout, re.M), (
+        piped.stdout
+    )
+    assert re.search(r"^  weekly +\d+% · .* · too little history$", piped.stdout, re.M), piped.stdout
 
     again = cli(with_history, "status", "--json")
     assert again.returncode == 0, again.stderr
     primary, weekly = json.loads(again.stdout)[0]["forecast"]
     assert primary["status"] == "projected" and primary["runsOutBeforeReset"] is True
-    assert primary["sampleCount"] == 5  # the two seeded reads and the three of these commands
+    # the two seeded reads and those of these four commands (samples are kept per second: two reads in one
+    # second are one sample)
+    assert 3 <= primary["sampleCount"] <= 6
     assert 25 < primary["burnRatePerHour"] <= 30
     assert weekly["status"] == "tooLittleHistory" and "too little history" in weekly["message"]
 

@@ -129,7 +129,7 @@ def test_every_width_keeps_ids_and_words_whole(width: int) -> None:
 
 @pytest.mark.subprocess
 def test_status_at_40_columns_is_one_block_per_account(homes: dict[str, str]) -> None:
-    result = cli(homes, "status", "--simulate", columns=40)
+    result = cli(homes, "status", "--simulate", columns=40, terminal=True)
     assert result.returncode == 0, result.stderr
     assert_fits(result.stdout, 40)
     headings = [line.split()[0] for line in result.stdout.splitlines() if line and not line.startswith(" ")]

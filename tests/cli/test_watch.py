@@ -24,8 +24,7 @@ import anyio
 import pytest
 from rich.console import Console
 
-from app_server.cli.exits import Exit
-from app_server.cli.failures import CommandFailed
+from app_server.cli.exits import CommandFailed, Exit
 from app_server.cli.parser import build_parser
 from app_server.cli.terminal import UI
 from app_server.cli.watch import AlertCommand, follow

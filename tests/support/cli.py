@@ -40,15 +40,30 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     codex_home = tmp_path / "codex"
     data_home = tmp_path / "data"
     codex_home.mkdir()
-    drop = ("CODEX_LIMITS_LOG", "OPENAI_API_KEY", "CODEX_API_KEY", "NO_COLOR", "_ARGCOMPLETE")
+    drop = (
+        "CODEX_LIMITS_LOG",
+        "OPENAI_API_KEY",
+        "CODEX_API_KEY",
+        "NO_COLOR",
+        "_ARGCOMPLETE",
+        "TTY_COMPATIBLE",
+        "FORCE_COLOR",
+    )
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(CODEX_HOME=str(codex_home), CODEX_LIMITS_HOME=str(data_home), COLUMNS="80", TERM="dumb")
     return env
 
 
-def cli(env: dict[str, str], *args: str, columns: int | None = None) -> subprocess.CompletedProcess[str]:
-    """Run `codex-limits ARGS` with stdin from /dev/null (not a terminal)."""
+def cli(
+    env: dict[str, str], *args: str, columns: int | None = None, terminal: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run `codex-limits ARGS` with stdin from /dev/null (not a terminal).
+
+    `terminal`: stdout counts as a (dumb, colourless) terminal of `columns` columns (`TTY_COMPATIBLE=1`), so the
+    views drawn for a terminal are printed; otherwise stdout is a pipe and gets the plain views."""
     run_env = dict(env) if columns is None else {**env, "COLUMNS": str(columns)}
+    if terminal:
+        run_env["TTY_COMPATIBLE"] = "1"
     return subprocess.run(
         [*CLI, *args],
         env=run_env,

@@ -12,6 +12,7 @@ are the package's public face.
 
 from __future__ import annotations
 
+from app_server.cli.plain.times import ago, duration, local_date, local_time, stamp, until
 from app_server.cli.render.account import (
     account_detail,
     apply_prompt,
@@ -33,7 +34,6 @@ from app_server.cli.render.cells import (
 from app_server.cli.render.credits import credits_view
 from app_server.cli.render.history import history_table
 from app_server.cli.render.status import Row, Waiting, status_table
-from app_server.cli.render.times import ago, duration, local_date, local_time, stamp, until
 from app_server.cli.render.words import (
     AVAILABLE,
     CRAMPED,
@@ -55,6 +55,7 @@ from app_server.cli.render.words import (
     reason_words,
     usage_words,
     window_name,
+    wire,
 )
 
 __all__ = [
@@ -107,4 +108,5 @@ __all__ = [
     "window_cell",
     "window_name",
     "windows_reset",
+    "wire",
 ]

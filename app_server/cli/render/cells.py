@@ -6,7 +6,7 @@ import math
 
 from rich.text import Text
 
-from app_server.cli.render.times import local_date, local_time, until
+from app_server.cli.plain.times import local_date, local_time, until
 from app_server.cli.render.words import EXHAUSTED, NONE, STATUS_TEXT, readiness, reason_words, usage_words
 from protocol.ext import (
     AccountSummary,

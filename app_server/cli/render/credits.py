@@ -11,7 +11,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from app_server.cli.render.times import duration, local_time
+from app_server.cli.plain.times import countdown, local_time, plural
 from app_server.cli.render.words import NARROW, STATUS_TEXT
 from protocol.ext import AccountPoolResetCreditsListResponse, PoolResetCredit, UnlistedResetCredits
 
@@ -21,19 +21,6 @@ SPEND_HINT = "Nothing here spends anything; to spend one: codex-limits apply ACC
 def exact_time(ts: float) -> str:
     """The full local time with its zone, to the second: `2026-12-14 20:49:07 UTC`."""
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-
-
-def countdown(expires_at: float | None, now: float) -> str:
-    """`in 2d 4h`, `expired` once past, `never` for a credit without an expiry."""
-    if expires_at is None:
-        return "never"
-    if expires_at - now < 1:
-        return "expired"
-    return "in " + duration(expires_at - now)
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
 def holders(inventory: AccountPoolResetCreditsListResponse) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Final
 
 from rich.text import Text
 
-from app_server.cli.render.times import duration
+from app_server.cli.plain.times import duration
 from protocol.ext import AccountForecast, AccountPoolForecastResponse, ForecastStatus, UsageWindow, WindowForecast
 from protocol.v2 import RateLimitSnapshot
 

@@ -9,7 +9,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from app_server.cli.render.times import local_time, stamp
+from app_server.cli.plain.times import local_time, stamp
 from app_server.cli.render.words import NARROW, OUTCOME_HEADLINE, is_wide
 from protocol.ext import (
     ApplyRecord,

@@ -11,10 +11,10 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from app_server.cli.plain.times import ago, until
 from app_server.cli.render.cells import apply_cell, bar, saved_cell, saved_count, status_text, window_cell
 from app_server.cli.render.credits import inventory_lines
 from app_server.cli.render.forecast import by_window, forecast_line, history_note, of_snapshot
-from app_server.cli.render.times import ago, until
 from app_server.cli.render.words import (
     AVAILABLE,
     CRAMPED,

@@ -62,3 +62,16 @@ def local_date(ts: float, now: float) -> str:
 def stamp(ts: float) -> str:
     """A full local timestamp for logs and history: `2026-11-22 14:32`."""
     return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def countdown(expires_at: float | None, now: float) -> str:
+    """`in 2d 4h`, `expired` once past, `never` for a credit without an expiry."""
+    if expires_at is None:
+        return "never"
+    if expires_at - now < 1:
+        return "expired"
+    return "in " + duration(expires_at - now)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"

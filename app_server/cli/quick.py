@@ -1,0 +1,102 @@
+"""The operator commands on a running service, answered quickly: no rich, no pydantic, no anyio.
+
+`status` (its plain view, `--json`, `--compact`, `--fail-above`), `history`, `refresh --json` and
+`apply --json --yes` are a few requests to the service and some printing: `service_session` asks, `plain`
+words the answer. Each function here returns None when the command is not for this path (a terminal to draw
+a table on, `--simulate`, `--watch`, a log level asked for, or no service running), and the caller goes on
+with the full command, which spawns a server when there is none. The words, the JSON and the exit statuses
+are the full command's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.service_session import ServiceSession, open_session
+from app_server.cli.streams import fail_line, is_terminal, safe_stream, write_json
+
+COMPACT_MAX_AGE = 60
+"""`--compact` accepts summaries this many seconds old (the service answers from its cache)."""
+
+
+def _eligible(args: argparse.Namespace, *, needs_pipe: bool) -> bool:
+    if getattr(args, "simulate", False) or getattr(args, "log_level", None):
+        return False
+    if getattr(args, "verbose", 0) or getattr(args, "quiet", False):
+        return False
+    return not (needs_pipe and is_terminal(sys.stdout))
+
+
+def _run(args: argparse.Namespace, body: Callable[[ServiceSession, Any], int]) -> int | None:
+    """Open a session and run `body` on it; None when there is no service to ask."""
+    out = safe_stream(sys.stdout)
+    try:
+        session = open_session()
+        if session is None:
+            return None
+        try:
+            return body(session, out)
+        finally:
+            session.close()
+    except CommandFailed as failure:
+        if failure.payload is not None and getattr(args, "json", False):
+            write_json(out, failure.payload)
+        if failure.message:
+            fail_line(failure.message)
+        return int(failure.code)
+    except BrokenPipeError:
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)  # whoever read stdout stopped: keep the final flush quiet
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return int(Exit.OUTPUT_CLOSED)
+    except KeyboardInterrupt:
+        fail_line("interrupted")
+        return int(Exit.INTERRUPTED)
+
+
+def status(args: argparse.Namespace) -> int | None:
+    if args.watch is not None or args.timeout is not None:
+        return None
+    if not _eligible(args, needs_pipe=not (args.json or args.compact)):
+        return None
+
+    def body(session: ServiceSession, out: Any) -> int:
+        from app_server.cli.plain import status as view
+        from app_server.cli.plain.words import never_signed_in
+
+        params = {"maxAgeSeconds": COMPACT_MAX_AGE} if args.compact else None
+        raw = [view.with_readiness(r) for r in session.request("accountPool/list", params)["accounts"]]
+        ahead = None if args.compact else _forecasts(session)
+        if args.json:
+            write_json(out, view.with_forecasts(raw, ahead))
+        elif args.compact:
+            out.write(view.compact_line(raw) + "\n")
+        else:
+            unsigned = never_signed_in(raw, simulated=False)
+            out.write(view.status_text(raw, now=time.time(), forecasts=ahead, never_signed_in=unsigned))
+        out.flush()
+        if args.fail_above is not None:
+            over = view.above(raw, args.fail_above)
+            if over:
+                raise CommandFailed(Exit.CHECK_FAILED, f"above {args.fail_above:g} %: " + ", ".join(over))
+        return int(Exit.OK)
+
+    return _run(args, body)
+
+
+def _forecasts(session: ServiceSession) -> dict[str, Any] | None:
+    """Every account's forecasts, or None from a service that cannot say (the view goes without them)."""
+    try:
+        result: dict[str, Any] = session.request("accountPool/forecast")
+    except CommandFailed as failure:
+        if failure.code == Exit.SERVER and failure.payload is None:
+            raise  # the service went away: not something to show the table without
+        return None
+    return result

@@ -1,0 +1,171 @@
+"""The operator commands' quick way to the running service: one blocking JSON-RPC session, standard library only.
+
+`status`, `history`, `refresh` and `apply` on a running service need a handful of requests and no
+notifications, so they talk to it the way `codex-limits proxy` does (`proxy_socket`, `wsframe`) instead of
+through the async `Client`: nothing heavier than the standard library is imported before the answer is on
+screen. `open_session` returns None when there is no service for this data directory (the caller spawns a
+server, as `connection.connect` does); a service that holds the directory but does not answer the handshake
+is `CommandFailed(Exit.SERVER)` with the same words as `attach`.
+
+Answers are waited for under `wsframe.SILENCE_TIMEOUT` of silence (then one ping), and at most
+`REQUEST_TIMEOUT` in all; a service that goes away mid-request is `CommandFailed(Exit.SERVER)`, and for a
+request that may spend (`rpc.lost.SPENDS`) the line says the outcome is unknown and which key to re-send.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+from app_server import __version__
+from app_server.cli.exits import CommandFailed, Exit, failure_of
+from app_server.cli.proxy_socket import connect, handshake
+from app_server.rpc import lost, wsframe
+from app_server.rpc.wsframe import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Final
+
+REQUEST_TIMEOUT: Final = 120.0
+"""Seconds any request may take in all (as `connection.REQUEST_TIMEOUT`: the server bounds each upstream call
+well below this)."""
+QUIET_METHODS: Final = ("account/rateLimits/updated", "accountPool/accountUpdated", "accountPool/alert")
+"""Every notification the server sends (`protocol.methods.SERVER_NOTIFICATIONS`; a test keeps the two equal):
+this session opts out of them all, it reads answers only."""
+
+
+def not_answering(pid: int, why: object) -> str:
+    """The line for a service that holds the data directory but did not answer the handshake."""
+    return (
+        f"the codex-limits service (pid {pid}) did not answer: {why}; is it stopped? "
+        f"(`kill -CONT {pid}` resumes it; `codex-limits service status`)"
+    )
+
+
+class ServiceSession:
+    """One initialized connection to the running service; `request` blocks until its answer."""
+
+    def __init__(self, sock: socket.socket, first: bytes, pid: int) -> None:
+        self.sock = sock
+        self.pid = pid
+        self.name = f"the codex-limits service (pid {pid})"
+        self._reader = wsframe.FrameReader()
+        self._pending = first
+        self._next_id = 0
+
+    def close(self) -> None:
+        try:
+            self.sock.settimeout(1.0)
+            self.sock.sendall(wsframe.encode_frame(OP_CLOSE, wsframe.close_payload(1000)))
+        except OSError:
+            pass
+        self.sock.close()
+
+    def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        """The answer's result; an error answer is `CommandFailed` (`exits.failure_of`), no answer too."""
+        rid = self._next_id
+        self._next_id += 1
+        message: dict[str, Any] = {"id": rid, "method": method}
+        if params is not None:
+            message["params"] = params
+        payload = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        try:
+            self.sock.settimeout(wsframe.SILENCE_TIMEOUT)
+            self.sock.sendall(wsframe.encode_frame(OP_TEXT, payload))
+            answer = self._answer(rid, method)
+        except OSError as exc:
+            raise self._gone(method, params, f"its connection failed: {exc.strerror or exc}") from None
+        except wsframe.ProtocolError as exc:
+            raise CommandFailed(
+                Exit.SERVER, f"protocol failure: the server sent something unexpected ({exc})"
+            ) from None
+        error = answer.get("error")
+        if isinstance(error, dict):
+            code = error.get("code")
+            raise failure_of(code if isinstance(code, int) else 0, str(error.get("message", "")), error.get("data"))
+        return answer.get("result")
+
+    def _answer(self, rid: int, method: str) -> dict[str, Any]:
+        deadline = time.monotonic() + REQUEST_TIMEOUT
+        pinged = False
+        while True:
+            for opcode, payload in self._reader.feed(self._pending):
+                if opcode == OP_TEXT:
+                    message = _decode(payload)
+                    if message is not None and message.get("id") == rid and "method" not in message:
+                        return message
+                elif opcode == OP_PING:
+                    self.sock.sendall(wsframe.encode_frame(OP_PONG, payload))
+                elif opcode == OP_CLOSE:
+                    code, reason = wsframe.parse_close(payload)
+                    said = " ".join(str(part) for part in (code, reason) if part)
+                    raise ConnectionError("it closed the connection" + (f": {said}" if said else ""))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CommandFailed(Exit.SERVER, f"{self.name} did not answer {method} within {REQUEST_TIMEOUT:g} s")
+            self.sock.settimeout(min(left, wsframe.SILENCE_TIMEOUT))
+            try:
+                self._pending = self.sock.recv(1 << 16)
+            except TimeoutError:
+                if pinged:
+                    raise ConnectionError(
+                        f"it did not answer a ping within {wsframe.SILENCE_TIMEOUT:g} s (stopped, or wedged)"
+                    ) from None
+                pinged = True
+                self.sock.sendall(wsframe.encode_frame(OP_PING, b"codex-limits"))
+                self._pending = b""
+                continue
+            if not self._pending:
+                raise ConnectionError("its connection closed")
+            pinged = False
+
+    def _gone(self, method: str, params: dict[str, Any] | None, why: str) -> CommandFailed:
+        line = f"{self.name} stopped before answering {method} ({why})"
+        spend = lost.spend_of(method, params)
+        if spend is not None:
+            line += f"; the outcome is unknown: {lost.resend(spend[0])}"
+        return CommandFailed(Exit.SERVER, line)
+
+
+def _decode(payload: bytes) -> dict[str, Any] | None:
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError):
+        return None
+    return message if isinstance(message, dict) else None
+
+
+def open_session() -> ServiceSession | None:
+    """An initialized session with this data directory's running service, or None when there is none to use
+    (none running, one acting on another `$CODEX_HOME`, or one that refuses the connection or the upgrade)."""
+    from app_server.service.state import codex_home, data_home, running
+
+    state = running(data_home())
+    if state is None or not (state.simulated or state.codex_home == str(codex_home())):
+        return None
+    sock = connect(state.socket)
+    if sock is None:
+        return None
+    try:
+        first = handshake(sock)
+    except wsframe.HandshakeTimeout as exc:
+        sock.close()
+        raise CommandFailed(Exit.SERVER, not_answering(state.pid, exc)) from None
+    except (OSError, wsframe.HandshakeError, wsframe.ProtocolError):
+        sock.close()
+        return None
+    session = ServiceSession(sock, first, state.pid)
+    try:
+        session.request(
+            "initialize",
+            {
+                "clientInfo": {"name": "codex-limits", "title": None, "version": __version__},
+                "capabilities": {"optOutNotificationMethods": list(QUIET_METHODS)},
+            },
+        )
+    except CommandFailed:
+        session.close()
+        raise
+    return session
