@@ -119,16 +119,26 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _refresh(args: argparse.Namespace) -> int:
+    from app_server.cli import quick
+
+    answered = quick.refresh(args)
+    if answered is not None:
+        return answered
     from app_server.cli import commands
 
     return _run_async(args, lambda ui, _: commands.refresh(ui, account=args.account, simulate=args.simulate))
 
 
 def _history(args: argparse.Namespace) -> int:
-    from app_server.cli import commands
-
     if args.usage or args.csv or args.since is not None:
         return _usage_history(args)
+    from app_server.cli import quick
+
+    answered = quick.history(args)
+    if answered is not None:
+        return answered
+    from app_server.cli import commands
+
     return _run_async(
         args, lambda ui, _: commands.history(ui, account=args.account, limit=args.limit, simulate=args.simulate)
     )

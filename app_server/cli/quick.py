@@ -100,3 +100,46 @@ def _forecasts(session: ServiceSession) -> dict[str, Any] | None:
             raise  # the service went away: not something to show the table without
         return None
     return result
+
+
+def refresh(args: argparse.Namespace) -> int | None:
+    if not _eligible(args, needs_pipe=not args.json):
+        return None
+
+    def body(session: ServiceSession, out: Any) -> int:
+        from app_server.cli.plain.account import account_text, refresh_failure
+        from app_server.cli.plain.status import with_readiness
+        from app_server.cli.plain.words import never_signed_in
+
+        raw = session.request("accountPool/refresh", {"accountId": args.account})
+        unsigned = bool(never_signed_in([raw], simulated=False))
+        if args.json:
+            write_json(out, with_readiness(raw))
+        else:
+            out.write(account_text(raw, now=time.time(), never_signed_in=unsigned))
+            out.flush()
+        failure = refresh_failure(raw, never_signed_in=unsigned)
+        if failure is not None:
+            raise CommandFailed(Exit.REFUSED if failure[0] else Exit.UPSTREAM, failure[1])
+        return int(Exit.OK)
+
+    return _run(args, body)
+
+
+def history(args: argparse.Namespace) -> int | None:
+    """The ledger's apply attempts (`history` without `--usage`)."""
+    if not _eligible(args, needs_pipe=not args.json):
+        return None
+
+    def body(session: ServiceSession, out: Any) -> int:
+        from app_server.cli.plain.history import history_text
+
+        entries = session.request("accountPool/history", {"accountId": args.account, "limit": args.limit})["entries"]
+        if args.json:
+            write_json(out, entries)
+        else:
+            out.write(history_text(entries))
+            out.flush()
+        return int(Exit.OK)
+
+    return _run(args, body)

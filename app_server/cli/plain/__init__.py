@@ -8,4 +8,4 @@ prints before either would have loaded.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+__all__ = ["account", "history", "status", "times", "words"]
