@@ -415,9 +415,11 @@ def test_a_5xx_on_consume_never_says_nothing_was_spent(signed_in: dict[str, str]
     history = cli(signed_in, "history", "--json")
     [entry] = json.loads(history.stdout)
     assert entry["status"] == "pending"
-    table = cli(signed_in, "history", columns=80)
+    table = cli(signed_in, "history", columns=80, terminal=True)
     assert "failed" in table.stdout
     assert_fits(table.stdout, 80)
+    piped = cli(signed_in, "history")  # a pipe: one plain line per attempt, the note in full
+    assert "  default  outcome unknown  saved 1  key " in piped.stdout and "502 Bad Gateway" in piped.stdout
 
 
 @pytest.mark.subprocess
