@@ -20,9 +20,8 @@ import socket
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from app_server import env as environment
 
@@ -54,9 +53,10 @@ class AlreadyRunning(Exception):
         self.pid = pid
 
 
-@dataclass(frozen=True)
-class State:
-    """The running service's state file: its pid, socket, listeners, start time and Codex home."""
+class State(NamedTuple):
+    """The running service's state file: its pid, socket, listeners, start time and Codex home.
+
+    A named tuple, not a dataclass: `dataclasses` imports `inspect`, milliseconds of every quick command."""
 
     pid: int
     socket: str
@@ -102,7 +102,7 @@ class ServiceLock:
         tmp = path.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(state.__dict__, f)
+            json.dump(state._asdict(), f)
         os.replace(tmp, path)
 
     def release(self) -> None:

@@ -7,6 +7,7 @@ wire dicts, so each sentence is written once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 from app_server.cli.plain.times import ago, countdown, duration, local_time, plural
@@ -308,7 +309,7 @@ def inventory_words(summaries: list[Json], *, now: float) -> list[Line]:
 # -- under the status table -------------------------------------------------------------------
 
 
-def caption(count: int, read_at: list[float], *, now: float, waiting: int = 0) -> str:
+def caption(count: int, read_at: Sequence[float], *, now: float, waiting: int = 0) -> str:
     """`4 accounts · read 2m ago (14:30:05)`: how many, and when the oldest of them was read."""
     import time
 

@@ -6,8 +6,9 @@ import math
 
 from rich.text import Text
 
+from app_server.cli.plain import words
 from app_server.cli.plain.times import local_date, local_time, until
-from app_server.cli.render.words import EXHAUSTED, NONE, STATUS_TEXT, readiness, reason_words, usage_words
+from app_server.cli.render.words import EXHAUSTED, NONE, STATUS_TEXT, readiness, reason_words, wire
 from protocol.ext import (
     AccountSummary,
     ResetDisabledReason,
@@ -93,16 +94,5 @@ def apply_cell(summary: AccountSummary, *, never_signed_in: bool = False) -> Tex
 
 
 def apply_possible(summary: AccountSummary, *, never_signed_in: bool = False) -> str:
-    """One plain sentence: can an operator apply on this account now, and if not, why.
-
-    `never_signed_in`: the account's Codex home has no auth.json at all, so there is nothing to sign in "again"."""
-    if never_signed_in and summary.reset_action.disabled_reason is ResetDisabledReason.REAUTH_REQUIRED:
-        return "not possible: this account has not signed in yet"
-    if summary.pending_apply is not None:
-        return "an earlier apply has an unknown outcome; applying again re-sends it and cannot spend twice"
-    ready = readiness(summary)
-    if ready == EXHAUSTED:
-        return "ready: a window is used up; applying spends one saved reset"
-    if ready is not None:
-        return f"available, but nothing is used up ({usage_words(summary)}): applying now spends a saved reset early"
-    return "not possible: " + reason_words(summary.reset_action.disabled_reason, long=True)
+    """One plain sentence: can an operator apply on this account now, and if not, why (`plain.words`)."""
+    return words.apply_possible(wire(summary), never_signed_in=never_signed_in)

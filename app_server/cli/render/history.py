@@ -9,28 +9,18 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from app_server.cli.plain.history import result_words, saved_words
 from app_server.cli.plain.times import local_time, stamp
-from app_server.cli.render.words import NARROW, OUTCOME_HEADLINE, is_wide
-from protocol.ext import (
-    ApplyRecord,
-    ApplyStatus,
-)
-from protocol.v2 import ConsumeAccountRateLimitResetCreditOutcome as Outcome
+from app_server.cli.render.words import NARROW, is_wide, wire
+from protocol.ext import ApplyRecord
 
 
 def _history_result(entry: ApplyRecord) -> Text:
-    if entry.status is ApplyStatus.FINISHED and entry.outcome is not None:
-        good = entry.outcome in (Outcome.RESET, Outcome.ALREADY_REDEEMED)
-        return Text(OUTCOME_HEADLINE[entry.outcome].lower(), style="green" if good else "yellow")
-    if entry.status is ApplyStatus.PENDING:
-        return Text("outcome unknown", style="yellow bold")
-    return Text("failed", style="red")
+    return Text(*result_words(wire(entry)))
 
 
 def _history_saved(entry: ApplyRecord) -> str:
-    if entry.status is ApplyStatus.FINISHED:
-        return f"{_num(entry.available_before)} → {_num(entry.available_after)}"
-    return _num(entry.available_before)
+    return saved_words(wire(entry))
 
 
 def history_table(entries: Sequence[ApplyRecord], *, now: float, width: int) -> RenderableType:
@@ -65,7 +55,3 @@ def history_table(entries: Sequence[ApplyRecord], *, now: float, width: int) -> 
             Text(entry.error or "", style="dim"),
         )
     return table
-
-
-def _num(value: int | None) -> str:
-    return "?" if value is None else str(value)

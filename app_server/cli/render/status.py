@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -11,20 +10,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from app_server.cli.plain.times import ago, until
+from app_server.cli.plain.times import until
+from app_server.cli.plain.words import caption, notes
 from app_server.cli.render.cells import apply_cell, bar, saved_cell, saved_count, status_text, window_cell
 from app_server.cli.render.credits import inventory_lines
 from app_server.cli.render.forecast import by_window, forecast_line, history_note, of_snapshot
-from app_server.cli.render.words import (
-    AVAILABLE,
-    CRAMPED,
-    NARROW,
-    NONE,
-    is_wide,
-    next_step,
-    readiness,
-    window_name,
-)
+from app_server.cli.render.words import CRAMPED, NARROW, NONE, is_wide, window_name, wire
 from protocol.ext import (
     AccountPoolForecastResponse,
     AccountPoolResetCreditsListResponse,
@@ -216,41 +207,11 @@ def _window_headers(summaries: Sequence[AccountSummary]) -> tuple[str, str]:
 def _caption(rows: Sequence[Row], now: float) -> str:
     read = [s.refreshed_at for s in rows if isinstance(s, AccountSummary) and s.refreshed_at is not None]
     waiting = sum(1 for r in rows if isinstance(r, Waiting) and r.timed_out is None)
-    count = f"{len(rows)} account" + ("" if len(rows) == 1 else "s")
-    if waiting:
-        count += f" · {waiting} still reading"
-    if not read:
-        return count
-    oldest = min(read)
-    return f"{count} · read {ago(oldest, now)} ({time.strftime('%H:%M:%S', time.localtime(oldest))})"
+    return caption(len(rows), read, now=now, waiting=waiting)
 
 
 def _notes(
     summaries: Sequence[AccountSummary], *, simulated: bool = False, never_signed_in: Collection[str] = ()
 ) -> list[Text]:
-    notes: list[Text] = []
-    for s in summaries:
-        if s.pending_apply is not None:
-            notes.append(
-                Text.assemble(
-                    (f"{s.account_id}: ", "bold"),
-                    "an earlier apply has an unknown outcome; run ",
-                    (f"codex-limits apply {s.account_id}", "bold"),
-                    " to re-send it (same key, it cannot spend twice).",
-                )
-            )
-        if s.error is not None:
-            note = Text.assemble((f"{s.account_id}: ", "bold"), (s.error.message, "yellow"))
-            step = next_step(s, simulated=simulated, never_signed_in=s.account_id in never_signed_in)
-            if step:
-                note.append(f" → {step}")
-            notes.append(note)
-    if any(readiness(s) == AVAILABLE for s in summaries):
-        notes.append(
-            Text(
-                "available: a saved reset could be spent, but no window is used up yet; "
-                "ready: a window is used up, so applying helps now.",
-                style="dim",
-            )
-        )
-    return notes
+    said = notes([wire(s) for s in summaries], simulated=simulated, never_signed_in=set(never_signed_in))
+    return [Text.assemble(*spans) for spans in said]
