@@ -102,6 +102,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _credits(args: argparse.Namespace) -> int:
+    from app_server.cli import quick
+
+    answered = quick.credits(args)
+    if answered is not None:
+        return answered
     from app_server.cli.credits import credits
 
     return _run_async(args, lambda ui, _: credits(ui, simulate=args.simulate))

@@ -10,12 +10,13 @@ import time
 
 from app_server.cli import render
 from app_server.cli.connection import connect
-from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.exits import Exit
 from app_server.cli.failures import rpc_failure
+from app_server.cli.plain.credits import credits_text
+from app_server.cli.quick import too_old
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import RpcError
-from protocol.methods import POOL_RESET_CREDITS_LIST
 
 
 async def credits(ui: UI, *, simulate: bool) -> Exit:
@@ -23,15 +24,12 @@ async def credits(ui: UI, *, simulate: bool) -> Exit:
         try:
             raw = await server.reset_credits()
         except RpcError as exc:
-            if "unknown variant" in exc.message and POOL_RESET_CREDITS_LIST.name in exc.message:
-                raise CommandFailed(
-                    Exit.SERVER,
-                    f"{server.name} is older than this command and cannot list saved resets; "
-                    "restart it (codex-limits service stop, then service start)",
-                ) from None
-            raise rpc_failure(exc) from None
+            raise too_old(rpc_failure(exc), server.name) from None
     if ui.as_json:
         ui.emit_json(raw)
+        return Exit.OK
+    if not ui.out.is_terminal:  # a pipe: the plain view (as on a running service, `quick`)
+        ui.out.file.write(credits_text(raw, now=time.time()))
         return Exit.OK
     inventory = ext.AccountPoolResetCreditsListResponse.model_validate(raw)
     ui.show(render.credits_view(inventory, now=time.time(), width=ui.width()))

@@ -143,3 +143,39 @@ def history(args: argparse.Namespace) -> int | None:
         return int(Exit.OK)
 
     return _run(args, body)
+
+
+def credits(args: argparse.Namespace) -> int | None:
+    """The pool's saved resets (`accountPool/resetCredits/list`); it never applies."""
+    if not _eligible(args, needs_pipe=not args.json):
+        return None
+
+    def body(session: ServiceSession, out: Any) -> int:
+        from app_server.cli.plain.credits import credits_text
+
+        try:
+            inventory = session.request("accountPool/resetCredits/list")
+        except CommandFailed as failure:
+            raise too_old(failure, session.name) from None
+        if args.json:
+            write_json(out, inventory)
+        else:
+            out.write(credits_text(inventory, now=time.time()))
+            out.flush()
+        return int(Exit.OK)
+
+    return _run(args, body)
+
+
+def too_old(failure: CommandFailed, name: str) -> CommandFailed:
+    """`failure`, or when the server does not know `accountPool/resetCredits/list` (it predates it), one that
+    says to restart it."""
+    error = (failure.payload or {}).get("error") or {}
+    message = str(error.get("message", ""))
+    if "unknown variant" in message and "accountPool/resetCredits/list" in message:
+        return CommandFailed(
+            Exit.SERVER,
+            f"{name} is older than this command and cannot list saved resets; "
+            "restart it (codex-limits service stop, then service start)",
+        )
+    return failure

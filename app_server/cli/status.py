@@ -187,7 +187,6 @@ async def status(
         )
         ui.out.file.flush()
     else:
-        read = [r for r in rows if isinstance(r, ext.AccountSummary)]
         unsigned = never_signed_in(raw, simulated=simulate)
         ui.show(
             render.status_table(
@@ -197,7 +196,7 @@ async def status(
                 simulated=simulate,
                 never_signed_in=unsigned,
                 forecasts=None if ahead is None else ext.AccountPoolForecastResponse.model_validate(ahead),
-                inventory=pool_inventory(read),
+                inventory=True,
             )
         )
     if fail_above is not None:
@@ -239,14 +238,6 @@ async def forecasts(server: Server) -> dict[str, Any] | None:
     except (RpcError, CommandFailed) as exc:
         logging.getLogger(__name__).info("no forecasts: %s", getattr(exc, "message", exc))
         return None
-
-
-def pool_inventory(rows: Sequence[ext.AccountSummary]) -> ext.AccountPoolResetCreditsListResponse:
-    """The footer's inventory, from the summaries just read (what `accountPool/resetCredits/list` would answer
-    from them), so the footer never costs a second read of every account."""
-    from app_server.pool.inventory import inventory
-
-    return inventory(rows, time.time())
 
 
 # -- --watch ---------------------------------------------------------------------------------
@@ -309,7 +300,7 @@ async def _watch(
                         width=console.width,
                         simulated=simulated,
                         forecasts=None if ahead is None else ext.AccountPoolForecastResponse.model_validate(ahead),
-                        inventory=pool_inventory([r for r in reading.rows() if isinstance(r, ext.AccountSummary)]),
+                        inventory=True,
                     )
                 note = f"every {interval:g} s · Ctrl-C to stop"
                 if wait > interval:

@@ -39,7 +39,7 @@ def _utc(env: dict[str, str]) -> dict[str, str]:
 @pytest.mark.subprocess
 def test_credits_lists_every_saved_reset_by_expiry_across_accounts(homes: dict[str, str]) -> None:
     before = int(time.time())
-    result = cli(_utc(homes), "credits", "--simulate", columns=100)
+    result = cli(_utc(homes), "credits", "--simulate", columns=100, terminal=True)
     after = int(time.time())
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if re.match(EXACT, line)]
@@ -56,12 +56,18 @@ def test_credits_lists_every_saved_reset_by_expiry_across_accounts(homes: dict[s
     assert "carol: could not be read (needs sign-in); its saved resets are unknown" in text
     assert "3 saved resets across 2 accounts" in text
     assert "bob" not in text  # no saved reset: nothing to list, nothing unknown
+    piped = cli(_utc(homes), "credits", "--simulate")  # a pipe: a line per saved reset, in the same order
+    assert [re.findall(r"credit-\S+", line)[0] for line in piped.stdout.splitlines() if re.match(EXACT, line)] == [
+        "credit-alice-1",
+        "credit-dave-1",
+        "credit-alice-2",
+    ]
 
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("width", [50, 80])
 def test_credits_fits_the_terminal(homes: dict[str, str], width: int) -> None:
-    result = cli(homes, "credits", "--simulate", columns=width)
+    result = cli(homes, "credits", "--simulate", columns=width, terminal=True)
     assert result.returncode == 0, result.stderr
     assert_fits(result.stdout, width)
     text = flat(result.stdout)

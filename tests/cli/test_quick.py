@@ -17,7 +17,7 @@ import pytest
 
 from app_server.cli import exits
 from app_server.cli.exits import CommandFailed, Exit
-from app_server.cli.plain import account, history, status, words
+from app_server.cli.plain import account, credits, history, status, words
 from app_server.cli.service_session import QUIET_METHODS, ServiceSession
 from app_server.rpc import wsframe
 from protocol import jsonrpc
@@ -70,6 +70,8 @@ def heavy(modules: set[str]) -> list[str]:
         ["history", "--json"],
         ["refresh", "alice"],
         ["refresh", "bob", "--json"],
+        ["credits"],
+        ["credits", "--json"],
     ],
     ids=" ".join,
 )
@@ -231,6 +233,31 @@ def test_the_plain_history_and_account_views() -> None:
     assert detail[0] == "Account       A label that is rather long for alice  alice · pro · alice@example.com"
     assert detail[-1] == "Apply         ready: a window is used up; applying spends one saved reset"
     assert account.refresh_failure(wire("alice")) is None
+
+
+def test_the_plain_credits_view_lists_each_reset_and_what_is_missing() -> None:
+    inventory = {
+        "credits": [
+            {"accountId": "dave", "label": "Dave", "creditId": "c-1", "title": "Full reset", "expiresAt": NOW + 3_600},
+            {"accountId": "alice", "label": "Alice", "creditId": "c-22", "title": None, "expiresAt": None},
+        ],
+        "totalAvailable": 4,
+        "unlisted": [
+            {"accountId": "bob", "availableCount": 2, "listedCount": 0, "status": "active"},
+            {"accountId": "carol", "availableCount": None, "listedCount": 0, "status": "reauthRequired"},
+        ],
+        "generatedAt": NOW,
+    }
+    lines = credits.credits_text(inventory, now=NOW).splitlines()
+    assert re.fullmatch(r"\S+ \S+ \S+  in 1h  dave   c-1  Full reset", lines[0]), lines
+    assert lines[1].split() == ["never", "never", "alice", "c-22"]
+    assert lines[2] == "bob: 2 saved resets upstream counted but did not list"
+    assert lines[3] == "carol: could not be read (needs sign-in); its saved resets are unknown"
+    assert lines[4].startswith("4 saved resets across 3 accounts · read ")
+    assert lines[5] == credits.SPEND_HINT
+    assert credits.credits_text({"credits": [], "unlisted": [], "totalAvailable": 0}, now=NOW).startswith(
+        "No saved resets in the pool.\n"
+    )
 
 
 def test_the_quick_paths_constants_are_the_protocols() -> None:

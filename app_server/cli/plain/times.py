@@ -75,3 +75,8 @@ def countdown(expires_at: float | None, now: float) -> str:
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def exact_time(ts: float) -> str:
+    """The full local time with its zone, to the second: `2026-12-14 20:49:07 UTC`."""
+    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()

@@ -269,6 +269,19 @@ def history_note(response: Json | None, shown: list[Json | None]) -> str | None:
 # -- the pool's saved resets ------------------------------------------------------------------
 
 
+def unlisted_words(entry: Json) -> str:
+    """Why an account's saved resets are not all listed (an `unlisted` entry of
+    `accountPool/resetCredits/list`), in plain words."""
+    count = entry.get("availableCount")
+    if count is None:
+        status = str(entry.get("status"))
+        words = STATUS_TEXT.get(status, (status, ""))[0]
+        return f"{entry['accountId']}: could not be read ({words}); its saved resets are unknown"
+    listed = entry.get("listedCount") or 0
+    more = "more saved reset" if listed else "saved reset"
+    return f"{entry['accountId']}: {plural(count - listed, more)} upstream counted but did not list"
+
+
 def inventory_words(summaries: list[Json], *, now: float) -> list[Line]:
     """`status`'s footer: `3 saved resets across 2 accounts; next expires in 7d (alice,
     Mon 20:49) (codex-limits credits lists them)`, then the accounts whose saved resets are unknown or not all
@@ -289,11 +302,9 @@ def inventory_words(summaries: list[Json], *, now: float) -> list[Line]:
         if count:
             total += count
             holders.add(s["accountId"])
-        if count is None:
-            unlisted.append(f"{s['accountId']}: could not be read ({status_words(s)[0]}); its saved resets are unknown")
-        elif count > len(listed):
-            more = "more saved reset" if listed else "saved reset"
-            unlisted.append(f"{s['accountId']}: {plural(count - len(listed), more)} upstream counted but did not list")
+        if count is None or count > len(listed):
+            entry = {"accountId": s["accountId"], "availableCount": count, "listedCount": len(listed)}
+            unlisted.append(unlisted_words({**entry, "status": s.get("status")}))
     if total:
         line = f"{plural(total, 'saved reset')} across {plural(len(holders), 'account')}"
         if first is not None:

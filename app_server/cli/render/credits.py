@@ -1,67 +1,19 @@
-"""The inventory of saved resets: `credits` (every credit of every account, earliest expiry first) and the
-one or two lines `status` shows under its table. Reading only: nothing here leads to an apply."""
+"""The inventory of saved resets on a terminal: `credits` (every credit of every account, earliest expiry first)
+as a table. Reading only: nothing here leads to an apply."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from app_server.cli.plain.times import countdown, local_time, plural
-from app_server.cli.render.words import NARROW, STATUS_TEXT
-from protocol.ext import AccountPoolResetCreditsListResponse, PoolResetCredit, UnlistedResetCredits
-
-SPEND_HINT = "Nothing here spends anything; to spend one: codex-limits apply ACCOUNT --credit ID (asks first)."
-
-
-def exact_time(ts: float) -> str:
-    """The full local time with its zone, to the second: `2026-12-14 20:49:07 UTC`."""
-    return datetime.fromtimestamp(ts).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z").strip()
-
-
-def holders(inventory: AccountPoolResetCreditsListResponse) -> list[str]:
-    """The ids of the accounts that hold at least one saved reset, listed or counted only."""
-    ids = {c.account_id for c in inventory.credits}
-    ids |= {u.account_id for u in inventory.unlisted if u.available_count}
-    return sorted(ids)
-
-
-def unlisted_words(entry: UnlistedResetCredits) -> str:
-    """Why an account's saved resets are not all in the list, in plain words."""
-    if entry.available_count is None:
-        status = STATUS_TEXT.get(entry.status, (str(entry.status), ""))[0]
-        return f"{entry.account_id}: could not be read ({status}); its saved resets are unknown"
-    missing = entry.available_count - entry.listed_count
-    more = "more saved reset" if entry.listed_count else "saved reset"
-    return f"{entry.account_id}: {plural(missing, more)} upstream counted but did not list"
-
-
-def inventory_lines(inventory: AccountPoolResetCreditsListResponse, *, now: float) -> list[Text]:
-    """`status`'s footer: `3 saved resets across 2 accounts; next expires in 7d (alice, Mon 20:49)`, and a
-    second line naming the accounts whose saved resets are unknown or not all listed."""
-    total = inventory.total_available
-    accounts = holders(inventory)
-    if total:
-        line = Text(f"{plural(total, 'saved reset')} across {plural(len(accounts), 'account')}")
-        expiring = [c for c in inventory.credits if c.expires_at is not None]
-        if expiring:
-            first = expiring[0]
-            assert first.expires_at is not None
-            line.append(
-                f"; next expires {countdown(first.expires_at, now)} ({first.account_id}, "
-                f"{local_time(first.expires_at, now)})"
-            )
-        line.append(" (codex-limits credits lists them)", style="dim")
-    else:
-        line = Text("No saved resets in the pool" + (" that could be read" if inventory.unlisted else "") + ".")
-    lines = [line]
-    if inventory.unlisted:
-        lines.append(Text("; ".join(unlisted_words(u) for u in inventory.unlisted), style="yellow"))
-    return lines
+from app_server.cli.plain.credits import SPEND_HINT, total_line, unlisted_words
+from app_server.cli.plain.times import countdown, exact_time
+from app_server.cli.render.words import NARROW, wire
+from protocol.ext import AccountPoolResetCreditsListResponse, PoolResetCredit
 
 
 def credits_view(inventory: AccountPoolResetCreditsListResponse, *, now: float, width: int) -> RenderableType:
@@ -75,11 +27,8 @@ def credits_view(inventory: AccountPoolResetCreditsListResponse, *, now: float, 
     else:
         parts.append(_table(inventory.credits, now=now, width=width))
     for entry in inventory.unlisted:
-        parts.append(Text(unlisted_words(entry), style="yellow"))
-    total = inventory.total_available
-    summary = f"{plural(total, 'saved reset')} across {plural(len(holders(inventory)), 'account')}"
-    read = datetime.fromtimestamp(inventory.generated_at).astimezone().strftime("%H:%M:%S")
-    parts.append(Text(f"{summary} · read {read}", style="dim"))
+        parts.append(Text(unlisted_words(wire(entry)), style="yellow"))
+    parts.append(Text(total_line(wire(inventory)), style="dim"))
     if inventory.credits:
         parts.append(Text(SPEND_HINT, style="dim"))
     return Group(*parts)

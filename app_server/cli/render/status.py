@@ -11,14 +11,12 @@ from rich.table import Table
 from rich.text import Text
 
 from app_server.cli.plain.times import until
-from app_server.cli.plain.words import caption, notes
+from app_server.cli.plain.words import caption, inventory_words, notes
 from app_server.cli.render.cells import apply_cell, bar, saved_cell, saved_count, status_text, window_cell
-from app_server.cli.render.credits import inventory_lines
 from app_server.cli.render.forecast import by_window, forecast_line, history_note, of_snapshot
 from app_server.cli.render.words import CRAMPED, NARROW, NONE, is_wide, window_name, wire
 from protocol.ext import (
     AccountPoolForecastResponse,
-    AccountPoolResetCreditsListResponse,
     AccountSummary,
     WindowForecast,
 )
@@ -44,12 +42,12 @@ def status_table(
     spinner: RenderableType | None = None,
     never_signed_in: Collection[str] = (),
     forecasts: AccountPoolForecastResponse | None = None,
-    inventory: AccountPoolResetCreditsListResponse | None = None,
+    inventory: bool = False,
 ) -> RenderableType:
     """The pool at a glance: one row per account (one stacked block each below `NARROW` columns).
 
     `forecasts` add a line under each window's bar (burn rate, when it runs out before it resets, or that the
-    history is too short); `inventory` adds the footer on the pool's saved resets.
+    history is too short); `inventory` adds the footer on the pool's saved resets (from the summaries shown).
 
     From `WIDE` columns: plan, status and e-mail get their own room and reset times add the local
     time. Below it the account cell stacks label, id · plan and status; below `CRAMPED` the bars
@@ -60,7 +58,8 @@ def status_table(
     shown: list[WindowForecast | None] = [
         f for s in summaries for f in of_snapshot(windowed, s.account_id, s.rate_limits)
     ]
-    footer: list[RenderableType] = [*inventory_lines(inventory, now=now)] if inventory is not None else []
+    said = inventory_words([wire(s) for s in summaries], now=now) if inventory else []
+    footer: list[RenderableType] = [Text.assemble(*spans) for spans in said]
     note = history_note(forecasts, shown)
     if note is not None:
         footer.append(note)
