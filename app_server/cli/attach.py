@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 
 import anyio.abc
 
+from app_server.cli.service_session import not_answering
 from app_server.rpc.client import Client
 from app_server.rpc.wsclient import connect_unix, running_client
 from app_server.rpc.wsframe import HandshakeError, HandshakeTimeout, ProtocolError
@@ -77,10 +78,7 @@ async def attach() -> AsyncIterator[tuple[Client, anyio.abc.Process] | None]:
     try:
         ws = await connect_unix(state.socket)
     except HandshakeTimeout as exc:
-        raise NotAnswering(
-            f"the codex-limits service (pid {state.pid}) did not answer: {exc}; is it stopped? "
-            f"(`kill -CONT {state.pid}` resumes it; `codex-limits service status`)"
-        ) from None
+        raise NotAnswering(not_answering(state.pid, exc)) from None
     except (OSError, HandshakeError, ProtocolError):
         yield None
         return

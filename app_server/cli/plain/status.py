@@ -78,7 +78,7 @@ def status_text(
         if count and nearest is not None:
             saved += f" · next expires {until(nearest, now, coarse=True)} ({local_date(nearest, now)})"
         out.append(_fact("saved", saved))
-        out.append(_fact("apply", apply_word(s, never_signed_in=s["accountId"] in unsigned)))
+        out.append(_fact("apply", apply_word(s, never_signed_in=s["accountId"] in unsigned)[0]))
         out.append("")
     read_at = [s["refreshedAt"] for s in summaries if s.get("refreshedAt") is not None]
     out.append(caption(len(summaries), read_at, now=now))

@@ -137,36 +137,50 @@ def usage_words(summary: Json) -> str:
     return ", ".join(parts) if parts else "no usage windows"
 
 
-def apply_word(summary: Json, *, never_signed_in: bool = False) -> str:
-    """`ready`, or why not in two or three words."""
+SIGN_IN_FIRST: Final = "signInFirst"
+"""`apply_state` of an account that needs sign-in and has never signed in here (nothing to sign in "again")."""
+
+
+def apply_state(summary: Json, *, never_signed_in: bool = False) -> str | None:
+    """Where an apply on this account stands: `SIGN_IN_FIRST`, `pendingApply` (an earlier attempt's outcome is
+    unknown), `exhausted` (ready: applying helps now), `available` (a credit, nothing used up), or why it is not
+    possible (the `resetAction.disabledReason`, None when the server gave none)."""
     action = summary.get("resetAction") or {}
-    if never_signed_in and action.get("disabledReason") == "reauthRequired":
-        return "sign in first"
+    reason = action.get("disabledReason")
+    if never_signed_in and reason == "reauthRequired":
+        return SIGN_IN_FIRST
     if summary.get("pendingApply") is not None:
-        return "unfinished (see below)"
-    ready = readiness(summary)
-    if ready == EXHAUSTED:
-        return "ready"
-    if ready is not None:
-        return "available"
-    return reason_words(action.get("disabledReason"), long=False)
+        return "pendingApply"
+    return readiness(summary) or reason
+
+
+APPLY_WORD: Final[dict[str, tuple[str, str]]] = {
+    SIGN_IN_FIRST: ("sign in first", "dim"),
+    "pendingApply": ("unfinished (see below)", "yellow"),
+    EXHAUSTED: ("ready", "green bold"),
+    AVAILABLE: ("available", "cyan"),
+}
+"""`apply_state`s that are not refusals: the status table's words for them, and their colour."""
+
+
+def apply_word(summary: Json, *, never_signed_in: bool = False) -> tuple[str, str]:
+    """`(words, style)`: `ready`, or why not in two or three words."""
+    state = apply_state(summary, never_signed_in=never_signed_in)
+    return APPLY_WORD.get(state or "") or (reason_words(state, long=False), "dim")
 
 
 def apply_possible(summary: Json, *, never_signed_in: bool = False) -> str:
-    """One plain sentence: can an operator apply on this account now, and if not, why.
-
-    `never_signed_in`: the account's Codex home has no auth.json at all, so there is nothing to sign in "again"."""
-    action = summary.get("resetAction") or {}
-    if never_signed_in and action.get("disabledReason") == "reauthRequired":
+    """One plain sentence: can an operator apply on this account now, and if not, why."""
+    state = apply_state(summary, never_signed_in=never_signed_in)
+    if state == SIGN_IN_FIRST:
         return "not possible: this account has not signed in yet"
-    if summary.get("pendingApply") is not None:
+    if state == "pendingApply":
         return "an earlier apply has an unknown outcome; applying again re-sends it and cannot spend twice"
-    ready = readiness(summary)
-    if ready == EXHAUSTED:
+    if state == EXHAUSTED:
         return "ready: a window is used up; applying spends one saved reset"
-    if ready is not None:
+    if state == AVAILABLE:
         return f"available, but nothing is used up ({usage_words(summary)}): applying now spends a saved reset early"
-    return "not possible: " + reason_words(action.get("disabledReason"), long=True)
+    return "not possible: " + reason_words(state, long=True)
 
 
 def next_step(summary: Json, *, simulated: bool = False, never_signed_in: bool = False) -> str | None:

@@ -13,6 +13,17 @@ are the package's public face.
 from __future__ import annotations
 
 from app_server.cli.plain.times import ago, duration, local_date, local_time, stamp, until
+from app_server.cli.plain.words import (
+    AVAILABLE,
+    EXHAUSTED,
+    NONE,
+    OUTCOME_HEADLINE,
+    OUTCOME_SENTENCE,
+    REASON_LONG,
+    REASON_SHORT,
+    STATUS_TEXT,
+    reason_words,
+)
 from app_server.cli.render.account import (
     account_detail,
     apply_prompt,
@@ -35,16 +46,8 @@ from app_server.cli.render.credits import credits_view
 from app_server.cli.render.history import history_table
 from app_server.cli.render.status import Row, Waiting, status_table
 from app_server.cli.render.words import (
-    AVAILABLE,
     CRAMPED,
-    EXHAUSTED,
     NARROW,
-    NONE,
-    OUTCOME_HEADLINE,
-    OUTCOME_SENTENCE,
-    REASON_LONG,
-    REASON_SHORT,
-    STATUS_TEXT,
     UNKNOWN_CREDIT,
     WIDE,
     Summary,
@@ -52,7 +55,6 @@ from app_server.cli.render.words import (
     is_wide,
     next_step,
     readiness,
-    reason_words,
     usage_words,
     window_name,
     wire,

@@ -7,8 +7,9 @@ from rich.table import Table
 from rich.text import Text
 
 from app_server.cli.plain.times import local_date, local_time, until
+from app_server.cli.plain.words import AVAILABLE, EXHAUSTED
 from app_server.cli.render.cells import apply_possible, bar, saved_count, status_text
-from app_server.cli.render.words import AVAILABLE, EXHAUSTED, is_wide, next_step, readiness, usage_words, window_name
+from app_server.cli.render.words import is_wide, next_step, readiness, usage_words, window_name
 from protocol.ext import (
     AccountSummary,
 )

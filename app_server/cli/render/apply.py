@@ -7,8 +7,9 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from app_server.cli.plain.words import OUTCOME_HEADLINE, OUTCOME_SENTENCE
 from app_server.cli.render.cells import saved_count, window_cell
-from app_server.cli.render.words import OUTCOME_HEADLINE, OUTCOME_SENTENCE, is_wide, usage_words, window_name
+from app_server.cli.render.words import is_wide, usage_words, window_name
 from protocol.ext import (
     AccountPoolApplyResponse,
 )

@@ -8,10 +8,10 @@ from rich.text import Text
 
 from app_server.cli.plain import words
 from app_server.cli.plain.times import local_date, local_time, until
-from app_server.cli.render.words import EXHAUSTED, NONE, STATUS_TEXT, readiness, reason_words, wire
+from app_server.cli.plain.words import NONE, STATUS_TEXT
+from app_server.cli.render.words import wire
 from protocol.ext import (
     AccountSummary,
-    ResetDisabledReason,
 )
 from protocol.v2 import RateLimitWindow
 
@@ -80,17 +80,7 @@ def saved_cell(summary: AccountSummary, *, now: float, absolute: bool) -> Text:
 
 def apply_cell(summary: AccountSummary, *, never_signed_in: bool = False) -> Text:
     """`ready`, or why not in two or three words (the notes under the table say more)."""
-    if never_signed_in and summary.reset_action.disabled_reason is ResetDisabledReason.REAUTH_REQUIRED:
-        return Text("sign in first", style="dim")
-    if summary.pending_apply is not None:
-        return Text("unfinished\n(see below)", style="yellow")
-    action = summary.reset_action
-    ready = readiness(summary)
-    if ready == EXHAUSTED:
-        return Text("ready", style="green bold")
-    if ready is not None:
-        return Text("available", style="cyan")
-    return Text(reason_words(action.disabled_reason, long=False), style="dim")
+    return Text(*words.apply_word(wire(summary), never_signed_in=never_signed_in))
 
 
 def apply_possible(summary: AccountSummary, *, never_signed_in: bool = False) -> str:

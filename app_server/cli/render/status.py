@@ -11,10 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from app_server.cli.plain.times import until
-from app_server.cli.plain.words import caption, inventory_words, notes
+from app_server.cli.plain.words import NONE, caption, inventory_words, notes
 from app_server.cli.render.cells import apply_cell, bar, saved_cell, saved_count, status_text, window_cell
 from app_server.cli.render.forecast import by_window, forecast_line, history_note, of_snapshot
-from app_server.cli.render.words import CRAMPED, NARROW, NONE, is_wide, window_name, wire
+from app_server.cli.render.words import CRAMPED, NARROW, is_wide, window_name, wire
 from protocol.ext import (
     AccountPoolForecastResponse,
     AccountSummary,

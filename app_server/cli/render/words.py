@@ -1,4 +1,5 @@
-"""Words the rich views share, for wire models: each is `plain.words`' sentence of the model's wire JSON."""
+"""Widths the rich views fold at, and the words they share for wire models: each is `plain.words`' sentence
+of the model's wire JSON."""
 
 from __future__ import annotations
 
@@ -7,43 +8,8 @@ from typing import Any, Final
 from pydantic import BaseModel
 
 from app_server.cli.plain import words
-from app_server.cli.plain.words import (
-    AVAILABLE,
-    EXHAUSTED,
-    NONE,
-    OUTCOME_HEADLINE,
-    OUTCOME_SENTENCE,
-    REASON_LONG,
-    REASON_SHORT,
-    STATUS_TEXT,
-    reason_words,
-)
 from protocol.ext import AccountSummary, ResetDisabledReason
 from protocol.v2 import RateLimitWindow
-
-__all__ = [
-    "AVAILABLE",
-    "CRAMPED",
-    "EXHAUSTED",
-    "NARROW",
-    "NONE",
-    "OUTCOME_HEADLINE",
-    "OUTCOME_SENTENCE",
-    "REASON_LONG",
-    "REASON_SHORT",
-    "STATUS_TEXT",
-    "UNKNOWN_CREDIT",
-    "WIDE",
-    "Summary",
-    "exhausted_windows",
-    "is_wide",
-    "next_step",
-    "readiness",
-    "reason_words",
-    "usage_words",
-    "window_name",
-    "wire",
-]
 
 WIDE: Final = 140
 """From this many columns on, tables show more (plan, status and e-mail columns, absolute local times)."""
