@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from app_server.cli.service_session import QUIET_METHODS, ServiceSession
 from app_server.rpc import wsframe
 from protocol import jsonrpc
 from protocol.methods import SERVER_NOTIFICATIONS
-from tests.support.cli import NOW, WAIT, cli, summary_of
+from tests.support.cli import CLI, NOW, WAIT, cli, summary_of
 
 HEAVY = ("rich", "pydantic", "pydantic_core", "anyio", "asyncio", "httpx", "protocol", "app_server.cli.render")
 """What the quick path must not import: each costs a few times the interpreter's own start-up."""
@@ -135,6 +136,27 @@ def test_exit_statuses_and_error_lines_on_a_running_service(running: dict[str, s
     signin = cli(running, "refresh", "carol")
     assert signin.returncode == Exit.REFUSED
     assert "Problem" in signin.stdout and "codex login" in signin.stderr
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["credits"]], ids=" ".join)
+def test_a_closed_stdout_ends_the_quick_path_quietly(running: dict[str, str], args: list[str]) -> None:
+    """Like `codex-limits status | head -0`: the reader is gone before anything is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [*CLI, *args],
+            env=running,
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=WAIT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (Exit.OUTPUT_CLOSED, b"")
 
 
 # -- the plain views ------------------------------------------------------------------------------
