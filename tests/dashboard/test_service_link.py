@@ -17,7 +17,7 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 
 from app_server.config import Settings
 from app_server.dashboard import ServiceLink
@@ -147,6 +147,47 @@ async def test_the_page_follows_other_clients_and_survives_a_service_restart(tmp
                 await expect(page.locator("#history tbody tr")).to_have_count(3)
                 assert await page.evaluate("window.__notReloaded === true")
                 assert errors == []
+            await service.stop()
+
+
+async def test_a_list_answer_older_than_an_update_does_not_overwrite_it(tmp_path: Path) -> None:
+    """The page re-reads the pool on every (re)connection; an apply by another client lands while that read is
+    on its way. The list answer, older than the update the page already shows, must not put the spent saved
+    reset back on the page."""
+    hub = EventHub()
+    with simulated_world(seed_history=False) as (_, settings), anyio.fail_after(90):
+        async with anyio.create_task_group() as tg:
+            service = Service(settings, tmp_path / "service.sock", tg)
+            first = await service.start()
+            async with (
+                ServiceLink.open(service.locate, retry_first=0.05, retry_max=0.2) as link,
+                served(link, token_file=tmp_path / "token", hub=hub) as handle,
+                chromium() as browser,
+            ):
+                page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+                page.set_default_timeout(15_000)
+                expect.set_options(timeout=15_000)
+                await page.goto(handle.login_url)
+                alice = page.locator("#account-alice")
+                await expect(alice.locator(".reset-count")).to_have_text("2 saved resets available")
+
+                asked, release = anyio.Event(), anyio.Event()
+
+                async def hold(route: Route) -> None:
+                    answer = await route.fetch()  # read now: alice still has 2
+                    asked.set()
+                    await release.wait()
+                    await route.fulfill(response=answer)
+
+                await page.route("**/api/accounts?maxAgeSeconds=60", hold)
+                hub.resync()  # the page's event stream ends; it reconnects and re-reads the pool
+                await asked.wait()
+                async with first.client("unix") as terminal:
+                    await terminal.request(APPLY, {"accountId": "alice", "idempotencyKey": "while-listing"})
+                await expect(alice.locator(".reset-count")).to_have_text("1 saved reset available")
+                async with page.expect_request("**/api/history*"):  # the page asks once the list is shown
+                    release.set()
+                await expect(alice.locator(".reset-count")).to_have_text("1 saved reset available")
             await service.stop()
 
 

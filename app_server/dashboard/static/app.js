@@ -14,6 +14,8 @@
     busy: new Set(), // accountIds with a refresh running
     source: null,
     forecasts: new Map(), // accountId -> WindowForecast[] (accountPool/forecast)
+    news: 0, // how many `account` events have arrived
+    newsAt: new Map(), // accountId -> the `news` count of its latest `account` event
   };
 
   const $ = (selector, root = document) => root.querySelector(selector);
@@ -349,13 +351,18 @@
     return known;
   }
 
-  function renderAll(list) {
+  // `asked`: the `news` count when the list was requested. An account with an `account` event since then
+  // keeps what that event said: the list was read before it (an apply by another client, say), and showing
+  // it would bring back a saved reset already spent. Any later change comes as an event too.
+  function renderAll(list, asked = Infinity) {
     state.order = list.map((s) => s.accountId);
     const ids = new Set(state.order);
     for (const node of [...$("#accounts").children]) {
       if (!ids.has(node.dataset.accountId)) node.remove();
     }
-    for (const summary of list) upsert(summary);
+    for (const summary of list) {
+      if ((state.newsAt.get(summary.accountId) || 0) <= asked) upsert(summary);
+    }
     for (const id of state.order) $("#accounts").append(document.getElementById(rowId(id)));
     $("#accounts-loading").hidden = true;
     renderInventory();
@@ -467,8 +474,9 @@
 
   async function loadAccounts(maxAge) {
     const query = maxAge === undefined ? "" : `?maxAgeSeconds=${maxAge}`;
+    const asked = state.news;
     const data = await api("GET", `/api/accounts${query}`);
-    renderAll(data.accounts);
+    renderAll(data.accounts, asked);
   }
 
   async function refreshAccount(accountId) {
@@ -663,6 +671,8 @@
     });
     source.addEventListener("account", (event) => {
       const summary = JSON.parse(event.data);
+      state.news += 1;
+      state.newsAt.set(summary.accountId, state.news);
       upsert(summary);
       scheduleForecasts(); // a read adds a usage sample: the burn rate may have moved
       // Any read may follow an apply (even one that changed nothing, such as nothingToReset, made by
