@@ -153,9 +153,9 @@ async def test_the_page_follows_other_clients_and_survives_a_service_restart(tmp
 async def test_a_list_answer_older_than_an_update_does_not_overwrite_it(tmp_path: Path) -> None:
     """The page re-reads the pool on every (re)connection; an apply by another client lands while that read is
     on its way. The list answer, older than the update the page already shows, must not put the spent saved
-    reset back on the page."""
+    reset back on the page; nor must the answer of a refresh clicked on the page that was read before it."""
     hub = EventHub()
-    with simulated_world(seed_history=False) as (_, settings), anyio.fail_after(90):
+    with simulated_world(seed_history=False) as (upstream, settings), anyio.fail_after(90):
         async with anyio.create_task_group() as tg:
             service = Service(settings, tmp_path / "service.sock", tg)
             first = await service.start()
@@ -188,6 +188,27 @@ async def test_a_list_answer_older_than_an_update_does_not_overwrite_it(tmp_path
                 async with page.expect_request("**/api/history*"):  # the page asks once the list is shown
                     release.set()
                 await expect(alice.locator(".reset-count")).to_have_text("1 saved reset available")
+
+                # The same for a refresh clicked on the page: its answer was read before the apply landed.
+                read, release_read = anyio.Event(), anyio.Event()
+
+                async def hold_read(route: Route) -> None:
+                    answer = await route.fetch()  # alice still has 1
+                    read.set()
+                    await release_read.wait()
+                    await route.fulfill(response=answer)
+
+                await page.route("**/api/accounts/alice/refresh", hold_read)
+                await alice.locator(".refresh").click()
+                await read.wait()
+                upstream.accounts["alice"].primary.used_percent = 100  # used up: the apply spends her last one
+                async with first.client("unix") as terminal:
+                    await terminal.request(APPLY, {"accountId": "alice", "idempotencyKey": "while-refreshing"})
+                await expect(alice.locator(".reset-count")).to_have_text("0 saved resets available")
+                async with page.expect_response("**/api/accounts/alice/refresh"):
+                    release_read.set()
+                await expect(alice.locator(".refresh")).to_be_enabled()  # the refresh has finished on the page
+                await expect(alice.locator(".reset-count")).to_have_text("0 saved resets available")
             await service.stop()
 
 

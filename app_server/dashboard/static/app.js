@@ -484,7 +484,10 @@
     const current = state.accounts.get(accountId);
     if (current) renderRow(current);
     try {
-      upsert(await api("POST", `/api/accounts/${encodeURIComponent(accountId)}/refresh`));
+      const asked = state.news;
+      const read = await api("POST", `/api/accounts/${encodeURIComponent(accountId)}/refresh`);
+      // An event since the request (this read's own, or an apply's that landed after it) is as new or newer.
+      if ((state.newsAt.get(accountId) || 0) <= asked) upsert(read);
     } catch (err) {
       if (!(err instanceof SignedOut)) showAlert(`Refresh of ${current ? current.label : accountId} failed: ${err.message}`);
     } finally {
