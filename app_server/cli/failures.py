@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -18,7 +16,7 @@ import anyio
 import pydantic
 
 from app_server.cli.exits import CommandFailed, Exit, failure_of
-from app_server.cli.streams import fail_line
+from app_server.cli.streams import fail_line, quiet_stdout
 from app_server.cli.terminal import UI
 from app_server.rpc.client import ServerClosed
 from app_server.rpc.wsframe import ProtocolError
@@ -92,10 +90,7 @@ def fail(failure: CommandFailed, ui: UI | None = None) -> int:
 
 def _output_closed() -> CommandFailed:
     """Whoever read stdout stopped (`... | head`): say nothing more, and keep the final flush from failing."""
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+    quiet_stdout()
     return CommandFailed(Exit.OUTPUT_CLOSED, "")
 
 

@@ -1,11 +1,11 @@
 """The operator commands on a running service, answered quickly: no rich, no pydantic, no anyio.
 
-`status` (its plain view, `--json`, `--compact`, `--fail-above`), `history`, `refresh --json` and
-`apply --json --yes` are a few requests to the service and some printing: `service_session` asks, `plain`
-words the answer. Each function here returns None when the command is not for this path (a terminal to draw
-a table on, `--simulate`, `--watch`, a log level asked for, or no service running), and the caller goes on
-with the full command, which spawns a server when there is none. The words, the JSON and the exit statuses
-are the full command's.
+`status` (its plain view, `--json`, `--compact`, `--fail-above`), `history`, `refresh` and `credits` are a
+request or two to the service and some printing: `service_session` asks, `plain` words the answer. Each
+function here returns None when the command is not for this path (a terminal to draw a table on,
+`--simulate`, `--watch`, a log level asked for, or no service running), and the caller goes on with the full
+command, which spawns a server when there is none. The words, the JSON and the exit statuses are the full
+command's. `apply` is not here: it waits on upstream and on a person, and the money path keeps one client.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from app_server.cli.exits import CommandFailed, Exit
 from app_server.cli.service_session import ServiceSession, open_session
-from app_server.cli.streams import fail_line, is_terminal, safe_stream, write_json
+from app_server.cli.streams import fail_line, is_terminal, quiet_stdout, safe_stream, write_json
 
-COMPACT_MAX_AGE = 60
-"""`--compact` accepts summaries this many seconds old (the service answers from its cache)."""
+COMPACT_MAX_AGE: Final = 60
+"""`--compact` accepts summaries this many seconds old (a running service answers from its cache)."""
 
 
 def _eligible(args: argparse.Namespace, *, needs_pipe: bool) -> bool:
@@ -50,11 +50,7 @@ def _run(args: argparse.Namespace, body: Callable[[ServiceSession, Any], int]) -
             fail_line(failure.message)
         return int(failure.code)
     except BrokenPipeError:
-        import os
-
-        devnull = os.open(os.devnull, os.O_WRONLY)  # whoever read stdout stopped: keep the final flush quiet
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        quiet_stdout()
         return int(Exit.OUTPUT_CLOSED)
     except KeyboardInterrupt:
         fail_line("interrupted")

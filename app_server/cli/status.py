@@ -27,6 +27,7 @@ from app_server.cli.exits import CommandFailed, Exit
 from app_server.cli.failures import rpc_failure
 from app_server.cli.plain.status import above, compact_line, status_text, with_forecasts, with_readiness
 from app_server.cli.plain.words import never_signed_in
+from app_server.cli.quick import COMPACT_MAX_AGE
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
@@ -34,8 +35,6 @@ from protocol.methods import POOL_ACCOUNT_UPDATED
 
 MAX_BACKOFF: Final = 300.0
 """After errors, `--watch` waits twice as long each tick, up to this many seconds."""
-COMPACT_MAX_AGE: Final = 60
-"""`--compact` accepts summaries this many seconds old (a running service answers from its cache)."""
 
 
 def summaries(raw: Sequence[dict[str, Any]]) -> list[ext.AccountSummary]:

@@ -98,3 +98,13 @@ def is_terminal(stream: IO[str]) -> bool:
         return stream.isatty()
     except ValueError:  # closed
         return False
+
+
+def quiet_stdout() -> None:
+    """Whoever read stdout stopped (`... | head`): point it at /dev/null, so the final flush says nothing."""
+    import os
+
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
