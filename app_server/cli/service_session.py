@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from collections import deque
 
 from app_server import __version__
 from app_server.cli.exits import CommandFailed, Exit, failure_of
@@ -52,7 +53,8 @@ class ServiceSession:
         self.pid = pid
         self.name = f"the codex-limits service (pid {pid})"
         self._reader = wsframe.FrameReader()
-        self._pending = first
+        self._unread = first
+        self._frames: deque[tuple[int, bytes]] = deque()
         self._next_id = 0
 
     def close(self) -> None:
@@ -90,8 +92,12 @@ class ServiceSession:
     def _answer(self, rid: int, method: str) -> dict[str, Any]:
         deadline = time.monotonic() + REQUEST_TIMEOUT
         pinged = False
+        if self._unread:  # what followed the handshake's answer
+            chunk, self._unread = self._unread, b""
+            self._frames.extend(self._reader.feed(chunk))
         while True:
-            for opcode, payload in self._reader.feed(self._pending):
+            while self._frames:  # frames already read stay queued for the next request (a chunk may hold several)
+                opcode, payload = self._frames.popleft()
                 if opcode == OP_TEXT:
                     message = _decode(payload)
                     if message is not None and message.get("id") == rid and "method" not in message:
@@ -107,7 +113,7 @@ class ServiceSession:
                 raise CommandFailed(Exit.SERVER, f"{self.name} did not answer {method} within {REQUEST_TIMEOUT:g} s")
             self.sock.settimeout(min(left, wsframe.SILENCE_TIMEOUT))
             try:
-                self._pending = self.sock.recv(1 << 16)
+                chunk = self.sock.recv(1 << 16)
             except TimeoutError:
                 if pinged:
                     raise ConnectionError(
@@ -115,11 +121,11 @@ class ServiceSession:
                     ) from None
                 pinged = True
                 self.sock.sendall(wsframe.encode_frame(OP_PING, b"codex-limits"))
-                self._pending = b""
                 continue
-            if not self._pending:
+            if not chunk:
                 raise ConnectionError("its connection closed")
             pinged = False
+            self._frames.extend(self._reader.feed(chunk))
 
     def _gone(self, method: str, params: dict[str, Any] | None, why: str) -> CommandFailed:
         line = f"{self.name} stopped before answering {method} ({why})"

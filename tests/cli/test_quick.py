@@ -349,3 +349,26 @@ def test_a_garbled_answer_is_skipped_and_the_right_one_taken() -> None:
     thread.start()
     assert ServiceSession(ours, b"", pid=1).request("accountPool/list") == {"ok": 1}
     thread.join(WAIT)
+
+
+def test_frames_that_span_two_reads_reach_the_next_request() -> None:
+    """One segment holds the first answer and the start of the second; the rest comes after the second request."""
+    ours, theirs = socket.socketpair()
+    first = wsframe.encode_frame(wsframe.OP_TEXT, b'{"id": 0, "result": "one"}', mask=False)
+    second = wsframe.encode_frame(wsframe.OP_TEXT, b'{"id": 1, "result": "two"}', mask=False)
+
+    def serve() -> None:
+        reader = wsframe.FrameReader()
+        while not reader.feed(theirs.recv(1 << 16)):
+            pass
+        theirs.sendall(first + second[:5])
+        while not reader.feed(theirs.recv(1 << 16)):
+            pass
+        theirs.sendall(second[5:])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    session = ServiceSession(ours, b"", pid=1)
+    assert session.request("accountPool/list") == "one"
+    assert session.request("accountPool/forecast") == "two"
+    thread.join(WAIT)
