@@ -17,16 +17,13 @@ import anyio
 import anyio.abc
 
 from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.service_session import REQUEST_TIMEOUT, START_TIMEOUT
 from app_server.config import log_level as configured_level
 from app_server.env import log_level_asked
 from app_server.rpc.client import Client, ServerClosed, spawn
 from protocol.jsonrpc import RpcError
 from protocol.methods import POOL_ACCOUNT_UPDATED, RATE_LIMITS_UPDATED
 
-START_TIMEOUT: Final = 30.0
-"""Seconds the spawned server has to answer `initialize`."""
-REQUEST_TIMEOUT: Final = 120.0
-"""Seconds any other request may take (the server bounds each upstream call well below this)."""
 SIMULATED: Final = "<simulated>"
 """Shown instead of the simulated world's temporary directory, which is gone when the command ends."""
 

@@ -70,3 +70,11 @@ def failure_of(code: int, message: str, data: Any, *, invalid: Exit = Exit.USAGE
     if code == INTERNAL_ERROR:
         return CommandFailed(Exit.UPSTREAM, message, payload)
     return CommandFailed(Exit.SERVER, f"the server answered error {code}: {message}", payload)
+
+
+def internal_error(exc: BaseException) -> CommandFailed:
+    """An unexpected error as one line and exit 5 (a bug, or the machine: a full disk under stdout, say)."""
+    return CommandFailed(
+        Exit.SERVER,
+        f"internal error: {type(exc).__name__}: {exc} (a bug in codex-limits; run with -v for the traceback)",
+    )

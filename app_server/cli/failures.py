@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import anyio
 import pydantic
 
-from app_server.cli.exits import CommandFailed, Exit, failure_of
+from app_server.cli.exits import CommandFailed, Exit, failure_of, internal_error
 from app_server.cli.streams import fail_line, quiet_stdout
 from app_server.cli.terminal import UI
 from app_server.rpc.client import ServerClosed
@@ -56,10 +56,7 @@ def _bug(exc: BaseException, ui: UI | None) -> CommandFailed:
     if ui is not None and ui.log_level in ("DEBUG", "INFO"):
         traceback.print_exception(exc)
     logging.getLogger(__name__).debug("unexpected error", exc_info=exc)
-    return CommandFailed(
-        Exit.SERVER,
-        f"internal error: {type(exc).__name__}: {exc} (a bug in codex-limits; run with -v for the traceback)",
-    )
+    return internal_error(exc)
 
 
 def run_local(command: Callable[[], Exit], ui: UI | None = None) -> int:

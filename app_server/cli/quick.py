@@ -11,12 +11,13 @@ command's. `apply` is not here: it waits on upstream and on a person, and the mo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from app_server.cli.exits import CommandFailed, Exit
+from app_server.cli.exits import CommandFailed, Exit, internal_error
 from app_server.cli.service_session import ServiceSession, open_session
 from app_server.cli.streams import fail_line, is_terminal, quiet_stdout, safe_stream, write_json
 
@@ -44,17 +45,25 @@ def _run(args: argparse.Namespace, body: Callable[[ServiceSession, Any], int]) -
         finally:
             session.close()
     except CommandFailed as failure:
-        if failure.payload is not None and getattr(args, "json", False):
-            write_json(out, failure.payload)
-        if failure.message:
-            fail_line(failure.message)
-        return int(failure.code)
+        return _fail(failure, out, as_json=getattr(args, "json", False))
     except BrokenPipeError:
         quiet_stdout()
         return int(Exit.OUTPUT_CLOSED)
     except KeyboardInterrupt:
         fail_line("interrupted")
         return int(Exit.INTERRUPTED)
+    except Exception as exc:  # as `failures.run` says it: one line, exit 5, never a traceback
+        return _fail(internal_error(exc), out, as_json=False)
+
+
+def _fail(failure: CommandFailed, out: Any, *, as_json: bool) -> int:
+    """The failure's line on stderr (and with `--json` its payload on stdout, when stdout still takes it)."""
+    if failure.payload is not None and as_json:
+        with contextlib.suppress(OSError):
+            write_json(out, failure.payload)
+    if failure.message:
+        fail_line(failure.message)
+    return int(failure.code)
 
 
 def status(args: argparse.Namespace) -> int | None:
@@ -91,9 +100,7 @@ def _forecasts(session: ServiceSession) -> dict[str, Any] | None:
     """Every account's forecasts, or None from a service that cannot say (the view goes without them)."""
     try:
         result: dict[str, Any] = session.request("accountPool/forecast")
-    except CommandFailed as failure:
-        if failure.code == Exit.SERVER and failure.payload is None:
-            raise  # the service went away: not something to show the table without
+    except CommandFailed:  # as `status.forecasts`: the table goes without them, whatever the reason
         return None
     return result
 

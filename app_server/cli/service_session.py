@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from typing import Any, Final
 
 REQUEST_TIMEOUT: Final = 120.0
-"""Seconds any request may take in all (as `connection.REQUEST_TIMEOUT`: the server bounds each upstream call
+"""Seconds any request may take in all, here and through `connection` (the server bounds each upstream call
 well below this)."""
+START_TIMEOUT: Final = 30.0
+"""Seconds a server has to answer `initialize`, here and through `connection` (a spawned one: to start)."""
 QUIET_METHODS: Final = ("account/rateLimits/updated", "accountPool/accountUpdated", "accountPool/alert")
 """Every notification the server sends (`protocol.methods.SERVER_NOTIFICATIONS`; a test keeps the two equal):
 this session opts out of them all, it reads answers only."""
@@ -65,8 +67,9 @@ class ServiceSession:
             pass
         self.sock.close()
 
-    def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
-        """The answer's result; an error answer is `CommandFailed` (`exits.failure_of`), no answer too."""
+    def request(self, method: str, params: dict[str, Any] | None = None, *, timeout: float = REQUEST_TIMEOUT) -> Any:
+        """The answer's result; an error answer is `CommandFailed` (`exits.failure_of`), no answer within
+        `timeout` seconds too, and so is a service that went away (in the async client's words)."""
         rid = self._next_id
         self._next_id += 1
         message: dict[str, Any] = {"id": rid, "method": method}
@@ -76,9 +79,11 @@ class ServiceSession:
         try:
             self.sock.settimeout(wsframe.SILENCE_TIMEOUT)
             self.sock.sendall(wsframe.encode_frame(OP_TEXT, payload))
-            answer = self._answer(rid, method)
-        except OSError as exc:
-            raise self._gone(method, params, f"its connection failed: {exc.strerror or exc}") from None
+            answer = self._answer(rid, method, timeout)
+        except _Lost as lost_it:
+            raise self._gone(method, params, lost_it.reason) from None
+        except OSError:  # reset, broken pipe: gone without a word, as the async client says it
+            raise self._gone(method, params, None) from None
         except wsframe.ProtocolError as exc:
             raise CommandFailed(
                 Exit.SERVER, f"protocol failure: the server sent something unexpected ({exc})"
@@ -89,8 +94,8 @@ class ServiceSession:
             raise failure_of(code if isinstance(code, int) else 0, str(error.get("message", "")), error.get("data"))
         return answer.get("result")
 
-    def _answer(self, rid: int, method: str) -> dict[str, Any]:
-        deadline = time.monotonic() + REQUEST_TIMEOUT
+    def _answer(self, rid: int, method: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
         pinged = False
         if self._unread:  # what followed the handshake's answer
             chunk, self._unread = self._unread, b""
@@ -100,47 +105,56 @@ class ServiceSession:
                 opcode, payload = self._frames.popleft()
                 if opcode == OP_TEXT:
                     message = _decode(payload)
-                    if message is not None and message.get("id") == rid and "method" not in message:
+                    if message.get("id") == rid and "method" not in message:
                         return message
                 elif opcode == OP_PING:
                     self.sock.sendall(wsframe.encode_frame(OP_PONG, payload))
                 elif opcode == OP_CLOSE:
-                    code, reason = wsframe.parse_close(payload)
-                    said = " ".join(str(part) for part in (code, reason) if part)
-                    raise ConnectionError("it closed the connection" + (f": {said}" if said else ""))
+                    raise _Lost(None)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise CommandFailed(Exit.SERVER, f"{self.name} did not answer {method} within {REQUEST_TIMEOUT:g} s")
+                raise CommandFailed(Exit.SERVER, f"{self.name} did not answer {method} within {timeout:g} s")
             self.sock.settimeout(min(left, wsframe.SILENCE_TIMEOUT))
             try:
                 chunk = self.sock.recv(1 << 16)
             except TimeoutError:
                 if pinged:
-                    raise ConnectionError(
-                        f"it did not answer a ping within {wsframe.SILENCE_TIMEOUT:g} s (stopped, or wedged)"
-                    ) from None
+                    silence = wsframe.SILENCE_TIMEOUT
+                    raise _Lost(f"it did not answer a ping within {silence:g} s: stopped, or wedged") from None
                 pinged = True
                 self.sock.sendall(wsframe.encode_frame(OP_PING, b"codex-limits"))
                 continue
             if not chunk:
-                raise ConnectionError("its connection closed")
+                raise _Lost(None)
             pinged = False
             self._frames.extend(self._reader.feed(chunk))
 
-    def _gone(self, method: str, params: dict[str, Any] | None, why: str) -> CommandFailed:
-        line = f"{self.name} stopped before answering {method} ({why})"
+    def _gone(self, method: str, params: dict[str, Any] | None, why: str | None) -> CommandFailed:
+        what = "initialize" if method == "initialize" else f"answering {method}"  # as `connection` says them
+        line = f"{self.name} stopped before {what}" + (f" ({why})" if why else "")
         spend = lost.spend_of(method, params)
         if spend is not None:
             line += f"; the outcome is unknown: {lost.resend(spend[0])}"
         return CommandFailed(Exit.SERVER, line)
 
 
-def _decode(payload: bytes) -> dict[str, Any] | None:
+class _Lost(Exception):
+    """The service went away mid-request; `reason` says how when there is more to say than that."""
+
+    def __init__(self, reason: str | None) -> None:
+        super().__init__(reason or "gone")
+        self.reason = reason
+
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    """A message from the service; anything but a JSON object is a broken protocol (as for the async client)."""
     try:
         message = json.loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    return message if isinstance(message, dict) else None
+    except (ValueError, RecursionError) as exc:
+        raise wsframe.ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise wsframe.ProtocolError(f"not a JSON object: {payload[:80]!r}")
+    return message
 
 
 def open_session() -> ServiceSession | None:
@@ -163,15 +177,16 @@ def open_session() -> ServiceSession | None:
         sock.close()
         return None
     session = ServiceSession(sock, first, state.pid)
+    hello = {
+        "clientInfo": {"name": "codex-limits", "title": None, "version": __version__},
+        "capabilities": {"optOutNotificationMethods": list(QUIET_METHODS)},
+    }
     try:
-        session.request(
-            "initialize",
-            {
-                "clientInfo": {"name": "codex-limits", "title": None, "version": __version__},
-                "capabilities": {"optOutNotificationMethods": list(QUIET_METHODS)},
-            },
-        )
-    except CommandFailed:
+        session.request("initialize", hello, timeout=START_TIMEOUT)
+    except CommandFailed as failure:
         session.close()
+        error = (failure.payload or {}).get("error")
+        if isinstance(error, dict):  # an error answer: refused, as `connection` says it
+            raise CommandFailed(Exit.SERVER, f"the server refused to initialize: {error.get('message')}") from None
         raise
     return session

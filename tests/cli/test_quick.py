@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from app_server.cli import exits
+from app_server.cli import exits, quick
 from app_server.cli.exits import CommandFailed, Exit
 from app_server.cli.plain import account, credits, history, status, words
 from app_server.cli.service_session import QUIET_METHODS, ServiceSession
@@ -334,14 +335,14 @@ def test_an_error_answer_is_the_commands_failure() -> None:
     assert caught.value.payload == {"error": error}
 
 
-def test_a_garbled_answer_is_skipped_and_the_right_one_taken() -> None:
+def test_other_ids_and_notifications_are_skipped_and_the_right_answer_taken() -> None:
     ours, theirs = socket.socketpair()
 
     def serve() -> None:
         reader = wsframe.FrameReader()
         while not reader.feed(theirs.recv(1 << 16)):
             pass
-        for payload in (b"not json", b'{"id": 99, "result": 1}', b'{"method": "x"}', b'{"id": 0, "result": {"ok": 1}}'):
+        for payload in (b'{"id": 99, "result": 1}', b'{"method": "x"}', b'{"id": 0, "result": {"ok": 1}}'):
             theirs.sendall(wsframe.encode_frame(wsframe.OP_TEXT, payload, mask=False))
             time.sleep(0)  # several frames, several segments
 
@@ -372,3 +373,40 @@ def test_frames_that_span_two_reads_reach_the_next_request() -> None:
     assert session.request("accountPool/list") == "one"
     assert session.request("accountPool/forecast") == "two"
     thread.join(WAIT)
+
+
+def test_a_service_that_closes_is_said_as_the_full_command_says_it() -> None:
+    session, thread = session_with(None)
+    with pytest.raises(CommandFailed) as caught:
+        session.request("accountPool/list")
+    thread.join(WAIT)
+    assert (caught.value.code, caught.value.message) == (
+        Exit.SERVER,
+        "the codex-limits service (pid 4242) stopped before answering accountPool/list",
+    )
+
+
+def test_an_answer_that_is_not_json_is_a_protocol_failure_at_once() -> None:
+    session, thread = session_with(b"{not json")
+    with pytest.raises(CommandFailed) as caught:
+        session.request("accountPool/list")
+    thread.join(WAIT)
+    assert caught.value.code == Exit.SERVER
+    assert caught.value.message.startswith("protocol failure: the server sent something unexpected (not JSON: ")
+
+
+def test_an_unexpected_answer_is_one_line_and_exit_5_never_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`accountPool/list` answered with a null result: the command fails as the full one does, in one line."""
+    session, thread = session_with(b'{"id": 0, "result": null}')
+    monkeypatch.setattr(quick, "open_session", lambda: session)
+    monkeypatch.setattr(quick, "is_terminal", lambda stream: False)
+    args = argparse.Namespace(
+        watch=None, timeout=None, json=False, compact=False, fail_above=None, simulate=False, log_level=None
+    )
+    assert quick.status(args) == Exit.SERVER
+    thread.join(WAIT)
+    said = capsys.readouterr()
+    assert said.err.startswith("codex-limits: internal error: TypeError: ") and said.err.count("\n") == 1
+    assert said.out == ""
