@@ -12,8 +12,7 @@ from app_server.cli import render
 from app_server.cli.connection import connect
 from app_server.cli.exits import Exit
 from app_server.cli.failures import rpc_failure
-from app_server.cli.plain.credits import credits_text
-from app_server.cli.quick import too_old
+from app_server.cli.quick import show_credits, too_old
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import RpcError
@@ -25,11 +24,8 @@ async def credits(ui: UI, *, simulate: bool) -> Exit:
             raw = await server.reset_credits()
         except RpcError as exc:
             raise too_old(rpc_failure(exc), server.name) from None
-    if ui.as_json:
-        ui.emit_json(raw)
-        return Exit.OK
-    if not ui.out.is_terminal:  # a pipe: the plain view (as on a running service, `quick`)
-        ui.out.file.write(credits_text(raw, now=time.time()))
+    if ui.as_json or not ui.out.is_terminal:  # what a running service's `quick` path prints
+        show_credits(ui.out.file, raw, as_json=ui.as_json)
         return Exit.OK
     inventory = ext.AccountPoolResetCreditsListResponse.model_validate(raw)
     ui.show(render.credits_view(inventory, now=time.time(), width=ui.width()))

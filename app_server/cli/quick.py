@@ -5,7 +5,8 @@ request or two to the service and some printing: `service_session` asks, `plain`
 function here returns None when the command is not for this path (a terminal to draw a table on,
 `--simulate`, `--watch`, a log level asked for, or no service running), and the caller goes on with the full
 command, which spawns a server when there is none. The words, the JSON and the exit statuses are the full
-command's. `apply` is not here: it waits on upstream and on a person, and the money path keeps one client.
+command's: the full commands print through the `show_*` functions here too, whenever they do not draw for a
+terminal. `apply` is not here: it waits on upstream and on a person, and the money path keeps one client.
 """
 
 from __future__ import annotations
@@ -25,23 +26,22 @@ COMPACT_MAX_AGE: Final = 60
 """`--compact` accepts summaries this many seconds old (a running service answers from its cache)."""
 
 
-def _eligible(args: argparse.Namespace, *, needs_pipe: bool) -> bool:
+def _run(args: argparse.Namespace, body: Callable[[ServiceSession, Any], None], *, needs_pipe: bool) -> int | None:
+    """Open a session and run `body` on it; None when the command is not for this path (`needs_pipe`: only
+    when stdout is not a terminal) or there is no service to ask."""
     if getattr(args, "simulate", False) or getattr(args, "log_level", None):
-        return False
+        return None
     if getattr(args, "verbose", 0) or getattr(args, "quiet", False):
-        return False
-    return not (needs_pipe and is_terminal(sys.stdout))
-
-
-def _run(args: argparse.Namespace, body: Callable[[ServiceSession, Any], int]) -> int | None:
-    """Open a session and run `body` on it; None when there is no service to ask."""
+        return None
+    if needs_pipe and is_terminal(sys.stdout):
+        return None
     out = safe_stream(sys.stdout)
     try:
         session = open_session()
         if session is None:
             return None
         try:
-            return body(session, out)
+            body(session, out)
         finally:
             session.close()
     except CommandFailed as failure:
@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace, body: Callable[[ServiceSession, Any], int]) -
         return int(Exit.INTERRUPTED)
     except Exception as exc:  # as `failures.run` says it: one line, exit 5, never a traceback
         return _fail(internal_error(exc), out, as_json=False)
+    return int(Exit.OK)
 
 
 def _fail(failure: CommandFailed, out: Any, *, as_json: bool) -> int:
@@ -66,34 +67,23 @@ def _fail(failure: CommandFailed, out: Any, *, as_json: bool) -> int:
     return int(failure.code)
 
 
+# -- the commands ----------------------------------------------------------------------------
+
+
 def status(args: argparse.Namespace) -> int | None:
     if args.watch is not None or args.timeout is not None:
         return None
-    if not _eligible(args, needs_pipe=not (args.json or args.compact)):
-        return None
 
-    def body(session: ServiceSession, out: Any) -> int:
-        from app_server.cli.plain import status as view
-        from app_server.cli.plain.words import never_signed_in
+    def body(session: ServiceSession, out: Any) -> None:
+        from app_server.cli.plain.status import with_readiness
 
         params = {"maxAgeSeconds": COMPACT_MAX_AGE} if args.compact else None
-        raw = [view.with_readiness(r) for r in session.request("accountPool/list", params)["accounts"]]
+        raw = [with_readiness(r) for r in session.request("accountPool/list", params)["accounts"]]
         ahead = None if args.compact else _forecasts(session)
-        if args.json:
-            write_json(out, view.with_forecasts(raw, ahead))
-        elif args.compact:
-            out.write(view.compact_line(raw) + "\n")
-        else:
-            unsigned = never_signed_in(raw, simulated=False)
-            out.write(view.status_text(raw, now=time.time(), forecasts=ahead, never_signed_in=unsigned))
-        out.flush()
-        if args.fail_above is not None:
-            over = view.above(raw, args.fail_above)
-            if over:
-                raise CommandFailed(Exit.CHECK_FAILED, f"above {args.fail_above:g} %: " + ", ".join(over))
-        return int(Exit.OK)
+        show_status(out, raw, ahead, as_json=args.json, compact=args.compact, simulated=False)
+        gate(raw, args.fail_above)
 
-    return _run(args, body)
+    return _run(args, body, needs_pipe=not (args.json or args.compact))
 
 
 def _forecasts(session: ServiceSession) -> dict[str, Any] | None:
@@ -106,68 +96,34 @@ def _forecasts(session: ServiceSession) -> dict[str, Any] | None:
 
 
 def refresh(args: argparse.Namespace) -> int | None:
-    if not _eligible(args, needs_pipe=not args.json):
-        return None
-
-    def body(session: ServiceSession, out: Any) -> int:
-        from app_server.cli.plain.account import account_text, refresh_failure
-        from app_server.cli.plain.status import with_readiness
-        from app_server.cli.plain.words import never_signed_in
-
+    def body(session: ServiceSession, out: Any) -> None:
         raw = session.request("accountPool/refresh", {"accountId": args.account})
-        unsigned = bool(never_signed_in([raw], simulated=False))
-        if args.json:
-            write_json(out, with_readiness(raw))
-        else:
-            out.write(account_text(raw, now=time.time(), never_signed_in=unsigned))
-            out.flush()
-        failure = refresh_failure(raw, never_signed_in=unsigned)
-        if failure is not None:
-            raise CommandFailed(Exit.REFUSED if failure[0] else Exit.UPSTREAM, failure[1])
-        return int(Exit.OK)
+        show_refresh(out, raw, as_json=args.json, simulated=False)
 
-    return _run(args, body)
+    return _run(args, body, needs_pipe=not args.json)
 
 
 def history(args: argparse.Namespace) -> int | None:
     """The ledger's apply attempts (`history` without `--usage`)."""
-    if not _eligible(args, needs_pipe=not args.json):
-        return None
 
-    def body(session: ServiceSession, out: Any) -> int:
-        from app_server.cli.plain.history import history_text
-
+    def body(session: ServiceSession, out: Any) -> None:
         entries = session.request("accountPool/history", {"accountId": args.account, "limit": args.limit})["entries"]
-        if args.json:
-            write_json(out, entries)
-        else:
-            out.write(history_text(entries))
-            out.flush()
-        return int(Exit.OK)
+        show_history(out, entries, as_json=args.json)
 
-    return _run(args, body)
+    return _run(args, body, needs_pipe=not args.json)
 
 
 def credits(args: argparse.Namespace) -> int | None:
     """The pool's saved resets (`accountPool/resetCredits/list`); it never applies."""
-    if not _eligible(args, needs_pipe=not args.json):
-        return None
 
-    def body(session: ServiceSession, out: Any) -> int:
-        from app_server.cli.plain.credits import credits_text
-
+    def body(session: ServiceSession, out: Any) -> None:
         try:
             inventory = session.request("accountPool/resetCredits/list")
         except CommandFailed as failure:
             raise too_old(failure, session.name) from None
-        if args.json:
-            write_json(out, inventory)
-        else:
-            out.write(credits_text(inventory, now=time.time()))
-            out.flush()
-        return int(Exit.OK)
+        show_credits(out, inventory, as_json=args.json)
 
-    return _run(args, body)
+    return _run(args, body, needs_pipe=not args.json)
 
 
 def too_old(failure: CommandFailed, name: str) -> CommandFailed:
@@ -182,3 +138,81 @@ def too_old(failure: CommandFailed, name: str) -> CommandFailed:
             "restart it (codex-limits service stop, then service start)",
         )
     return failure
+
+
+# -- what a pipe, a status bar or a script gets (the full commands print these too) ---------------
+
+
+def show_status(
+    out: Any, raw: list[dict[str, Any]], ahead: dict[str, Any] | None, *, as_json: bool, compact: bool, simulated: bool
+) -> None:
+    """`status`: the JSON (each summary with its forecasts), the one line, or the plain view; `raw` as
+    `plain.status.with_readiness` gives each summary."""
+    from app_server.cli.plain import status as view
+    from app_server.cli.plain.words import never_signed_in
+
+    if as_json:
+        write_json(out, view.with_forecasts(raw, ahead))
+        return
+    if compact:
+        out.write(view.compact_line(raw) + "\n")
+    else:
+        unsigned = never_signed_in(raw, simulated=simulated)
+        out.write(
+            view.status_text(raw, now=time.time(), forecasts=ahead, simulated=simulated, never_signed_in=unsigned)
+        )
+    out.flush()
+
+
+def gate(raw: list[dict[str, Any]], limit: float | None) -> None:
+    """`status --fail-above`: `CommandFailed(CHECK_FAILED)` naming every window above `limit` percent."""
+    from app_server.cli.plain.status import above
+
+    over = [] if limit is None else above(raw, limit)
+    if over:
+        raise CommandFailed(Exit.CHECK_FAILED, f"above {limit:g} %: " + ", ".join(over))
+
+
+def show_refresh(out: Any, raw: dict[str, Any], *, as_json: bool, simulated: bool) -> None:
+    """`refresh`: the JSON or the plain view of the account, then its failure when the read failed."""
+    from app_server.cli.plain.account import account_text
+    from app_server.cli.plain.status import with_readiness
+    from app_server.cli.plain.words import never_signed_in
+
+    unsigned = bool(never_signed_in([raw], simulated=simulated))
+    if as_json:
+        write_json(out, with_readiness(raw))
+    else:
+        out.write(account_text(raw, now=time.time(), simulated=simulated, never_signed_in=unsigned))
+        out.flush()
+    refresh_checked(raw, simulated=simulated, never_signed_in=unsigned)
+
+
+def refresh_checked(raw: dict[str, Any], *, simulated: bool, never_signed_in: bool) -> None:
+    """A refresh whose read failed is `CommandFailed`: exit 3 when nothing could even be tried (sign-in needed,
+    an API-key account), like a refusal; else 4."""
+    from app_server.cli.plain.account import refresh_failure
+
+    failure = refresh_failure(raw, simulated=simulated, never_signed_in=never_signed_in)
+    if failure is not None:
+        raise CommandFailed(Exit.REFUSED if failure[0] else Exit.UPSTREAM, failure[1])
+
+
+def show_history(out: Any, entries: list[dict[str, Any]], *, as_json: bool) -> None:
+    from app_server.cli.plain.history import history_text
+
+    if as_json:
+        write_json(out, entries)
+        return
+    out.write(history_text(entries))
+    out.flush()
+
+
+def show_credits(out: Any, inventory: dict[str, Any], *, as_json: bool) -> None:
+    from app_server.cli.plain.credits import credits_text
+
+    if as_json:
+        write_json(out, inventory)
+        return
+    out.write(credits_text(inventory, now=time.time()))
+    out.flush()

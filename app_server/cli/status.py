@@ -25,9 +25,9 @@ from app_server.cli import render
 from app_server.cli.connection import Server, connect
 from app_server.cli.exits import CommandFailed, Exit
 from app_server.cli.failures import rpc_failure
-from app_server.cli.plain.status import above, compact_line, status_text, with_forecasts, with_readiness
+from app_server.cli.plain.status import compact_line, with_readiness
 from app_server.cli.plain.words import never_signed_in
-from app_server.cli.quick import COMPACT_MAX_AGE
+from app_server.cli.quick import COMPACT_MAX_AGE, gate, show_status
 from app_server.cli.terminal import UI
 from protocol import ext
 from protocol.jsonrpc import INTERNAL_ERROR, RpcError
@@ -174,22 +174,13 @@ async def status(
             reading = await read_pool(server, max_age=max_age, timeout=timeout, ids=ids)
         ahead = None if compact or reading.timed_out is not None else await forecasts(server)
     raw = reading.result()
-    rows = reading.rows()
-    if ui.as_json:
-        ui.emit_json(with_forecasts(raw, ahead))
-    elif compact:
-        ui.out.print(Text(compact_line(raw)), soft_wrap=True)
-    elif not ui.out.is_terminal:  # a pipe or a file: the plain view (the same as on a running service, `quick`)
-        unsigned = never_signed_in(raw, simulated=simulate)
-        ui.out.file.write(
-            status_text(raw, now=time.time(), forecasts=ahead, simulated=simulate, never_signed_in=unsigned)
-        )
-        ui.out.file.flush()
+    if ui.as_json or compact or not ui.out.is_terminal:  # what a running service's `quick` path prints
+        show_status(ui.out.file, raw, ahead, as_json=ui.as_json, compact=compact, simulated=simulate)
     else:
         unsigned = never_signed_in(raw, simulated=simulate)
         ui.show(
             render.status_table(
-                rows,
+                reading.rows(),
                 now=time.time(),
                 width=ui.width(),
                 simulated=simulate,
@@ -198,10 +189,7 @@ async def status(
                 inventory=True,
             )
         )
-    if fail_above is not None:
-        over = above(raw, fail_above)
-        if over:
-            raise CommandFailed(Exit.CHECK_FAILED, f"above {fail_above:g} %: " + ", ".join(over))
+    gate(raw, fail_above)
     return Exit.OK
 
 
