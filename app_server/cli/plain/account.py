@@ -3,8 +3,16 @@ help, and its problem with the next step."""
 
 from __future__ import annotations
 
-from app_server.cli.plain.times import local_date, local_time, until
-from app_server.cli.plain.words import Json, apply_possible, next_step, status_words, window_name, windows
+from app_server.cli.plain.times import local_time, until
+from app_server.cli.plain.words import (
+    Json,
+    apply_possible,
+    credit_line,
+    next_step,
+    status_words,
+    window_name,
+    windows,
+)
 
 
 def account_text(summary: Json, *, now: float, simulated: bool = False, never_signed_in: bool = False) -> str:
@@ -25,16 +33,8 @@ def account_text(summary: Json, *, now: float, simulated: bool = False, never_si
     else:
         lines.append(("Saved resets", str(overview.get("availableCount"))))
         for credit in overview.get("credits") or []:
-            if credit.get("status") != "available":
-                continue
-            expires = credit.get("expiresAt")
-            words = f"{credit.get('id')}" + (f"  {credit['title']}" if credit.get("title") else "")
-            words += (
-                f"  expires {until(expires, now, coarse=True)} · {local_date(expires, now)}"
-                if expires is not None
-                else "  does not expire"
-            )
-            lines.append(("", words))
+            if credit.get("status") == "available":
+                lines.append(("", credit_line(credit, now)))
     lines.append(("Apply", apply_possible(summary, never_signed_in=never_signed_in)))
     error = summary.get("error")
     if error:

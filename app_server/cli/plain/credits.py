@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from app_server.cli.plain.times import countdown, exact_time, plural
-from app_server.cli.plain.words import Json, unlisted_words
+from app_server.cli.plain.words import Json, aligned, unlisted_words
 
 __all__ = ["SPEND_HINT", "credits_text", "holders", "total_line", "unlisted_words"]
 
@@ -43,8 +43,7 @@ def credits_text(inventory: Json, *, now: float) -> str:
         ]
         for c in credits
     ]
-    widths = [max((len(row[i]) for row in rows), default=0) for i in range(3)]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, [*widths, 0], strict=True)).rstrip() for row in rows]
+    lines += aligned(rows)
     lines += [unlisted_words(u) for u in inventory.get("unlisted") or []]
     lines.append(total_line(inventory))
     if credits:

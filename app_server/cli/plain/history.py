@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app_server.cli.plain.times import stamp
-from app_server.cli.plain.words import OUTCOME_HEADLINE, Json
+from app_server.cli.plain.words import OUTCOME_HEADLINE, Json, aligned
 
 
 def result_words(entry: Json) -> tuple[str, str]:
@@ -40,10 +40,7 @@ def history_text(entries: list[Json]) -> str:
         ]
         for e in entries
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    return "".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, [*widths, 0], strict=True)).rstrip() + "\n" for row in rows
-    )
+    return "".join(line + "\n" for line in aligned(rows))
 
 
 def _num(value: object) -> str:

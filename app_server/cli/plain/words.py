@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from app_server.cli.plain.times import ago, countdown, duration, local_time, plural
+from app_server.cli.plain.times import ago, countdown, duration, local_date, local_time, plural, until
 
 Json = dict[str, Any]
 Line = list[tuple[str, str]]
@@ -68,6 +68,23 @@ OUTCOME_SENTENCE: Final[dict[str, str]] = {
         "This attempt had already been applied earlier (same idempotency key); no second reset was spent."
     ),
 }
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """`rows` as lines of columns two spaces apart, each column as wide as its widest cell (the last unpadded)."""
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, [*widths, 0], strict=True)).rstrip() for row in rows]
+
+
+def credit_line(credit: Json, now: float) -> str:
+    """`credit-alice-1  Full reset  expires in 7d · Dec 05`: one of an account's saved resets."""
+    expires = credit.get("expiresAt")
+    words = f"{credit.get('id')}" + (f"  {credit['title']}" if credit.get("title") else "")
+    if expires is None:
+        return words + "  does not expire"
+    return words + f"  expires {until(expires, now, coarse=True)} · {local_date(expires, now)}"
 
 
 def status_words(summary: Json) -> tuple[str, str]:
@@ -288,9 +305,7 @@ def unlisted_words(entry: Json) -> str:
     `accountPool/resetCredits/list`), in plain words."""
     count = entry.get("availableCount")
     if count is None:
-        status = str(entry.get("status"))
-        words = STATUS_TEXT.get(status, (status, ""))[0]
-        return f"{entry['accountId']}: could not be read ({words}); its saved resets are unknown"
+        return f"{entry['accountId']}: could not be read ({status_words(entry)[0]}); its saved resets are unknown"
     listed = entry.get("listedCount") or 0
     more = "more saved reset" if listed else "saved reset"
     return f"{entry['accountId']}: {plural(count - listed, more)} upstream counted but did not list"

@@ -7,9 +7,9 @@ from rich.table import Table
 from rich.text import Text
 
 from app_server.cli.plain.times import local_date, local_time, until
-from app_server.cli.plain.words import AVAILABLE, EXHAUSTED
+from app_server.cli.plain.words import AVAILABLE, EXHAUSTED, credit_line
 from app_server.cli.render.cells import apply_possible, bar, saved_count, status_text
-from app_server.cli.render.words import is_wide, next_step, readiness, usage_words, window_name
+from app_server.cli.render.words import is_wide, next_step, readiness, usage_words, window_name, wire
 from protocol.ext import (
     AccountSummary,
 )
@@ -106,15 +106,6 @@ def _credits_text(summary: AccountSummary, *, now: float) -> Text:
         return Text("unknown", style="dim")
     text = Text(str(overview.available_count), style="bold")
     for credit in overview.credits or ():
-        if credit.status is not RateLimitResetCreditStatus.AVAILABLE:
-            continue
-        line = f"\n{credit.id}"
-        if credit.title:
-            line += f"  {credit.title}"
-        line += (
-            f"  expires {until(credit.expires_at, now, coarse=True)} · {local_date(credit.expires_at, now)}"
-            if credit.expires_at is not None
-            else "  does not expire"
-        )
-        text.append(line, style="dim")
+        if credit.status is RateLimitResetCreditStatus.AVAILABLE:
+            text.append("\n" + credit_line(wire(credit), now), style="dim")
     return text
