@@ -17,7 +17,7 @@ import anyio
 import anyio.abc
 
 from app_server.cli.exits import CommandFailed, Exit
-from app_server.cli.service_session import REQUEST_TIMEOUT, START_TIMEOUT
+from app_server.cli.service_session import REQUEST_TIMEOUT, START_TIMEOUT, service_name
 from app_server.config import log_level as configured_level
 from app_server.env import log_level_asked
 from app_server.rpc.client import Client, ServerClosed, spawn
@@ -44,7 +44,7 @@ class Server:
         from app_server.cli.attach import ServiceProcess
 
         if isinstance(self.process, ServiceProcess):
-            return f"the codex-limits service (pid {self.process.pid})"
+            return service_name(self.process.pid)
         return "the server"
 
     async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:

@@ -72,6 +72,11 @@ def failure_of(code: int, message: str, data: Any, *, invalid: Exit = Exit.USAGE
     return CommandFailed(Exit.SERVER, f"the server answered error {code}: {message}", payload)
 
 
+def protocol_failure(exc: BaseException) -> CommandFailed:
+    """The server sent something no server of ours sends (a broken frame, not JSON): one line and exit 5."""
+    return CommandFailed(Exit.SERVER, f"protocol failure: the server sent something unexpected ({exc})")
+
+
 def internal_error(exc: BaseException) -> CommandFailed:
     """An unexpected error as one line and exit 5 (a bug, or the machine: a full disk under stdout, say)."""
     return CommandFailed(

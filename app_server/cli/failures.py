@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import anyio
 import pydantic
 
-from app_server.cli.exits import CommandFailed, Exit, failure_of, internal_error
+from app_server.cli.exits import CommandFailed, Exit, failure_of, internal_error, protocol_failure
 from app_server.cli.streams import fail_line, quiet_stdout
 from app_server.cli.terminal import UI
 from app_server.rpc.client import ServerClosed
@@ -113,7 +113,7 @@ def _expected(group: BaseExceptionGroup[BaseException]) -> CommandFailed | None:
         if isinstance(leaf, ServerClosed):
             return CommandFailed(Exit.SERVER, f"the server stopped: {leaf}")
         if isinstance(leaf, ProtocolError | json.JSONDecodeError | UnicodeDecodeError | pydantic.ValidationError):
-            return CommandFailed(Exit.SERVER, f"protocol failure: the server sent something unexpected ({leaf})")
+            return protocol_failure(leaf)
     return None
 
 

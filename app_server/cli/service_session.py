@@ -20,7 +20,7 @@ import time
 from collections import deque
 
 from app_server import __version__
-from app_server.cli.exits import CommandFailed, Exit, failure_of
+from app_server.cli.exits import CommandFailed, Exit, failure_of, protocol_failure
 from app_server.cli.proxy_socket import connect, handshake
 from app_server.rpc import lost, wsframe
 from app_server.rpc.wsframe import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
@@ -39,10 +39,15 @@ QUIET_METHODS: Final = ("account/rateLimits/updated", "accountPool/accountUpdate
 this session opts out of them all, it reads answers only."""
 
 
+def service_name(pid: int) -> str:
+    """How the operator commands name the running service."""
+    return f"the codex-limits service (pid {pid})"
+
+
 def not_answering(pid: int, why: object) -> str:
     """The line for a service that holds the data directory but did not answer the handshake."""
     return (
-        f"the codex-limits service (pid {pid}) did not answer: {why}; is it stopped? "
+        f"{service_name(pid)} did not answer: {why}; is it stopped? "
         f"(`kill -CONT {pid}` resumes it; `codex-limits service status`)"
     )
 
@@ -53,7 +58,7 @@ class ServiceSession:
     def __init__(self, sock: socket.socket, first: bytes, pid: int) -> None:
         self.sock = sock
         self.pid = pid
-        self.name = f"the codex-limits service (pid {pid})"
+        self.name = service_name(pid)
         self._reader = wsframe.FrameReader()
         self._unread = first
         self._frames: deque[tuple[int, bytes]] = deque()
@@ -85,9 +90,7 @@ class ServiceSession:
         except OSError:  # reset, broken pipe: gone without a word, as the async client says it
             raise self._gone(method, params, None) from None
         except wsframe.ProtocolError as exc:
-            raise CommandFailed(
-                Exit.SERVER, f"protocol failure: the server sent something unexpected ({exc})"
-            ) from None
+            raise protocol_failure(exc) from None
         error = answer.get("error")
         if isinstance(error, dict):
             code = error.get("code")
