@@ -185,7 +185,7 @@ async def status(
                 width=ui.width(),
                 simulated=simulate,
                 never_signed_in=unsigned,
-                forecasts=None if ahead is None else ext.AccountPoolForecastResponse.model_validate(ahead),
+                forecasts=ahead,
                 inventory=True,
             )
         )
@@ -286,7 +286,7 @@ async def _watch(
                         now=time.time(),
                         width=console.width,
                         simulated=simulated,
-                        forecasts=None if ahead is None else ext.AccountPoolForecastResponse.model_validate(ahead),
+                        forecasts=ahead,
                         inventory=True,
                     )
                 note = f"every {interval:g} s · Ctrl-C to stop"

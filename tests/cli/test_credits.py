@@ -20,6 +20,7 @@ import pytest
 
 from app_server.cli.render.credits import credits_view
 from app_server.cli.render.forecast import forecast_line
+from app_server.cli.render.words import wire
 from app_server.store.base import UsageSample
 from app_server.store.sqlite import FILE_NAME as LEDGER_FILE
 from app_server.store.sqlite import SqliteStore
@@ -260,13 +261,13 @@ def test_a_forecast_line_with_a_known_history() -> None:
         measured_at=now,
         message="5h: 30 %/h over the last 2h; runs out in 1h 10m, 1h 50m before it resets",
     )
-    line = forecast_line(forecast, now=now)
+    line = forecast_line(wire(forecast), now=now)
     assert line is not None and line.plain == "30 %/h · runs out in 1h 10m"
     later = forecast.model_copy(update={"runs_out_at": now + 4 * HOUR, "runs_out_before_reset": False})
-    line = forecast_line(later, now=now)
+    line = forecast_line(wire(later), now=now)
     assert line is not None and line.plain == "30 %/h"  # it resets first: no alarm
     short = forecast.model_copy(update={"status": ext.ForecastStatus.TOO_LITTLE_HISTORY, "burn_rate_per_hour": None})
-    line = forecast_line(short, now=now)
+    line = forecast_line(wire(short), now=now)
     assert line is not None and line.plain == "too little history"
 
 

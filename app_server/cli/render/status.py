@@ -11,14 +11,12 @@ from rich.table import Table
 from rich.text import Text
 
 from app_server.cli.plain.times import until
-from app_server.cli.plain.words import NONE, caption, inventory_words, notes
+from app_server.cli.plain.words import NONE, Json, caption, forecasts_by_window, inventory_words, notes, of_summary
 from app_server.cli.render.cells import apply_cell, bar, saved_cell, saved_count, status_text, window_cell
-from app_server.cli.render.forecast import by_window, forecast_line, history_note, of_snapshot
+from app_server.cli.render.forecast import forecast_line, history_note
 from app_server.cli.render.words import CRAMPED, NARROW, is_wide, window_name, wire
 from protocol.ext import (
-    AccountPoolForecastResponse,
     AccountSummary,
-    WindowForecast,
 )
 
 
@@ -41,30 +39,31 @@ def status_table(
     simulated: bool = False,
     spinner: RenderableType | None = None,
     never_signed_in: Collection[str] = (),
-    forecasts: AccountPoolForecastResponse | None = None,
+    forecasts: Json | None = None,
     inventory: bool = False,
 ) -> RenderableType:
     """The pool at a glance: one row per account (one stacked block each below `NARROW` columns).
 
-    `forecasts` add a line under each window's bar (burn rate, when it runs out before it resets, or that the
-    history is too short); `inventory` adds the footer on the pool's saved resets (from the summaries shown).
+    `forecasts` (`accountPool/forecast`'s answer) add a line under each window's bar (burn rate, when it runs
+    out before it resets, or that the history is too short); `inventory` adds the footer on the pool's saved
+    resets (from the summaries shown).
 
     From `WIDE` columns: plan, status and e-mail get their own room and reset times add the local
     time. Below it the account cell stacks label, id · plan and status; below `CRAMPED` the bars
     shrink and reset times lose the word "resets". A `Waiting` row shows `spinner` (or why it is empty).
     """
     summaries = [r for r in rows if isinstance(r, AccountSummary)]
-    windowed = by_window(forecasts)
-    shown: list[WindowForecast | None] = [
-        f for s in summaries for f in of_snapshot(windowed, s.account_id, s.rate_limits)
-    ]
-    said = inventory_words([wire(s) for s in summaries], now=now) if inventory else []
+    wired = {s.account_id: wire(s) for s in summaries}
+    windowed = forecasts_by_window(forecasts)
+    ahead = {account_id: of_summary(windowed, summary) for account_id, summary in wired.items()}
+    shown = [f for pair in ahead.values() for f in pair]
+    said = inventory_words(list(wired.values()), now=now) if inventory else []
     footer: list[RenderableType] = [Text.assemble(*spans) for spans in said]
     note = history_note(forecasts, shown)
     if note is not None:
         footer.append(note)
     if width < NARROW:
-        body: RenderableType = _status_blocks(rows, now=now, width=width, spinner=spinner, forecasts=windowed)
+        body: RenderableType = _status_blocks(rows, now=now, width=width, spinner=spinner, ahead=ahead)
         caption: list[RenderableType] = [Text(_caption(rows, now), style="dim")]
         notes = _notes(summaries, simulated=simulated, never_signed_in=never_signed_in)
         return Group(body, *caption, *footer, *notes)
@@ -105,11 +104,11 @@ def status_table(
             continue
         summary = row
         limits = summary.rate_limits
-        ahead = [forecast_line(f, now=now, folded=not wide) for f in of_snapshot(windowed, summary.account_id, limits)]
+        lines = [forecast_line(f, now=now, folded=not wide) for f in ahead[summary.account_id]]
         slots = (limits.primary, limits.secondary) if limits is not None else (None, None)
         windows = [
             window_cell(w, now=now, bar_width=bar_width, absolute=wide, terse=terse, forecast=line)
-            for w, line in zip(slots, ahead, strict=True)
+            for w, line in zip(slots, lines, strict=True)
         ]
         account = Text(summary.label, style="bold")
         if wide:
@@ -147,7 +146,7 @@ def _status_blocks(
     now: float,
     width: int,
     spinner: RenderableType | None,
-    forecasts: Mapping[str, Mapping[tuple[str, str], WindowForecast]],
+    ahead: Mapping[str, tuple[Json | None, Json | None]],
 ) -> RenderableType:
     """Narrow terminals: per account a heading (label and id) and one short line per fact."""
     bar_width = 4 if width < 40 else 8
@@ -170,8 +169,8 @@ def _status_blocks(
             status.append(f" · {summary.plan_type.value}", style="dim")
         grid.add_row("status", status)
         limits = summary.rate_limits
-        ahead = of_snapshot(forecasts, summary.account_id, limits)
-        slots = ((limits.primary, "primary", ahead[0]), (limits.secondary, "secondary", ahead[1])) if limits else ()
+        mine = ahead[summary.account_id]
+        slots = ((limits.primary, "primary", mine[0]), (limits.secondary, "secondary", mine[1])) if limits else ()
         for window, fallback, forecast in slots:
             if window is None:
                 continue
