@@ -351,17 +351,23 @@
     return known;
   }
 
-  // `asked`: the `news` count when the list was requested. An account with an `account` event since then
-  // keeps what that event said: the list was read before it (an apply by another client, say), and showing
-  // it would bring back a saved reset already spent. Any later change comes as an event too.
-  function renderAll(list, asked = Infinity) {
+  // Whether an `account` event for `accountId` arrived after `asked` (the `news` count when a request was
+  // made). Then the event is as new as that request's answer or newer (an apply by another client that
+  // landed meanwhile, say), and showing the answer would bring back a saved reset already spent; any later
+  // change comes as an event too.
+  function heardSince(accountId, asked) {
+    return (state.newsAt.get(accountId) || 0) > asked;
+  }
+
+  // `asked`: the `news` count when the list was requested.
+  function renderAll(list, asked) {
     state.order = list.map((s) => s.accountId);
     const ids = new Set(state.order);
     for (const node of [...$("#accounts").children]) {
       if (!ids.has(node.dataset.accountId)) node.remove();
     }
     for (const summary of list) {
-      if ((state.newsAt.get(summary.accountId) || 0) <= asked) upsert(summary);
+      if (!heardSince(summary.accountId, asked)) upsert(summary);
     }
     for (const id of state.order) $("#accounts").append(document.getElementById(rowId(id)));
     $("#accounts-loading").hidden = true;
@@ -486,8 +492,7 @@
     try {
       const asked = state.news;
       const read = await api("POST", `/api/accounts/${encodeURIComponent(accountId)}/refresh`);
-      // An event since the request (this read's own, or an apply's that landed after it) is as new or newer.
-      if ((state.newsAt.get(accountId) || 0) <= asked) upsert(read);
+      if (!heardSince(accountId, asked)) upsert(read); // an event since: this read's own, or newer
     } catch (err) {
       if (!(err instanceof SignedOut)) showAlert(`Refresh of ${current ? current.label : accountId} failed: ${err.message}`);
     } finally {
