@@ -95,8 +95,11 @@ def test_without_a_service_the_command_spawns_a_server_as_before(homes: dict[str
 
 
 def masked(text: str) -> str:
-    """`text` with every number, age and temporary path masked (times and reads move on between two runs)."""
+    """`text` with every number, duration, age and temporary path masked (times and reads move on between two
+    runs: `in 4h` a second later may be `in 3h 59m`)."""
     text = re.sub(r"read (just now|\d+s ago)", "read AGO", text)
+    text = re.sub(r"\b\d+[dhms]( \d+[dhms])?\b", "DURATION", text)
+    text = re.sub(r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?=\d)", "", text)  # `Tue 00:01` once a run passes midnight
     return re.sub(r"/tmp/\S+", "PATH", re.sub(r"\d+", "N", text))
 
 
